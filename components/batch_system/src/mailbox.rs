@@ -43,6 +43,10 @@ pub(crate) trait Schedule<F: Fsm>: Send + Sync {
 pub(crate) struct MailboxInner<F: Fsm> {
     tx: Sender<F::Message>,
     rx: Receiver<F::Message>,
+    /// Internal lane for messages whose volume the sender bounds itself
+    /// (e.g. apply tasks, bounded by raft's in-flight window); see `force_send`.
+    force_tx: Sender<F::Message>,
+    force_rx: Receiver<F::Message>,
     status: AtomicU8,
     /// Holds the FSM while it is idle; empty while a poller owns it.
     slot: Mutex<Option<Box<F>>>,
@@ -65,10 +69,13 @@ impl<F: Fsm> Mailbox<F> {
     pub(crate) fn new(fsm: Box<F>, capacity: usize, scheduler: Arc<dyn Schedule<F>>) -> Self {
         assert!(capacity > 0, "mailbox capacity must be positive");
         let (tx, rx) = channel::bounded(capacity);
+        let (force_tx, force_rx) = channel::unbounded();
         Mailbox {
             inner: Arc::new(MailboxInner {
                 tx,
                 rx,
+                force_tx,
+                force_rx,
                 status: AtomicU8::new(IDLE),
                 slot: Mutex::new(Some(fsm)),
                 scheduler,
@@ -91,13 +98,26 @@ impl<F: Fsm> Mailbox<F> {
         }
     }
 
+    /// Queues `msg` without the capacity check. Only for internal messages
+    /// whose volume the sender already bounds (one apply task per raft ready,
+    /// one apply result per apply round), where dropping is not an option and
+    /// blocking could deadlock two pools waiting on each other.
+    pub fn force_send(&self, msg: F::Message) -> Result<(), SendError<F::Message>> {
+        if self.inner.status.load(Ordering::Acquire) == DROPPED {
+            return Err(SendError::Disconnected(msg));
+        }
+        self.inner.force_tx.send(msg).map_err(|e| SendError::Disconnected(e.into_inner()))?;
+        self.notify();
+        Ok(())
+    }
+
     /// Number of queued messages.
     pub fn len(&self) -> usize {
-        self.inner.rx.len()
+        self.inner.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.rx.is_empty()
+        self.len() == 0
     }
 
     pub fn is_closed(&self) -> bool {
@@ -116,6 +136,10 @@ impl<F: Fsm> Mailbox<F> {
 }
 
 impl<F: Fsm> MailboxInner<F> {
+    fn len(&self) -> usize {
+        self.rx.len() + self.force_rx.len()
+    }
+
     fn notify(self: &Arc<Self>) {
         if self
             .status
@@ -126,7 +150,7 @@ impl<F: Fsm> MailboxInner<F> {
             return;
         }
         let fsm = self.slot.lock().take().expect("idle mailbox must hold its fsm");
-        self.scheduler.schedule(FsmCell { fsm, mailbox: self.clone() });
+        self.scheduler.schedule(FsmCell { fsm, mailbox: self.clone(), reschedule: false });
     }
 }
 
@@ -134,31 +158,38 @@ impl<F: Fsm> MailboxInner<F> {
 pub struct FsmCell<F: Fsm> {
     pub fsm: Box<F>,
     mailbox: Arc<MailboxInner<F>>,
+    reschedule: bool,
 }
 
 impl<F: Fsm> FsmCell<F> {
-    /// Takes the next queued message, if any.
+    /// Takes the next queued message, if any; internal messages come first.
     pub fn try_recv(&self) -> Option<F::Message> {
-        self.mailbox.rx.try_recv().ok()
+        self.mailbox.force_rx.try_recv().or_else(|_| self.mailbox.rx.try_recv()).ok()
     }
 
     /// Number of messages still queued.
     pub fn pending(&self) -> usize {
-        self.mailbox.rx.len()
+        self.mailbox.len()
+    }
+
+    /// Asks for the FSM to be polled again after this round even if no
+    /// message arrives (it has work left, e.g. a new raft ready).
+    pub fn schedule_again(&mut self) {
+        self.reschedule = true;
     }
 
     /// Returns the FSM to its mailbox, or drops it if it stopped. If messages
     /// arrived while the poller owned it, the FSM is scheduled again; this
     /// re-check after publishing IDLE is what prevents lost wake-ups.
     pub(crate) fn release(self) {
-        let FsmCell { fsm, mailbox } = self;
+        let FsmCell { fsm, mailbox, reschedule } = self;
         if fsm.is_stopped() {
             mailbox.status.store(DROPPED, Ordering::Release);
             return;
         }
         *mailbox.slot.lock() = Some(fsm);
         mailbox.status.store(IDLE, Ordering::SeqCst);
-        if !mailbox.rx.is_empty() {
+        if reschedule || mailbox.len() > 0 {
             mailbox.notify();
         }
     }

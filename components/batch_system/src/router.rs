@@ -66,6 +66,18 @@ impl<N: Fsm, C: Fsm> Router<N, C> {
         }
     }
 
+    /// Like [`Mailbox::force_send`], addressed by region.
+    pub fn force_send(&self, addr: u64, msg: N::Message) -> Result<(), SendError<N::Message>> {
+        match self.normals.get(&addr) {
+            Some(mb) => mb.force_send(msg),
+            None => Err(SendError::NotFound(msg)),
+        }
+    }
+
+    pub fn force_send_control(&self, msg: C::Message) -> Result<(), SendError<C::Message>> {
+        self.control.force_send(msg)
+    }
+
     pub fn send_control(&self, msg: C::Message) -> Result<(), SendError<C::Message>> {
         self.control.send(msg)
     }

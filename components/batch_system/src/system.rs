@@ -408,6 +408,21 @@ mod tests {
     }
 
     #[test]
+    fn force_send_bypasses_capacity_and_comes_first() {
+        let (ctrl, _) = counter();
+        let sys: BatchSystem<Counter, Counter> =
+            BatchSystem::new("idle", Config { pool_size: 1, max_batch_size: 1, mailbox_capacity: 1 }, ctrl);
+        let router = sys.router();
+        let (fsm, _) = counter();
+        let mb = router.register(1, fsm);
+        router.send(1, Msg::Inc).unwrap();
+        assert!(matches!(router.send(1, Msg::Inc), Err(SendError::Full(_))));
+        router.force_send(1, Msg::Stop).unwrap();
+        router.force_send(1, Msg::Stop).unwrap();
+        assert_eq!(mb.len(), 3);
+    }
+
+    #[test]
     fn shutdown_joins_pollers() {
         let (mut sys, _, _) = system(Config::default());
         let router = sys.router();

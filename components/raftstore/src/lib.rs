@@ -1,1 +1,48 @@
+//! The multi-raft store: every region on this store is a raft group (a
+//! `Peer`) driven as an FSM by the batch system.
+//!
+//! - Raft pollers (`fsm::peer`, `fsm::store`) step messages, propose, and
+//!   write every peer's raft log and state of one poll round in ONE write
+//!   batch with ONE fsync (`fsm::RaftPoller::end`).
+//! - Apply pollers (`fsm::apply`) execute committed entries into the data
+//!   column families and report back.
+//! - Talking to other stores and to PD goes through the `Transport` and
+//!   `PdSink` traits, so this crate depends on neither gRPC nor PD.
+//!
+//! Depends on `engine_traits` (never on a concrete engine), `batch_system`
+//! and `proto`.
 
+pub mod apply;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod fsm;
+pub mod keys;
+pub mod metrics;
+pub mod msg;
+pub mod operation;
+pub mod peer;
+pub mod storage;
+pub mod system;
+pub mod transport;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use msg::{CasResult, PeerMsg, ReadResponse, SplitIds, StoreMsg, WriteResponse};
+pub use system::{RaftSystem, StoreHandle};
+pub use transport::{PdSink, PdTask, RegionStats, Transport};
+
+use atoll_proto::metapb;
+
+/// Does the region (whose bounds are memcomparable-encoded) contain the raw `key`?
+pub fn region_contains(region: &metapb::Region, key: &[u8]) -> bool {
+    let enc = codec::encode_bytes(key);
+    enc.as_slice() >= region.start_key.as_slice() && (region.end_key.is_empty() || enc < region.end_key)
+}
+
+/// The raw (decoded) `[start, end)` of a region; an empty end is unbounded.
+pub fn region_raw_range(region: &metapb::Region) -> Result<(Vec<u8>, Vec<u8>)> {
+    let s = codec::decode_bound(&region.start_key).map_err(Error::Raft)?;
+    let e = codec::decode_bound(&region.end_key).map_err(Error::Raft)?;
+    Ok((s, e))
+}

@@ -1,1 +1,12 @@
+//! Small shared utilities: human-readable config units, logging setup (with
+//! the bridge that routes raft-rs's `slog` output into `tracing`), and the
+//! per-process status HTTP server (`/metrics`, `/status`).
+//!
+//! Depends on no other Atoll crate.
 
+pub mod config;
+pub mod logger;
+pub mod status;
+pub mod time;
+
+pub use config::{ReadableDuration, ReadableSize};

@@ -1,0 +1,419 @@
+//! Executing committed entries against the data column families.
+//!
+//! Pure state-machine logic with no threads: [`ApplyDelegate`] turns
+//! entries into write-batch mutations and results. The apply pool
+//! (`fsm::apply`) drives it, one write batch per poll round.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use atoll_engine_traits::{name_to_cf, KvEngine, WriteBatch};
+use atoll_proto::atollpb::{
+    AdminCmdType, AdminRequest, BatchSplitRequest, CmdType, PeerState, RaftApplyState, RaftCmdRequest,
+    RaftTruncatedState, Request,
+};
+use atoll_proto::metapb;
+use prost::Message as _;
+use raft::eraftpb::{Entry, EntryType};
+
+use crate::codec::{decode_bound, RawValue};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::msg::{CasResult, WriteCallback, WriteResponse};
+use crate::storage::{write_initial_region_states, write_region_state};
+
+/// A proposal waiting for its entry to be applied.
+pub struct Proposal {
+    pub index: u64,
+    pub term: u64,
+    pub cb: WriteCallback,
+    pub proposed_at: Instant,
+}
+
+/// Side effects the raft peer must act on after apply.
+#[derive(Debug, Clone)]
+pub enum ExecResult {
+    /// The region split; `derived` is this region's new shape.
+    Split { derived: metapb::Region, regions: Vec<metapb::Region> },
+    /// Entries up to `truncated.index` may be deleted from the log.
+    CompactLog { truncated: RaftTruncatedState, first_index: u64 },
+}
+
+/// One apply round's progress for one region, sent back to its peer.
+#[derive(Debug)]
+pub struct ApplyRes {
+    pub region_id: u64,
+    pub applied_index: u64,
+    pub applied_term: u64,
+    pub exec_results: Vec<ExecResult>,
+    pub written_bytes: u64,
+    pub written_keys: u64,
+}
+
+/// Per-region apply state.
+pub struct ApplyDelegate {
+    pub region: metapb::Region,
+    pub apply_state: RaftApplyState,
+    pending: VecDeque<Proposal>,
+    results: Vec<ExecResult>,
+    written_bytes: u64,
+    written_keys: u64,
+}
+
+/// Where one round's callbacks go until the batch is written.
+pub type DoneCallbacks = Vec<(WriteCallback, Result<WriteResponse>, Instant)>;
+
+impl ApplyDelegate {
+    pub fn new(region: metapb::Region, apply_state: RaftApplyState) -> Self {
+        ApplyDelegate {
+            region,
+            apply_state,
+            pending: VecDeque::new(),
+            results: vec![],
+            written_bytes: 0,
+            written_keys: 0,
+        }
+    }
+
+    pub fn region_id(&self) -> u64 {
+        self.region.id
+    }
+
+    /// Fails every waiting proposal (the region is going away).
+    pub fn clear_pending(&mut self, done: &mut DoneCallbacks, err: impl Fn() -> Error) {
+        for p in self.pending.drain(..) {
+            done.push((p.cb, Err(err()), p.proposed_at));
+        }
+    }
+
+    /// Applies `entries` in order. `flush` writes what `wb` holds so far; it
+    /// is called before any read-modify-write so reads see earlier entries.
+    pub fn apply_entries<E: KvEngine>(
+        &mut self,
+        engine: &E,
+        wb: &mut E::WriteBatch,
+        flush: &mut dyn FnMut(&mut E::WriteBatch) -> Result<()>,
+        entries: Vec<Entry>,
+        proposals: Vec<Proposal>,
+        done: &mut DoneCallbacks,
+    ) -> Result<()> {
+        self.pending.extend(proposals);
+        for entry in entries {
+            let expected = self.apply_state.applied_index + 1;
+            if entry.index < expected {
+                // Already applied before a restart; raft hands it out again.
+                continue;
+            }
+            assert_eq!(entry.index, expected, "region {}: apply gap", self.region.id);
+            let cb = self.take_callback(entry.index, entry.term, done);
+            let res = self.apply_entry(engine, wb, flush, &entry);
+            self.apply_state.applied_index = entry.index;
+            self.apply_state.applied_term = entry.term;
+            match (cb, res) {
+                (Some((cb, at)), res) => done.push((cb, res, at)),
+                (None, Err(e)) if !matches!(e, Error::EpochNotMatch { .. }) => {
+                    tracing::warn!(region = self.region.id, index = entry.index, "apply failed: {e}");
+                }
+                _ => {}
+            }
+        }
+        wb.put_cf(
+            atoll_engine_traits::CF_RAFT,
+            &keys::apply_state_key(self.region.id),
+            &self.apply_state.encode_to_vec(),
+        )?;
+        Ok(())
+    }
+
+    /// The callback proposed for `(index, term)`; older proposals that can no
+    /// longer commit get `StaleCommand`.
+    fn take_callback(&mut self, index: u64, term: u64, done: &mut DoneCallbacks) -> Option<(WriteCallback, Instant)> {
+        while let Some(p) = self.pending.front() {
+            if p.index > index {
+                return None;
+            }
+            let p = self.pending.pop_front().expect("front exists");
+            if p.index == index && p.term == term {
+                return Some((p.cb, p.proposed_at));
+            }
+            done.push((p.cb, Err(Error::StaleCommand), p.proposed_at));
+        }
+        None
+    }
+
+    /// Takes the round's results for the peer.
+    pub fn take_res(&mut self) -> ApplyRes {
+        ApplyRes {
+            region_id: self.region.id,
+            applied_index: self.apply_state.applied_index,
+            applied_term: self.apply_state.applied_term,
+            exec_results: std::mem::take(&mut self.results),
+            written_bytes: std::mem::take(&mut self.written_bytes),
+            written_keys: std::mem::take(&mut self.written_keys),
+        }
+    }
+
+    fn apply_entry<E: KvEngine>(
+        &mut self,
+        engine: &E,
+        wb: &mut E::WriteBatch,
+        flush: &mut dyn FnMut(&mut E::WriteBatch) -> Result<()>,
+        entry: &Entry,
+    ) -> Result<WriteResponse> {
+        if entry.data.is_empty() || entry.entry_type != EntryType::EntryNormal as i32 {
+            // A new leader's empty entry, or a conf change (not proposed yet).
+            return Ok(WriteResponse::default());
+        }
+        let req = RaftCmdRequest::decode(entry.data.as_slice())
+            .map_err(|e| Error::Raft(format!("undecodable entry {}: {e}", entry.index)))?;
+        if let Some(admin) = &req.admin_request {
+            return self.exec_admin(wb, &req, admin);
+        }
+        self.check_epoch(&req)?;
+        let mut resp = WriteResponse::default();
+        for r in &req.requests {
+            if let Some(cas) = self.exec_request(engine, wb, flush, r)? {
+                resp.cas = Some(cas);
+            }
+        }
+        Ok(resp)
+    }
+
+    fn check_epoch(&self, req: &RaftCmdRequest) -> Result<()> {
+        let current = self.region.region_epoch.clone().unwrap_or_default();
+        let sent = req.header.as_ref().and_then(|h| h.region_epoch.clone()).unwrap_or_default();
+        if sent.version != current.version {
+            return Err(Error::EpochNotMatch {
+                msg: format!("region {} epoch changed to {current:?} before apply (request {sent:?})", self.region.id),
+                current_regions: vec![self.region.clone()],
+            });
+        }
+        Ok(())
+    }
+
+    fn exec_request<E: KvEngine>(
+        &mut self,
+        engine: &E,
+        wb: &mut E::WriteBatch,
+        flush: &mut dyn FnMut(&mut E::WriteBatch) -> Result<()>,
+        r: &Request,
+    ) -> Result<Option<CasResult>> {
+        match CmdType::try_from(r.cmd_type).unwrap_or(CmdType::Invalid) {
+            CmdType::Put => {
+                let p = r.put.as_ref().ok_or_else(|| Error::InvalidRequest("put without body".into()))?;
+                wb.put_cf(name_to_cf(&p.cf)?, &keys::data_key(&p.key), &p.value)?;
+                self.written_keys += 1;
+                self.written_bytes += (p.key.len() + p.value.len()) as u64;
+            }
+            CmdType::Delete => {
+                let d = r.delete.as_ref().ok_or_else(|| Error::InvalidRequest("delete without body".into()))?;
+                wb.delete_cf(name_to_cf(&d.cf)?, &keys::data_key(&d.key))?;
+                self.written_keys += 1;
+            }
+            CmdType::DeleteRange => {
+                let d = r
+                    .delete_range
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidRequest("delete range without body".into()))?;
+                // Clip to the region so a range never touches a neighbour's data.
+                let start = decode_bound(&self.region.start_key).map_err(Error::Raft)?;
+                let end = decode_bound(&self.region.end_key).map_err(Error::Raft)?;
+                let lo = std::cmp::max(&d.start_key, &start).clone();
+                let hi = match (d.end_key.is_empty(), end.is_empty()) {
+                    (true, _) => end,
+                    (false, true) => d.end_key.clone(),
+                    (false, false) => std::cmp::min(&d.end_key, &end).clone(),
+                };
+                wb.delete_range_cf(name_to_cf(&d.cf)?, &keys::data_key(&lo), &keys::data_end_key(&hi))?;
+            }
+            CmdType::CompareAndSwap => {
+                let c = r.cas.as_ref().ok_or_else(|| Error::InvalidRequest("cas without body".into()))?;
+                let cf = name_to_cf(&c.cf)?;
+                if !wb.is_empty() {
+                    flush(wb)?;
+                }
+                let key = keys::data_key(&c.key);
+                let stored = engine.get_value_cf(cf, &key)?;
+                let live = match &stored {
+                    Some(v) => {
+                        let rv = RawValue::decode(v).map_err(Error::Raft)?;
+                        (!rv.is_expired(c.now_secs)).then_some(rv)
+                    }
+                    None => None,
+                };
+                let succeed = match &live {
+                    None => c.previous_not_exist,
+                    Some(rv) => !c.previous_not_exist && rv.value == c.previous_value,
+                };
+                if succeed {
+                    wb.put_cf(cf, &key, &c.value)?;
+                    self.written_keys += 1;
+                    self.written_bytes += (c.key.len() + c.value.len()) as u64;
+                }
+                return Ok(Some(CasResult { succeed, previous: live.map(|rv| rv.encode()) }));
+            }
+            CmdType::Invalid => return Err(Error::InvalidRequest(format!("unknown command type {}", r.cmd_type))),
+        }
+        Ok(None)
+    }
+
+    fn exec_admin<W: WriteBatch>(
+        &mut self,
+        wb: &mut W,
+        req: &RaftCmdRequest,
+        admin: &AdminRequest,
+    ) -> Result<WriteResponse> {
+        match AdminCmdType::try_from(admin.cmd_type).unwrap_or(AdminCmdType::InvalidAdmin) {
+            AdminCmdType::CompactLog => {
+                let c = admin.compact_log.as_ref().ok_or_else(|| Error::InvalidRequest("empty compact".into()))?;
+                let old = self.apply_state.truncated_state.clone().unwrap_or_default();
+                if c.compact_index <= old.index {
+                    return Ok(WriteResponse::default());
+                }
+                assert!(c.compact_index <= self.apply_state.applied_index, "compacting unapplied entries");
+                let truncated = RaftTruncatedState { index: c.compact_index, term: c.compact_term };
+                self.apply_state.truncated_state = Some(truncated.clone());
+                self.results.push(ExecResult::CompactLog { truncated, first_index: old.index + 1 });
+            }
+            AdminCmdType::BatchSplit => {
+                self.check_epoch(req)?;
+                let splits = admin.splits.as_ref().ok_or_else(|| Error::InvalidRequest("empty split".into()))?;
+                let (derived, regions) = split_region(&self.region, splits)?;
+                write_region_state(wb, &derived, PeerState::Normal)?;
+                for r in &regions {
+                    if r.id != derived.id {
+                        write_initial_region_states(wb, r)?;
+                    }
+                }
+                self.region = derived.clone();
+                self.results.push(ExecResult::Split { derived, regions });
+            }
+            AdminCmdType::InvalidAdmin => {
+                return Err(Error::InvalidRequest(format!("unknown admin command {}", admin.cmd_type)))
+            }
+        }
+        Ok(WriteResponse::default())
+    }
+}
+
+/// Computes the regions of a batch split, left to right. The original region
+/// keeps its id and takes the right-most range (as TiKV's right-derive).
+pub fn split_region(
+    region: &metapb::Region,
+    req: &BatchSplitRequest,
+) -> Result<(metapb::Region, Vec<metapb::Region>)> {
+    if req.requests.is_empty() {
+        return Err(Error::InvalidRequest("split with no keys".into()));
+    }
+    let mut prev = region.start_key.clone();
+    for r in &req.requests {
+        let k = &r.split_key;
+        let above_start = k > &prev || (prev.is_empty() && !k.is_empty());
+        let below_end = region.end_key.is_empty() || k < &region.end_key;
+        if k.is_empty() || !above_start || !below_end {
+            return Err(Error::InvalidRequest(format!("split key {k:?} out of order or outside region {}", region.id)));
+        }
+        if r.new_peer_ids.len() != region.peers.len() {
+            return Err(Error::InvalidRequest(format!(
+                "split needs {} peer ids, got {}",
+                region.peers.len(),
+                r.new_peer_ids.len()
+            )));
+        }
+        prev = k.clone();
+    }
+    let mut epoch = region.region_epoch.clone().unwrap_or_default();
+    epoch.version += req.requests.len() as u64;
+    let mut regions = Vec::with_capacity(req.requests.len() + 1);
+    let mut start = region.start_key.clone();
+    for r in &req.requests {
+        let peers = region
+            .peers
+            .iter()
+            .zip(&r.new_peer_ids)
+            .map(|(p, id)| metapb::Peer { id: *id, store_id: p.store_id, role: p.role, is_witness: false })
+            .collect();
+        regions.push(metapb::Region {
+            id: r.new_region_id,
+            start_key: start,
+            end_key: r.split_key.clone(),
+            region_epoch: Some(epoch.clone()),
+            peers,
+            ..Default::default()
+        });
+        start = r.split_key.clone();
+    }
+    let mut derived = region.clone();
+    derived.start_key = start;
+    derived.region_epoch = Some(epoch);
+    regions.push(derived.clone());
+    Ok((derived, regions))
+}
+
+#[cfg(test)]
+mod tests {
+    use atoll_proto::atollpb::SplitRequest;
+
+    use super::*;
+
+    fn region() -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            start_key: vec![],
+            end_key: vec![],
+            region_epoch: Some(metapb::RegionEpoch { conf_ver: 1, version: 1 }),
+            peers: vec![
+                metapb::Peer { id: 2, store_id: 1, ..Default::default() },
+                metapb::Peer { id: 3, store_id: 2, ..Default::default() },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn split(keys: &[&[u8]]) -> BatchSplitRequest {
+        BatchSplitRequest {
+            requests: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| SplitRequest {
+                    split_key: k.to_vec(),
+                    new_region_id: 10 + i as u64,
+                    new_peer_ids: vec![100 + 2 * i as u64, 101 + 2 * i as u64],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn split_right_derives_and_covers_range() {
+        let (derived, regions) = split_region(&region(), &split(&[b"b", b"m"])).unwrap();
+        assert_eq!(regions.len(), 3);
+        assert_eq!(derived.id, 1);
+        assert_eq!(derived.start_key, b"m");
+        assert_eq!(regions[0].start_key, b"");
+        assert_eq!(regions[0].end_key, b"b");
+        assert_eq!(regions[1].start_key, b"b");
+        assert_eq!(regions[1].end_key, b"m");
+        assert_eq!(regions[2], derived);
+        for r in &regions {
+            assert_eq!(r.region_epoch.as_ref().unwrap().version, 3);
+        }
+        assert_eq!(regions[1].peers[1], metapb::Peer { id: 103, store_id: 2, ..Default::default() });
+    }
+
+    #[test]
+    fn split_rejects_bad_keys() {
+        assert!(split_region(&region(), &split(&[])).is_err());
+        assert!(split_region(&region(), &split(&[b"m", b"b"])).is_err());
+        assert!(split_region(&region(), &split(&[b""])).is_err());
+        let mut r = region();
+        r.start_key = b"c".to_vec();
+        r.end_key = b"f".to_vec();
+        assert!(split_region(&r, &split(&[b"c"])).is_err(), "split at start");
+        assert!(split_region(&r, &split(&[b"f"])).is_err(), "split at end");
+        assert!(split_region(&r, &split(&[b"d"])).is_ok());
+        let mut bad = split(&[b"d"]);
+        bad.requests[0].new_peer_ids.pop();
+        assert!(split_region(&r, &bad).is_err());
+    }
+}

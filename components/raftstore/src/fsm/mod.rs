@@ -1,0 +1,125 @@
+//! FSMs driven by the batch system and the raft poller that hosts them.
+//! These are thin dispatchers: the work is in `operation/`.
+
+pub mod apply;
+pub mod peer;
+pub mod store;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use atoll_batch_system::{FsmCell, HandlerBuilder, PollHandler, Router};
+use atoll_engine_traits::{KvEngine, WriteBatch, WriteOptions};
+
+use crate::config::Config;
+use crate::metrics::{APPEND_LOG_DURATION, ENGINE_FSYNCS, ENGINE_WRITE_BYTES, ENGINE_WRITE_DURATION};
+use crate::transport::{PdSink, Transport};
+pub use apply::{ApplyMsg, ApplyRouter};
+pub use peer::PeerFsm;
+pub use store::StoreFsm;
+
+pub type RaftRouter<E> = Router<PeerFsm<E>, StoreFsm>;
+
+/// Everything a raft poller thread shares with the peers it polls.
+pub struct PollContext<E: KvEngine, T, P> {
+    pub cfg: Arc<Config>,
+    pub store_id: u64,
+    pub engine: E,
+    /// Raft log and state writes of every peer in this round.
+    pub raft_wb: E::WriteBatch,
+    pub trans: T,
+    pub pd: P,
+    pub router: RaftRouter<E>,
+    pub apply_router: ApplyRouter,
+    pub logger: slog::Logger,
+    pub leader_count: Arc<AtomicUsize>,
+    /// Derived tick counts.
+    pub gc_ticks: u64,
+    pub pd_heartbeat_ticks: u64,
+}
+
+/// Messages taken from one peer's mailbox per round before yielding.
+const PEER_MSGS_PER_ROUND: usize = 1024;
+
+pub struct RaftPoller<E: KvEngine, T, P> {
+    pub ctx: PollContext<E, T, P>,
+}
+
+impl<E: KvEngine, T: Transport, P: PdSink> PollHandler<PeerFsm<E>, StoreFsm> for RaftPoller<E, T, P> {
+    fn begin(&mut self, _batch_size: usize) {}
+
+    fn handle_control(&mut self, control: &mut FsmCell<StoreFsm>) {
+        while let Some(msg) = control.try_recv() {
+            control.fsm.handle(msg, &mut self.ctx);
+        }
+    }
+
+    fn handle_normal(&mut self, cell: &mut FsmCell<PeerFsm<E>>) {
+        for _ in 0..PEER_MSGS_PER_ROUND {
+            let Some(msg) = cell.try_recv() else { break };
+            cell.fsm.handle(msg, &mut self.ctx);
+        }
+        cell.fsm.peer.propose_pending_reads();
+        cell.fsm.peer.handle_ready(&mut self.ctx);
+    }
+
+    /// The one fsync of the round: every peer's raft writes go to disk
+    /// together, then each peer sends its persisted messages and applies.
+    fn end(&mut self, normals: &mut [FsmCell<PeerFsm<E>>]) {
+        if !self.ctx.raft_wb.is_empty() {
+            let start = Instant::now();
+            ENGINE_WRITE_BYTES.with_label_values(&["raft"]).inc_by(self.ctx.raft_wb.data_size() as u64);
+            if let Err(e) = self.ctx.engine.write(&mut self.ctx.raft_wb, WriteOptions::sync()) {
+                // Losing the raft log write would break raft's promises.
+                panic!("store {}: raft log write failed: {e}", self.ctx.store_id);
+            }
+            ENGINE_FSYNCS.inc();
+            let d = start.elapsed().as_secs_f64();
+            APPEND_LOG_DURATION.observe(d);
+            ENGINE_WRITE_DURATION.with_label_values(&["raft"]).observe(d);
+        }
+        for cell in normals.iter_mut() {
+            cell.fsm.peer.post_ready(&mut self.ctx);
+            if cell.fsm.peer.raft.has_ready() {
+                cell.schedule_again();
+            }
+        }
+        self.ctx.trans.flush();
+    }
+}
+
+pub struct RaftPollerBuilder<E: KvEngine, T, P> {
+    pub cfg: Arc<Config>,
+    pub store_id: u64,
+    pub engine: E,
+    pub trans: T,
+    pub pd: P,
+    pub router: RaftRouter<E>,
+    pub apply_router: ApplyRouter,
+    pub logger: slog::Logger,
+    pub leader_count: Arc<AtomicUsize>,
+}
+
+impl<E: KvEngine, T: Transport, P: PdSink> HandlerBuilder<PeerFsm<E>, StoreFsm> for RaftPollerBuilder<E, T, P> {
+    type Handler = RaftPoller<E, T, P>;
+    fn build(&mut self) -> Self::Handler {
+        let cfg = self.cfg.clone();
+        RaftPoller {
+            ctx: PollContext {
+                gc_ticks: cfg.ticks(cfg.raft_log_gc_tick_interval),
+                pd_heartbeat_ticks: cfg.ticks(cfg.pd_heartbeat_tick_interval),
+                cfg,
+                store_id: self.store_id,
+                engine: self.engine.clone(),
+                raft_wb: self.engine.write_batch_with_cap(4 << 20),
+                trans: self.trans.clone(),
+                pd: self.pd.clone(),
+                router: self.router.clone(),
+                apply_router: self.apply_router.clone(),
+                logger: self.logger.clone(),
+                leader_count: self.leader_count.clone(),
+            },
+        }
+    }
+}

@@ -1,0 +1,46 @@
+use atoll_batch_system::Fsm;
+use atoll_engine_traits::KvEngine;
+
+use crate::fsm::PollContext;
+use crate::msg::PeerMsg;
+use crate::peer::Peer;
+use crate::transport::{PdSink, Transport};
+
+/// The FSM wrapper of a [`Peer`]: routes each message to its operation.
+pub struct PeerFsm<E: KvEngine> {
+    pub peer: Peer<E>,
+}
+
+impl<E: KvEngine> Fsm for PeerFsm<E> {
+    type Message = PeerMsg<E>;
+    fn is_stopped(&self) -> bool {
+        self.peer.stopped
+    }
+}
+
+impl<E: KvEngine> PeerFsm<E> {
+    pub fn new(peer: Peer<E>) -> Box<Self> {
+        Box::new(PeerFsm { peer })
+    }
+
+    pub fn handle<T: Transport, P: PdSink>(&mut self, msg: PeerMsg<E>, ctx: &mut PollContext<E, T, P>) {
+        let peer = &mut self.peer;
+        match msg {
+            PeerMsg::Raft(m) => peer.on_raft_message(*m),
+            PeerMsg::Write { req, cb } => peer.propose_write(req, cb, ctx),
+            PeerMsg::Read { header, cb } => peer.on_read(header, cb, ctx),
+            PeerMsg::Tick => peer.on_tick(ctx),
+            PeerMsg::ApplyRes(res) => peer.on_apply_res(*res, ctx),
+            PeerMsg::SplitRegion { epoch, split_keys, cb } => peer.on_split_region(epoch, split_keys, cb, ctx),
+            PeerMsg::ProposeSplit { epoch, split_keys, ids, cb } => {
+                peer.propose_split(epoch, split_keys, ids, cb, ctx)
+            }
+            PeerMsg::TransferLeader { peer: to } => peer.transfer_leader(to),
+            PeerMsg::Campaign => {
+                if let Err(e) = peer.raft.campaign() {
+                    tracing::warn!("{} campaign failed: {e}", peer.tag);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Raft messages in, readies out: stepping, ticking, persisting and applying.
+
+use std::sync::atomic::Ordering;
+
+use atoll_engine_traits::KvEngine;
+use atoll_proto::atollpb::RaftMessage;
+use prost011::Message as _;
+use raft::eraftpb::{Entry, Message, MessageType};
+use raft::StateRole;
+
+use crate::apply::{ApplyRes, ExecResult};
+use crate::fsm::{ApplyMsg, PollContext};
+use crate::metrics::{LEADER_COUNT, RAFT_MESSAGES_DROPPED, RAFT_MESSAGES_SENT, READY_HANDLED};
+use crate::peer::Peer;
+use crate::transport::{PdSink, PdTask, RegionStats, Transport};
+
+impl<E: KvEngine> Peer<E> {
+    pub fn on_raft_message(&mut self, msg: RaftMessage) {
+        let to = msg.to_peer.as_ref().map(|p| p.id).unwrap_or_default();
+        if to != self.meta.id {
+            RAFT_MESSAGES_DROPPED.with_label_values(&["wrong_peer"]).inc();
+            return;
+        }
+        let m = match Message::decode(msg.message.as_slice()) {
+            Ok(m) => m,
+            Err(e) => {
+                RAFT_MESSAGES_DROPPED.with_label_values(&["undecodable"]).inc();
+                tracing::warn!("{} undecodable raft message: {e}", self.tag);
+                return;
+            }
+        };
+        if let Some(from) = msg.from_peer {
+            self.peer_cache.entry(from.id).or_insert(from);
+        }
+        if let Err(e) = self.raft.step(m) {
+            tracing::debug!("{} step failed: {e}", self.tag);
+        }
+    }
+
+    pub fn on_tick<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+        self.raft.tick();
+        self.ticks += 1;
+        if self.is_leader() {
+            if self.ticks % ctx.gc_ticks == 0 {
+                self.maybe_compact_log(ctx);
+            }
+            if self.ticks % ctx.pd_heartbeat_ticks == 0 {
+                self.heartbeat_pd(ctx);
+            }
+        }
+        self.retry_stale_reads(ctx.cfg.raft_election_timeout_ticks as u64 / 2);
+    }
+
+    /// Collects this peer's ready: sends what may go out before the log is
+    /// durable, stages the log and hard state into the round's write batch.
+    pub fn handle_ready<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+        if self.pending_ready.is_some() || !self.raft.has_ready() {
+            return;
+        }
+        READY_HANDLED.inc();
+        let mut rd = self.raft.ready();
+        if rd.ss().is_some() {
+            self.on_role_changed(ctx);
+        }
+        let msgs = rd.take_messages();
+        self.send_messages(msgs, ctx);
+        if !rd.snapshot().is_empty() {
+            // Never produced: our storage does not hand out snapshots yet.
+            tracing::error!("{} received a snapshot, which is not supported yet", self.tag);
+        }
+        let committed = rd.take_committed_entries();
+        self.send_to_apply(committed, ctx);
+        for rs in rd.take_read_states() {
+            self.on_read_state(rs.request_ctx, rs.index);
+        }
+        let entries = rd.take_entries();
+        let mut changed = !entries.is_empty();
+        if let Err(e) = self.raft.mut_store().append(entries, &mut ctx.raft_wb) {
+            panic!("{} stage log append: {e}", self.tag);
+        }
+        if let Some(hs) = rd.hs() {
+            self.raft.mut_store().set_hard_state(hs);
+            changed = true;
+        }
+        if changed {
+            if let Err(e) = self.raft.store().save_raft_state(&mut ctx.raft_wb) {
+                panic!("{} stage raft state: {e}", self.tag);
+            }
+        }
+        let persisted = rd.take_persisted_messages();
+        self.pending_ready = Some((rd, persisted));
+    }
+
+    /// After the round's write is durable: send messages that had to wait
+    /// for it and hand newly committed entries to apply.
+    pub fn post_ready<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+        let Some((rd, persisted)) = self.pending_ready.take() else { return };
+        self.send_messages(persisted, ctx);
+        let mut light = self.raft.advance_append(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raft.mut_store().raft_state.commit = commit;
+        }
+        let msgs = light.take_messages();
+        self.send_messages(msgs, ctx);
+        let committed = light.take_committed_entries();
+        self.send_to_apply(committed, ctx);
+    }
+
+    fn on_role_changed<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+        let leader = self.raft.raft.state == StateRole::Leader;
+        if leader == self.was_leader {
+            return;
+        }
+        self.was_leader = leader;
+        if leader {
+            LEADER_COUNT.inc();
+            ctx.leader_count.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("{} became leader at term {}", self.tag, self.term());
+            self.heartbeat_pd(ctx);
+        } else {
+            LEADER_COUNT.dec();
+            ctx.leader_count.fetch_sub(1, Ordering::Relaxed);
+            let err = self.not_leader();
+            self.reads.fail_all(|| clone_err(&err));
+        }
+    }
+
+    pub fn send_messages<T: Transport, P: PdSink>(&mut self, msgs: Vec<Message>, ctx: &mut PollContext<E, T, P>) {
+        for m in msgs {
+            let Some(to) = self.peer_cache.get(&m.to).cloned() else {
+                RAFT_MESSAGES_DROPPED.with_label_values(&["unknown_peer"]).inc();
+                continue;
+            };
+            let is_snapshot = m.msg_type == MessageType::MsgSnapshot as i32;
+            let region = self.region();
+            let msg = RaftMessage {
+                region_id: region.id,
+                from_peer: Some(self.meta.clone()),
+                to_peer: Some(to.clone()),
+                region_epoch: region.region_epoch.clone(),
+                message: m.encode_to_vec(),
+                is_tombstone: false,
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+            };
+            match ctx.trans.send(msg) {
+                Ok(()) => RAFT_MESSAGES_SENT.inc(),
+                Err(e) => {
+                    RAFT_MESSAGES_DROPPED.with_label_values(&["transport"]).inc();
+                    tracing::debug!("{} send to {} failed: {e}", self.tag, to.id);
+                    self.raft.report_unreachable(to.id);
+                    if is_snapshot {
+                        self.raft.report_snapshot(to.id, raft::SnapshotStatus::Failure);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ships committed entries, with the proposals they resolve, to apply.
+    fn send_to_apply<T: Transport, P: PdSink>(&mut self, entries: Vec<Entry>, ctx: &mut PollContext<E, T, P>) {
+        let Some(last) = entries.last().map(|e| e.index) else { return };
+        let mut proposals = vec![];
+        while self.proposals.front().is_some_and(|p| p.index <= last) {
+            proposals.push(self.proposals.pop_front().expect("front exists"));
+        }
+        // force_send: bounded by raft's own in-flight limits, and dropping
+        // committed entries is never an option.
+        if ctx.apply_router.force_send(self.region_id(), ApplyMsg::Apply { entries, proposals }).is_err() {
+            tracing::error!("{} apply fsm is gone", self.tag);
+        }
+    }
+
+    pub fn on_apply_res<T: Transport, P: PdSink>(&mut self, res: ApplyRes, ctx: &mut PollContext<E, T, P>) {
+        assert_eq!(res.region_id, self.region_id());
+        {
+            let store = self.raft.mut_store();
+            assert!(res.applied_index >= store.apply_state.applied_index, "applied index went back");
+            store.apply_state.applied_index = res.applied_index;
+            store.apply_state.applied_term = res.applied_term;
+        }
+        self.raft.advance_apply_to(res.applied_index);
+        self.written_bytes += res.written_bytes;
+        self.written_keys += res.written_keys;
+        for r in res.exec_results {
+            match r {
+                ExecResult::CompactLog { truncated, first_index } => self.on_log_compacted(truncated, first_index, ctx),
+                ExecResult::Split { derived, regions } => self.on_split_applied(derived, regions, ctx),
+            }
+        }
+        self.serve_ready_reads();
+    }
+
+    pub fn heartbeat_pd<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+        let stats = RegionStats {
+            written_bytes: std::mem::take(&mut self.written_bytes),
+            written_keys: std::mem::take(&mut self.written_keys),
+            pending_peers: self.pending_peers(),
+            ..Default::default()
+        };
+        ctx.pd.schedule(PdTask::RegionHeartbeat {
+            term: self.term(),
+            region: self.region().clone(),
+            leader: self.meta.clone(),
+            stats,
+        });
+    }
+
+    /// Followers whose log is behind the truncated index (they need a snapshot).
+    fn pending_peers(&self) -> Vec<atoll_proto::metapb::Peer> {
+        let truncated = self.raft.store().truncated().index;
+        self.raft
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, p)| **id != self.meta.id && p.matched < truncated)
+            .filter_map(|(id, _)| self.peer_cache.get(id).cloned())
+            .collect()
+    }
+}
+
+/// Errors are not `Clone`; region errors are rebuilt for each waiter.
+pub fn clone_err(e: &crate::Error) -> crate::Error {
+    match e {
+        crate::Error::NotLeader { region_id, leader } => {
+            crate::Error::NotLeader { region_id: *region_id, leader: leader.clone() }
+        }
+        crate::Error::RegionNotFound(id) => crate::Error::RegionNotFound(*id),
+        crate::Error::EpochNotMatch { msg, current_regions } => {
+            crate::Error::EpochNotMatch { msg: msg.clone(), current_regions: current_regions.clone() }
+        }
+        other => crate::Error::Raft(other.to_string()),
+    }
+}

@@ -1,0 +1,124 @@
+//! Region split: validate keys, get ids from PD, propose `BatchSplit`, and
+//! once applied create the new peers on this store.
+
+use atoll_engine_traits::KvEngine;
+use atoll_proto::atollpb::{AdminCmdType, AdminRequest, BatchSplitRequest, SplitRequest};
+use atoll_proto::metapb;
+
+use crate::error::Error;
+use crate::fsm::{apply::ApplyFsm, PeerFsm, PollContext};
+use crate::metrics::REGION_COUNT;
+use crate::msg::{PeerMsg, SplitIds, WriteCallback};
+use crate::peer::Peer;
+use crate::transport::{PdSink, PdTask, Transport};
+
+impl<E: KvEngine> Peer<E> {
+    /// Keys must be strictly inside the region and strictly increasing.
+    fn validate_split_keys(&self, keys: &[Vec<u8>]) -> Result<(), Error> {
+        let r = self.region();
+        if keys.is_empty() {
+            return Err(Error::InvalidRequest("no split keys".into()));
+        }
+        let mut prev: &[u8] = &r.start_key;
+        for k in keys {
+            if k.is_empty() || k.as_slice() <= prev || (!r.end_key.is_empty() && k >= &r.end_key) {
+                return Err(Error::InvalidRequest(format!("split key {k:?} is not inside region {} in order", r.id)));
+            }
+            prev = k;
+        }
+        Ok(())
+    }
+
+    pub fn on_split_region<T: Transport, P: PdSink>(
+        &mut self,
+        epoch: metapb::RegionEpoch,
+        split_keys: Vec<Vec<u8>>,
+        cb: Option<WriteCallback>,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
+        let check = if !self.is_leader() {
+            Err(self.not_leader())
+        } else {
+            self.check_epoch(Some(&epoch), false).and_then(|()| self.validate_split_keys(&split_keys))
+        };
+        if let Err(e) = check {
+            tracing::info!("{} split rejected: {e}", self.tag);
+            if let Some(cb) = cb {
+                cb(Err(e));
+            }
+            return;
+        }
+        ctx.pd.schedule(PdTask::AskBatchSplit {
+            region: self.region().clone(),
+            split_keys,
+            peer: self.meta.clone(),
+            cb,
+        });
+    }
+
+    pub fn propose_split<T: Transport, P: PdSink>(
+        &mut self,
+        epoch: metapb::RegionEpoch,
+        split_keys: Vec<Vec<u8>>,
+        ids: Vec<SplitIds>,
+        cb: Option<WriteCallback>,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
+        let check = self.check_epoch(Some(&epoch), false).and_then(|()| {
+            self.validate_split_keys(&split_keys)?;
+            if ids.len() != split_keys.len() {
+                return Err(Error::InvalidRequest("split ids do not match keys".into()));
+            }
+            Ok(())
+        });
+        if let Err(e) = check {
+            if let Some(cb) = cb {
+                cb(Err(e));
+            }
+            return;
+        }
+        let requests = split_keys
+            .into_iter()
+            .zip(ids)
+            .map(|(k, id)| SplitRequest { split_key: k, new_region_id: id.new_region_id, new_peer_ids: id.new_peer_ids })
+            .collect();
+        let admin = AdminRequest {
+            cmd_type: AdminCmdType::BatchSplit as i32,
+            splits: Some(BatchSplitRequest { requests }),
+            ..Default::default()
+        };
+        self.propose_admin(admin, cb, ctx);
+    }
+
+    pub fn on_split_applied<T: Transport, P: PdSink>(
+        &mut self,
+        derived: metapb::Region,
+        regions: Vec<metapb::Region>,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
+        tracing::info!("{} split into {} regions", self.tag, regions.len());
+        self.set_region(derived.clone());
+        let leader = self.is_leader();
+        for r in regions.iter().filter(|r| r.id != derived.id) {
+            if ctx.router.mailbox(r.id).is_some() {
+                continue;
+            }
+            let peer = match Peer::create(ctx.store_id, &ctx.cfg, ctx.engine.clone(), r.clone(), &ctx.logger) {
+                Ok(p) => p,
+                Err(e) => panic!("{} create split region {}: {e}", self.tag, r.id),
+            };
+            let apply_state = peer.raft.store().apply_state.clone();
+            ctx.apply_router.register(r.id, ApplyFsm::new(crate::apply::ApplyDelegate::new(r.clone(), apply_state)));
+            ctx.router.register(r.id, PeerFsm::new(peer));
+            REGION_COUNT.inc();
+            if leader {
+                // The parent's leader store leads the children: no election wait.
+                let _ = ctx.router.force_send(r.id, PeerMsg::Campaign);
+            }
+        }
+        if leader {
+            self.heartbeat_pd(ctx);
+            ctx.pd.schedule(PdTask::ReportBatchSplit { regions });
+        }
+    }
+}

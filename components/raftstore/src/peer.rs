@@ -1,0 +1,140 @@
+//! `Peer`: one replica of one region on this store — the raft group, its
+//! storage, waiting proposals and reads. Operations live in `operation/`.
+
+use std::collections::{HashMap, VecDeque};
+
+use atoll_engine_traits::KvEngine;
+use atoll_proto::metapb;
+use raft::eraftpb::Message;
+use raft::{RawNode, Ready, StateRole};
+
+use crate::apply::Proposal;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::operation::read::ReadQueue;
+use crate::storage::PeerStorage;
+
+pub struct Peer<E: KvEngine> {
+    pub tag: String,
+    pub meta: metapb::Peer,
+    pub raft: RawNode<PeerStorage<E>>,
+    /// Writes proposed by this peer as leader, in index order.
+    pub proposals: VecDeque<Proposal>,
+    pub reads: ReadQueue<E::Snapshot>,
+    /// Other peers of the region by peer id (for addressing messages).
+    pub peer_cache: HashMap<u64, metapb::Peer>,
+    /// A ready whose log writes are in this round's write batch.
+    pub pending_ready: Option<(Ready, Vec<Message>)>,
+    pub ticks: u64,
+    pub was_leader: bool,
+    /// Bytes and keys written since the last PD heartbeat.
+    pub written_bytes: u64,
+    pub written_keys: u64,
+    pub stopped: bool,
+}
+
+impl<E: KvEngine> Peer<E> {
+    /// Builds a peer from its persisted state.
+    pub fn create(store_id: u64, cfg: &Config, engine: E, region: metapb::Region, logger: &slog::Logger) -> Result<Self> {
+        let meta = region
+            .peers
+            .iter()
+            .find(|p| p.store_id == store_id)
+            .cloned()
+            .ok_or_else(|| Error::Raft(format!("region {} has no peer on store {store_id}", region.id)))?;
+        let storage = PeerStorage::load(engine, region.clone(), cfg.raft_entry_cache_limit)?;
+        let applied = storage.applied_index();
+        let raft_cfg = raft::Config {
+            id: meta.id,
+            election_tick: cfg.raft_election_timeout_ticks,
+            heartbeat_tick: cfg.raft_heartbeat_ticks,
+            applied,
+            max_size_per_msg: cfg.raft_max_size_per_msg.0,
+            max_inflight_msgs: cfg.raft_max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            skip_bcast_commit: false,
+            ..Default::default()
+        };
+        raft_cfg.validate().map_err(|e| Error::Raft(e.to_string()))?;
+        let tag = format!("[region {}] {}", region.id, meta.id);
+        let logger = logger.new(slog::o!("region_id" => region.id, "peer_id" => meta.id));
+        let raft = RawNode::new(&raft_cfg, storage, &logger).map_err(|e| Error::Raft(e.to_string()))?;
+        let peer_cache = region.peers.iter().map(|p| (p.id, p.clone())).collect();
+        Ok(Peer {
+            tag,
+            meta,
+            raft,
+            proposals: VecDeque::new(),
+            reads: ReadQueue::default(),
+            peer_cache,
+            pending_ready: None,
+            ticks: 0,
+            was_leader: false,
+            written_bytes: 0,
+            written_keys: 0,
+            stopped: false,
+        })
+    }
+
+    pub fn region(&self) -> &metapb::Region {
+        &self.raft.store().region
+    }
+
+    pub fn region_id(&self) -> u64 {
+        self.raft.store().region.id
+    }
+
+    pub fn epoch(&self) -> metapb::RegionEpoch {
+        self.region().region_epoch.clone().unwrap_or_default()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.raft.state == StateRole::Leader
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raft.raft.term
+    }
+
+    /// The leader as far as this peer knows.
+    pub fn leader(&self) -> Option<metapb::Peer> {
+        let id = self.raft.raft.leader_id;
+        (id != raft::INVALID_ID).then(|| self.peer_cache.get(&id).cloned()).flatten()
+    }
+
+    pub fn not_leader(&self) -> Error {
+        Error::NotLeader { region_id: self.region_id(), leader: self.leader() }
+    }
+
+    /// Replaces the region (after a split) in storage and the peer cache.
+    pub fn set_region(&mut self, region: metapb::Region) {
+        for p in &region.peers {
+            self.peer_cache.insert(p.id, p.clone());
+        }
+        self.raft.mut_store().region = region;
+    }
+
+    /// Checks that a request's epoch is current; `check_conf` also compares
+    /// membership version (admin commands).
+    pub fn check_epoch(&self, sent: Option<&metapb::RegionEpoch>, check_conf: bool) -> Result<()> {
+        let current = self.epoch();
+        let sent = sent.cloned().unwrap_or_default();
+        if sent.version != current.version || (check_conf && sent.conf_ver != current.conf_ver) {
+            return Err(Error::EpochNotMatch {
+                msg: format!("region {} epoch is {current:?}, request has {sent:?}", self.region_id()),
+                current_regions: vec![self.region().clone()],
+            });
+        }
+        Ok(())
+    }
+
+    /// Is `key` (a raw, unencoded key) inside this region?
+    pub fn check_key(&self, key: &[u8]) -> Result<()> {
+        if crate::region_contains(self.region(), key) {
+            Ok(())
+        } else {
+            Err(Error::KeyNotInRegion { key: key.to_vec(), region: self.region().clone() })
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Wiring: the raft and apply batch systems, the ticker, loading peers from
+//! disk at start, and [`StoreHandle`], the API the server uses.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use atoll_batch_system::{BatchSystem, SendError};
+use atoll_engine_traits::{KvEngine, WriteBatch, WriteOptions, CF_RAFT};
+use atoll_proto::atollpb::{PeerState, RaftCmdRequest, RaftMessage, RaftRequestHeader, RegionLocalState, StoreIdent};
+use atoll_proto::metapb;
+use prost::Message as _;
+
+use crate::apply::ApplyDelegate;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::fsm::apply::{ApplyControlFsm, ApplyFsm, ApplyPollerBuilder};
+use crate::fsm::{ApplyRouter, PeerFsm, RaftPollerBuilder, RaftRouter, StoreFsm};
+use crate::metrics::REGION_COUNT;
+use crate::msg::{PeerMsg, ReadCallback, StoreMsg, WriteCallback};
+use crate::peer::Peer;
+use crate::storage::{load_pb, write_initial_region_states};
+use crate::transport::{PdSink, Transport};
+use crate::{keys, Error as StoreError};
+
+/// Reads the store's identity, if it was ever bootstrapped.
+pub fn load_store_ident(engine: &impl KvEngine) -> Result<Option<StoreIdent>> {
+    load_pb(engine, keys::STORE_IDENT_KEY)
+}
+
+/// Records the store's identity; refuses to overwrite a different one.
+pub fn write_store_ident(engine: &impl KvEngine, cluster_id: u64, store_id: u64) -> Result<()> {
+    if let Some(old) = load_store_ident(engine)? {
+        if old.cluster_id != cluster_id || old.store_id != store_id {
+            return Err(Error::InvalidRequest(format!(
+                "engine belongs to store {} of cluster {}, not store {store_id} of cluster {cluster_id}",
+                old.store_id, old.cluster_id
+            )));
+        }
+        return Ok(());
+    }
+    let mut wb = engine.write_batch();
+    wb.put_cf(CF_RAFT, keys::STORE_IDENT_KEY, &StoreIdent { cluster_id, store_id }.encode_to_vec())?;
+    engine.write(&mut wb, WriteOptions::sync())?;
+    Ok(())
+}
+
+/// Writes the initial state of a region this store holds a peer of
+/// (bootstrap). A region that already exists is left alone.
+pub fn write_initial_region(engine: &impl KvEngine, region: &metapb::Region) -> Result<bool> {
+    if load_pb::<RegionLocalState>(engine, &keys::region_state_key(region.id))?.is_some() {
+        return Ok(false);
+    }
+    let mut wb = engine.write_batch();
+    write_initial_region_states(&mut wb, region)?;
+    engine.write(&mut wb, WriteOptions::sync())?;
+    Ok(true)
+}
+
+/// Every live region recorded on this store.
+pub fn load_regions(engine: &impl KvEngine) -> Result<Vec<metapb::Region>> {
+    let (start, end) = keys::region_meta_range();
+    let mut out = vec![];
+    engine.scan_cf(CF_RAFT, &start, &end, false, &mut |k, v| {
+        let s = RegionLocalState::decode(v)
+            .map_err(|e| atoll_engine_traits::Error::Corruption(format!("region state {k:?}: {e}")))?;
+        if s.state == PeerState::Normal as i32 {
+            if let Some(r) = s.region {
+                out.push(r);
+            }
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// A cheap, cloneable handle for sending work to the store's regions.
+pub struct StoreHandle<E: KvEngine> {
+    pub store_id: u64,
+    router: RaftRouter<E>,
+}
+
+impl<E: KvEngine> Clone for StoreHandle<E> {
+    fn clone(&self) -> Self {
+        StoreHandle { store_id: self.store_id, router: self.router.clone() }
+    }
+}
+
+fn send_error<M>(region_id: u64, e: SendError<M>) -> (StoreError, M) {
+    match e {
+        SendError::Full(m) => (Error::Busy(format!("region {region_id} mailbox is full")), m),
+        SendError::NotFound(m) | SendError::Disconnected(m) => (Error::RegionNotFound(region_id), m),
+    }
+}
+
+impl<E: KvEngine> StoreHandle<E> {
+    /// Delivers a raft message from another store.
+    pub fn on_raft_message(&self, msg: RaftMessage) {
+        let id = msg.region_id;
+        match self.router.send(id, PeerMsg::Raft(Box::new(msg))) {
+            Ok(()) => {}
+            Err(SendError::NotFound(PeerMsg::Raft(m))) => {
+                let _ = self.router.send_control(StoreMsg::Raft(m));
+            }
+            Err(_) => crate::metrics::RAFT_MESSAGES_DROPPED.with_label_values(&["mailbox_full"]).inc(),
+        }
+    }
+
+    pub fn write(&self, req: RaftCmdRequest, cb: WriteCallback) {
+        let id = req.header.as_ref().map(|h| h.region_id).unwrap_or_default();
+        if let Err(e) = self.router.send(id, PeerMsg::Write { req, cb }) {
+            let (err, msg) = send_error(id, e);
+            if let PeerMsg::Write { cb, .. } = msg {
+                cb(Err(err));
+            }
+        }
+    }
+
+    pub fn read(&self, header: RaftRequestHeader, cb: ReadCallback<E::Snapshot>) {
+        let id = header.region_id;
+        if let Err(e) = self.router.send(id, PeerMsg::Read { header, cb }) {
+            let (err, msg) = send_error(id, e);
+            if let PeerMsg::Read { cb, .. } = msg {
+                cb(Err(err));
+            }
+        }
+    }
+
+    /// Sends any peer message; fails if the region is unknown or busy.
+    pub fn send(&self, region_id: u64, msg: PeerMsg<E>) -> Result<()> {
+        self.router.send(region_id, msg).map_err(|e| send_error(region_id, e).0)
+    }
+
+    pub fn region_count(&self) -> usize {
+        self.router.len()
+    }
+
+    pub fn region_ids(&self) -> Vec<u64> {
+        self.router.addresses()
+    }
+}
+
+/// The raftstore of one store process.
+pub struct RaftSystem<E: KvEngine> {
+    store_id: u64,
+    cfg: Arc<Config>,
+    engine: E,
+    raft: BatchSystem<PeerFsm<E>, StoreFsm>,
+    apply: BatchSystem<ApplyFsm, ApplyControlFsm>,
+    router: RaftRouter<E>,
+    apply_router: ApplyRouter,
+    leader_count: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl<E: KvEngine> RaftSystem<E> {
+    pub fn new(store_id: u64, cfg: Config, engine: E) -> Result<Self> {
+        cfg.validate().map_err(Error::InvalidRequest)?;
+        let raft = BatchSystem::new(
+            &format!("raftstore-{store_id}"),
+            atoll_batch_system::Config {
+                pool_size: cfg.store_pool_size,
+                max_batch_size: cfg.store_max_batch_size,
+                mailbox_capacity: cfg.mailbox_capacity,
+            },
+            Box::new(StoreFsm { store_id }),
+        );
+        let apply = BatchSystem::new(
+            &format!("apply-{store_id}"),
+            atoll_batch_system::Config {
+                pool_size: cfg.apply_pool_size,
+                max_batch_size: cfg.apply_max_batch_size,
+                mailbox_capacity: cfg.mailbox_capacity,
+            },
+            Box::new(ApplyControlFsm),
+        );
+        Ok(RaftSystem {
+            store_id,
+            router: raft.router(),
+            apply_router: apply.router(),
+            raft,
+            apply,
+            cfg: Arc::new(cfg),
+            engine,
+            leader_count: Arc::new(AtomicUsize::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+            ticker: None,
+        })
+    }
+
+    pub fn handle(&self) -> StoreHandle<E> {
+        StoreHandle { store_id: self.store_id, router: self.router.clone() }
+    }
+
+    pub fn leader_count(&self) -> usize {
+        self.leader_count.load(Ordering::Relaxed)
+    }
+
+    /// Loads every region from disk, starts the pollers and the ticker.
+    pub fn start<T: Transport, P: PdSink>(&mut self, trans: T, pd: P) -> Result<()> {
+        let logger = atoll_util::logger::raft_logger();
+        let regions = load_regions(&self.engine)?;
+        for region in regions {
+            let peer = Peer::create(self.store_id, &self.cfg, self.engine.clone(), region.clone(), &logger)?;
+            let apply_state = peer.raft.store().apply_state.clone();
+            self.apply_router.register(region.id, ApplyFsm::new(ApplyDelegate::new(region.clone(), apply_state)));
+            self.router.register(region.id, PeerFsm::new(peer));
+            REGION_COUNT.inc();
+        }
+        tracing::info!(store = self.store_id, regions = self.router.len(), "raftstore starting");
+        self.apply.spawn(ApplyPollerBuilder { engine: self.engine.clone(), raft_router: self.router.clone() });
+        self.raft.spawn(RaftPollerBuilder {
+            cfg: self.cfg.clone(),
+            store_id: self.store_id,
+            engine: self.engine.clone(),
+            trans,
+            pd,
+            router: self.router.clone(),
+            apply_router: self.apply_router.clone(),
+            logger,
+            leader_count: self.leader_count.clone(),
+        });
+        self.start_ticker();
+        Ok(())
+    }
+
+    /// Drives raft time: a tick to every peer each base interval, and the
+    /// store heartbeat tick.
+    fn start_ticker(&mut self) {
+        let router = self.router.clone();
+        let stop = self.stop.clone();
+        let base = self.cfg.base_tick();
+        let store_ticks = self.cfg.ticks(self.cfg.pd_store_heartbeat_tick_interval);
+        let h = std::thread::Builder::new()
+            .name(format!("raft-ticker-{}", self.store_id))
+            .spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(base);
+                    n += 1;
+                    router.broadcast_normal(|| PeerMsg::Tick);
+                    if n % store_ticks == 0 {
+                        let _ = router.send_control(StoreMsg::Tick);
+                    }
+                }
+            })
+            .expect("spawn ticker");
+        self.ticker = Some(h);
+    }
+
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.ticker.take() {
+            let _ = h.join();
+        }
+        let n = self.router.len() as i64;
+        self.raft.shutdown();
+        self.apply.shutdown();
+        REGION_COUNT.sub(n);
+        crate::metrics::LEADER_COUNT.sub(self.leader_count.swap(0, Ordering::Relaxed) as i64);
+    }
+}
+
+impl<E: KvEngine> Drop for RaftSystem<E> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

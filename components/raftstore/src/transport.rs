@@ -1,0 +1,47 @@
+//! What raftstore needs from the outside, as traits: a transport to other
+//! stores and a sink for work that talks to PD. The server crate provides
+//! gRPC/PD-backed implementations; tests provide simulated ones.
+
+use atoll_proto::atollpb::RaftMessage;
+use atoll_proto::metapb;
+
+use crate::msg::WriteCallback;
+
+/// Sends raft messages to other stores.
+pub trait Transport: Send + Clone + 'static {
+    /// Queues `msg`; returns an error if the target's queue is full or unknown
+    /// (raft treats a lost message like a dropped packet).
+    fn send(&mut self, msg: RaftMessage) -> Result<(), String>;
+    /// Pushes out everything queued (called once per poll round).
+    fn flush(&mut self);
+}
+
+/// Per-region statistics reported in a region heartbeat.
+#[derive(Clone, Debug, Default)]
+pub struct RegionStats {
+    pub approximate_size: u64,
+    pub approximate_keys: u64,
+    pub written_bytes: u64,
+    pub written_keys: u64,
+    pub pending_peers: Vec<metapb::Peer>,
+    pub down_peers: Vec<(metapb::Peer, u64)>,
+}
+
+/// Work for the PD worker.
+pub enum PdTask {
+    RegionHeartbeat { term: u64, region: metapb::Region, leader: metapb::Peer, stats: RegionStats },
+    /// Ask PD for ids, then send `PeerMsg::ProposeSplit` back to the region.
+    AskBatchSplit {
+        region: metapb::Region,
+        split_keys: Vec<Vec<u8>>,
+        peer: metapb::Peer,
+        cb: Option<WriteCallback>,
+    },
+    ReportBatchSplit { regions: Vec<metapb::Region> },
+    StoreHeartbeat { store_id: u64, region_count: u32, leader_count: u32 },
+}
+
+/// Accepts PD tasks without blocking the caller.
+pub trait PdSink: Send + Clone + 'static {
+    fn schedule(&self, task: PdTask);
+}
