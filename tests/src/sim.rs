@@ -1,0 +1,402 @@
+//! An in-process multi-store cluster over a simulated network that can drop
+//! and partition messages. Stores use the in-memory engine (or RocksDB); a
+//! stopped store keeps its engine, so restarting it is a real recovery from
+//! "disk".
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use atoll_engine_traits::{KvEngine, Peekable};
+use atoll_proto::atollpb::{CmdType, PutRequest, RaftCmdRequest, RaftMessage, RaftRequestHeader, Request};
+use atoll_proto::metapb;
+use atoll_raftstore::msg::SplitIds;
+use atoll_raftstore::system::write_initial_region;
+use atoll_raftstore::{keys, Config, Error, PdSink, PdTask, PeerMsg, RaftSystem, StoreHandle, Transport};
+use parking_lot::{Mutex, RwLock};
+
+/// Who may talk to whom.
+#[derive(Default)]
+struct Filters {
+    /// Stores whose traffic (in and out) is dropped.
+    isolated: HashSet<u64>,
+    /// Directed pairs (from, to) whose traffic is dropped.
+    blocked: HashSet<(u64, u64)>,
+}
+
+/// The shared network: live stores and the filters.
+pub struct SimNetwork<E: KvEngine> {
+    stores: RwLock<HashMap<u64, StoreHandle<E>>>,
+    filters: RwLock<Filters>,
+    pub delivered: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl<E: KvEngine> SimNetwork<E> {
+    fn allows(&self, from: u64, to: u64) -> bool {
+        let f = self.filters.read();
+        !f.isolated.contains(&from) && !f.isolated.contains(&to) && !f.blocked.contains(&(from, to))
+    }
+}
+
+/// Per-poller transport: buffers messages, delivers them on flush.
+pub struct SimTransport<E: KvEngine> {
+    store_id: u64,
+    net: Arc<SimNetwork<E>>,
+    buf: Vec<RaftMessage>,
+}
+
+impl<E: KvEngine> Clone for SimTransport<E> {
+    fn clone(&self) -> Self {
+        SimTransport { store_id: self.store_id, net: self.net.clone(), buf: vec![] }
+    }
+}
+
+/// Messages buffered per poll round before flush is forced.
+const SIM_BUFFER_MAX: usize = 4096;
+
+impl<E: KvEngine> Transport for SimTransport<E> {
+    fn send(&mut self, msg: RaftMessage) -> Result<(), String> {
+        if self.buf.len() >= SIM_BUFFER_MAX {
+            self.flush();
+        }
+        self.buf.push(msg);
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        let stores = self.net.stores.read();
+        for msg in self.buf.drain(..) {
+            let to = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
+            match stores.get(&to) {
+                Some(h) if self.net.allows(self.store_id, to) => {
+                    h.on_raft_message(msg);
+                    self.net.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    self.net.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// A PD stand-in: allocates ids and answers split requests.
+pub struct SimPd<E: KvEngine> {
+    next_id: Arc<AtomicU64>,
+    net: Arc<SimNetwork<E>>,
+    pub heartbeats: Arc<Mutex<HashMap<u64, (metapb::Region, u64)>>>,
+}
+
+impl<E: KvEngine> Clone for SimPd<E> {
+    fn clone(&self) -> Self {
+        SimPd { next_id: self.next_id.clone(), net: self.net.clone(), heartbeats: self.heartbeats.clone() }
+    }
+}
+
+impl<E: KvEngine> PdSink for SimPd<E> {
+    fn schedule(&self, task: PdTask) {
+        match task {
+            PdTask::RegionHeartbeat { region, leader, .. } => {
+                self.heartbeats.lock().insert(region.id, (region, leader.store_id));
+            }
+            PdTask::AskBatchSplit { region, split_keys, peer, cb } => {
+                let ids = split_keys
+                    .iter()
+                    .map(|_| SplitIds {
+                        new_region_id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                        new_peer_ids: region.peers.iter().map(|_| self.next_id.fetch_add(1, Ordering::Relaxed)).collect(),
+                    })
+                    .collect();
+                let stores = self.net.stores.read();
+                if let Some(h) = stores.get(&peer.store_id) {
+                    let epoch = region.region_epoch.clone().unwrap_or_default();
+                    let _ = h.send(region.id, PeerMsg::ProposeSplit { epoch, split_keys, ids, cb });
+                }
+            }
+            PdTask::ReportBatchSplit { .. } | PdTask::StoreHeartbeat { .. } => {}
+        }
+    }
+}
+
+pub struct Cluster<E: KvEngine> {
+    pub cfg: Config,
+    pub engines: HashMap<u64, E>,
+    pub systems: HashMap<u64, RaftSystem<E>>,
+    pub net: Arc<SimNetwork<E>>,
+    pub pd: SimPd<E>,
+    /// The harness's routing cache: region id -> region.
+    regions: Mutex<HashMap<u64, metapb::Region>>,
+}
+
+pub const FIRST_REGION_ID: u64 = 1;
+
+impl<E: KvEngine> Cluster<E> {
+    /// Creates `engines.len()` stores (ids 1..=n) holding one region that
+    /// covers the whole key space, with a peer on every store.
+    pub fn new(cfg: Config, engines: Vec<E>) -> Self {
+        let n = engines.len() as u64;
+        let region = metapb::Region {
+            id: FIRST_REGION_ID,
+            start_key: vec![],
+            end_key: vec![],
+            region_epoch: Some(metapb::RegionEpoch { conf_ver: 1, version: 1 }),
+            peers: (1..=n).map(|s| metapb::Peer { id: 100 + s, store_id: s, ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        let engines: HashMap<u64, E> = engines.into_iter().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
+        for e in engines.values() {
+            write_initial_region(e, &region).unwrap();
+        }
+        let net = Arc::new(SimNetwork {
+            stores: RwLock::new(HashMap::new()),
+            filters: RwLock::new(Filters::default()),
+            delivered: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        let pd = SimPd { next_id: Arc::new(AtomicU64::new(1000)), net: net.clone(), heartbeats: Default::default() };
+        let mut regions = HashMap::new();
+        regions.insert(region.id, region);
+        Cluster { cfg, engines, systems: HashMap::new(), net, pd, regions: Mutex::new(regions) }
+    }
+
+    pub fn start_all(&mut self) {
+        let ids: Vec<u64> = self.engines.keys().copied().collect();
+        for id in ids {
+            self.start_store(id);
+        }
+    }
+
+    pub fn start_store(&mut self, id: u64) {
+        assert!(!self.systems.contains_key(&id), "store {id} already running");
+        let engine = self.engines[&id].clone();
+        let mut sys = RaftSystem::new(id, self.cfg.clone(), engine).unwrap();
+        self.net.stores.write().insert(id, sys.handle());
+        let trans = SimTransport { store_id: id, net: self.net.clone(), buf: vec![] };
+        sys.start(trans, self.pd.clone()).unwrap();
+        self.systems.insert(id, sys);
+    }
+
+    /// Stops a store as a crash would (its engine, the "disk", stays).
+    pub fn stop_store(&mut self, id: u64) {
+        self.net.stores.write().remove(&id);
+        if let Some(mut s) = self.systems.remove(&id) {
+            s.shutdown();
+        }
+    }
+
+    pub fn isolate(&self, id: u64) {
+        self.net.filters.write().isolated.insert(id);
+    }
+
+    pub fn block(&self, from: u64, to: u64) {
+        self.net.filters.write().blocked.insert((from, to));
+    }
+
+    pub fn heal(&self) {
+        let mut f = self.net.filters.write();
+        f.isolated.clear();
+        f.blocked.clear();
+    }
+
+    pub fn handle(&self, store: u64) -> Option<StoreHandle<E>> {
+        self.systems.get(&store).map(|s| s.handle())
+    }
+
+    pub fn region_for_key(&self, key: &[u8]) -> metapb::Region {
+        let regions = self.regions.lock();
+        regions
+            .values()
+            .find(|r| atoll_raftstore::region_contains(r, key))
+            .cloned()
+            .expect("harness routing covers every key")
+    }
+
+    /// Learns new region shapes from an epoch error.
+    fn learn(&self, current: &[metapb::Region]) {
+        let mut regions = self.regions.lock();
+        for r in current {
+            let newer = regions.get(&r.id).is_none_or(|old| {
+                let (o, n) = (old.region_epoch.clone().unwrap_or_default(), r.region_epoch.clone().unwrap_or_default());
+                n.version > o.version || n.conf_ver > o.conf_ver
+            });
+            if newer {
+                regions.insert(r.id, r.clone());
+            }
+        }
+    }
+
+    /// Refreshes routing from every running store's engine (after splits).
+    pub fn refresh_routing(&self) {
+        let mut all = vec![];
+        for id in self.systems.keys() {
+            all.extend(atoll_raftstore::system::load_regions(&self.engines[id]).unwrap());
+        }
+        // Keep, per region id, the newest epoch; drop regions overlapped by newer ones.
+        self.learn(&all);
+        let mut regions = self.regions.lock();
+        let snapshot: Vec<metapb::Region> = regions.values().cloned().collect();
+        regions.retain(|_, r| {
+            !snapshot.iter().any(|o| {
+                o.id != r.id
+                    && overlaps(o, r)
+                    && o.region_epoch.clone().unwrap_or_default().version > r.region_epoch.clone().unwrap_or_default().version
+            })
+        });
+    }
+
+    /// Runs `f` against stores until one accepts, following NotLeader hints
+    /// and epoch errors, for at most `timeout`.
+    fn retry<T>(
+        &self,
+        key: &[u8],
+        timeout: Duration,
+        f: impl Fn(&StoreHandle<E>, &metapb::Region) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut hint: Option<u64> = None;
+        let mut last_err = Error::Raft("no store tried".into());
+        while Instant::now() < deadline {
+            let region = self.region_for_key(key);
+            let mut order: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
+            if let Some(h) = hint.take() {
+                order.retain(|s| *s != h);
+                order.insert(0, h);
+            }
+            for store in order {
+                let Some(handle) = self.handle(store) else { continue };
+                match f(&handle, &region) {
+                    Ok(v) => return Ok(v),
+                    Err(Error::NotLeader { leader: Some(l), .. }) if l.store_id != store => {
+                        hint = Some(l.store_id);
+                        last_err = Error::NotLeader { region_id: region.id, leader: Some(l) };
+                        break;
+                    }
+                    Err(Error::EpochNotMatch { current_regions, msg }) => {
+                        self.learn(&current_regions);
+                        self.refresh_routing();
+                        last_err = Error::EpochNotMatch { current_regions, msg };
+                        break;
+                    }
+                    Err(Error::KeyNotInRegion { region, key }) => {
+                        self.refresh_routing();
+                        last_err = Error::KeyNotInRegion { region, key };
+                        break;
+                    }
+                    Err(e) => last_err = e,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(last_err)
+    }
+
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        self.retry(key, Duration::from_secs(10), |h, region| {
+            let req = RaftCmdRequest {
+                header: Some(header(region)),
+                requests: vec![Request {
+                    cmd_type: CmdType::Put as i32,
+                    put: Some(PutRequest { cf: String::new(), key: key.to_vec(), value: value.to_vec() }),
+                    ..Default::default()
+                }],
+                admin_request: None,
+            };
+            let (tx, rx) = mpsc::channel();
+            h.write(req, Box::new(move |r| drop(tx.send(r.map(|_| ())))));
+            rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::Raft("write timed out".into())))
+        })
+    }
+
+    pub fn must_put(&self, key: &[u8], value: &[u8]) {
+        self.put(key, value).unwrap_or_else(|e| panic!("put {key:?}: {e}"));
+    }
+
+    /// A linearizable read through the leader.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.retry(key, Duration::from_secs(10), |h, region| {
+            let (tx, rx) = mpsc::channel();
+            h.read(header(region), Box::new(move |r| drop(tx.send(r))));
+            let resp = rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::Raft("read timed out".into())))?;
+            Ok(resp.snapshot.get_value(&keys::data_key(key))?)
+        })
+    }
+
+    pub fn must_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.get(key).unwrap_or_else(|e| panic!("get {key:?}: {e}"))
+    }
+
+    /// The store currently leading the region of `key` (found by writing).
+    pub fn leader_store(&self, key: &[u8]) -> u64 {
+        let region = self.region_for_key(key);
+        self.retry(key, Duration::from_secs(10), |h, r| {
+            let (tx, rx) = mpsc::channel();
+            h.read(header(r), Box::new(move |res| drop(tx.send(res.map(|_| ())))));
+            rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::Raft("timeout".into())))?;
+            Ok(h.store_id)
+        })
+        .unwrap_or_else(|e| panic!("no leader for region {}: {e}", region.id))
+    }
+
+    /// The value of `key` straight from a store's engine (no raft).
+    pub fn engine_get(&self, store: u64, key: &[u8]) -> Option<Vec<u8>> {
+        self.engines[&store].get_value(&keys::data_key(key)).unwrap()
+    }
+
+    /// Asks the leader of `key`'s region to split at (encoded) `split_key`.
+    pub fn split(&self, key: &[u8], split_key: &[u8]) -> Result<(), Error> {
+        self.retry(key, Duration::from_secs(10), |h, region| {
+            let (tx, rx) = mpsc::channel();
+            let msg = PeerMsg::SplitRegion {
+                epoch: region.region_epoch.clone().unwrap_or_default(),
+                split_keys: vec![split_key.to_vec()],
+                cb: Some(Box::new(move |r| drop(tx.send(r.map(|_| ()))))),
+            };
+            h.send(region.id, msg)?;
+            rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::Raft("split timed out".into())))
+        })?;
+        self.refresh_routing();
+        Ok(())
+    }
+
+    pub fn shutdown(&mut self) {
+        let ids: Vec<u64> = self.systems.keys().copied().collect();
+        for id in ids {
+            self.stop_store(id);
+        }
+    }
+}
+
+impl<E: KvEngine> Drop for Cluster<E> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn overlaps(a: &metapb::Region, b: &metapb::Region) -> bool {
+    let a_before_b = !a.end_key.is_empty() && a.end_key <= b.start_key;
+    let b_before_a = !b.end_key.is_empty() && b.end_key <= a.start_key;
+    !a_before_b && !b_before_a
+}
+
+pub fn header(region: &metapb::Region) -> RaftRequestHeader {
+    RaftRequestHeader {
+        region_id: region.id,
+        peer: None,
+        region_epoch: region.region_epoch.clone(),
+        term: 0,
+    }
+}
+
+/// Polls `f` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
