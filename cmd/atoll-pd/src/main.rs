@@ -1,1 +1,61 @@
-fn main() {}
+//! `atoll-pd`: parse flags, load config, run the placement driver.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "atoll-pd", about = "Atoll placement driver")]
+struct Args {
+    /// TOML config file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// gRPC + HTTP API address.
+    #[arg(long)]
+    client_addr: Option<String>,
+    /// Address advertised to clients.
+    #[arg(long)]
+    advertise_client_addr: Option<String>,
+    /// /metrics and /status address.
+    #[arg(long)]
+    status_addr: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    max_replicas: Option<u32>,
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let mut cfg: atoll_pd::Config = match &a.config {
+        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?)
+            .with_context(|| format!("parse {}", p.display()))?,
+        None => atoll_pd::Config::default(),
+    };
+    if let Some(v) = a.client_addr {
+        cfg.client_addr = v;
+    }
+    if let Some(v) = a.advertise_client_addr {
+        cfg.advertise_client_addr = v;
+    }
+    if let Some(v) = a.status_addr {
+        cfg.status_addr = v;
+    }
+    if let Some(v) = a.data_dir {
+        cfg.data_dir = v;
+    }
+    if let Some(v) = a.max_replicas {
+        cfg.max_replicas = v;
+    }
+    if let Some(v) = a.log_level {
+        cfg.log_level = v;
+    }
+    atoll_util::logger::init(&cfg.log_level);
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    atoll_pd::run(cfg).await?;
+    Ok(())
+}

@@ -1,1 +1,326 @@
+//! A gRPC client for PD (`pdpb`), used by stores and by Atoll's own client.
+//!
+//! Finds the PD leader through `GetMembers`, stamps every request with the
+//! cluster id, turns response-header errors into [`PdError`], and reconnects
+//! with backoff when the connection breaks. Depends only on `proto`.
 
+use std::time::Duration;
+
+use atoll_proto::keyspacepb::{self, keyspace_client::KeyspaceClient};
+use atoll_proto::metapb;
+use atoll_proto::pdpb::{self, pd_client::PdClient as Grpc, ErrorType};
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PdError {
+    #[error("cannot reach PD at {endpoints:?}: {msg}")]
+    Unreachable { endpoints: Vec<String>, msg: String },
+    #[error("PD error {kind:?}: {msg}")]
+    Header { kind: ErrorType, msg: String },
+    #[error("PD rpc failed: {0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("PD returned an invalid response: {0}")]
+    Invalid(String),
+}
+
+impl PdError {
+    /// Worth retrying after a pause.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PdError::Unreachable { .. } | PdError::Rpc(_))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, PdError>;
+
+trait HasHeader {
+    fn header(&self) -> Option<&pdpb::ResponseHeader>;
+}
+
+macro_rules! has_header {
+    ($($t:ty),*) => {$(
+        impl HasHeader for $t {
+            fn header(&self) -> Option<&pdpb::ResponseHeader> { self.header.as_ref() }
+        }
+    )*};
+}
+has_header!(
+    pdpb::GetMembersResponse, pdpb::AllocIdResponse, pdpb::IsBootstrappedResponse, pdpb::BootstrapResponse,
+    pdpb::PutStoreResponse, pdpb::GetStoreResponse, pdpb::GetAllStoresResponse, pdpb::GetRegionResponse,
+    pdpb::ScanRegionsResponse, pdpb::AskBatchSplitResponse, pdpb::ReportBatchSplitResponse,
+    pdpb::StoreHeartbeatResponse, pdpb::GetClusterConfigResponse, keyspacepb::LoadKeyspaceResponse,
+    pdpb::TsoResponse
+);
+
+fn check<T: HasHeader>(resp: T) -> Result<T> {
+    if let Some(e) = resp.header().and_then(|h| h.error.as_ref()) {
+        let kind = ErrorType::try_from(e.r#type).unwrap_or(ErrorType::Unknown);
+        if kind != ErrorType::Ok {
+            return Err(PdError::Header { kind, msg: e.message.clone() });
+        }
+    }
+    Ok(resp)
+}
+
+struct Conn {
+    pd: Grpc<Channel>,
+    keyspace: KeyspaceClient<Channel>,
+    cluster_id: u64,
+    leader_url: String,
+}
+
+/// A region as PD knows it, with its leader if reported.
+#[derive(Clone, Debug)]
+pub struct RegionInfo {
+    pub region: metapb::Region,
+    pub leader: Option<metapb::Peer>,
+}
+
+pub struct PdClient {
+    endpoints: Vec<String>,
+    conn: RwLock<Conn>,
+}
+
+/// Attempts per call before giving up (with backoff between them).
+const CALL_ATTEMPTS_MAX: usize = 10;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn url(ep: &str) -> String {
+    if ep.starts_with("http://") || ep.starts_with("https://") {
+        ep.to_owned()
+    } else {
+        format!("http://{ep}")
+    }
+}
+
+async fn channel(ep: &str) -> std::result::Result<Channel, String> {
+    Endpoint::from_shared(url(ep))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(RPC_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn connect_any(endpoints: &[String]) -> Result<Conn> {
+    let mut last = String::from("no endpoints given");
+    for ep in endpoints {
+        let ch = match channel(ep).await {
+            Ok(c) => c,
+            Err(e) => {
+                last = format!("{ep}: {e}");
+                continue;
+            }
+        };
+        let mut pd = Grpc::new(ch.clone());
+        let members = match pd.get_members(pdpb::GetMembersRequest::default()).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                last = format!("{ep}: {e}");
+                continue;
+            }
+        };
+        let cluster_id = members.header.as_ref().map(|h| h.cluster_id).unwrap_or_default();
+        let leader_url = members.leader.as_ref().and_then(|m| m.client_urls.first().cloned()).unwrap_or_else(|| url(ep));
+        // Talk to the leader directly if it is not the member we asked.
+        let ch = if leader_url == url(ep) { ch } else { channel(&leader_url).await.unwrap_or(ch) };
+        return Ok(Conn { pd: Grpc::new(ch.clone()), keyspace: KeyspaceClient::new(ch), cluster_id, leader_url });
+    }
+    Err(PdError::Unreachable { endpoints: endpoints.to_vec(), msg: last })
+}
+
+macro_rules! call {
+    ($self:ident, $client:ident, $method:ident, $req:expr) => {{
+        let mut attempt = 0;
+        loop {
+            let (mut c, header) = {
+                let conn = $self.conn.read();
+                (conn.$client.clone(), $self.header_of(&conn))
+            };
+            let mut req = $req;
+            req.header = header;
+            match c.$method(req).await {
+                Ok(r) => break check(r.into_inner()),
+                Err(status) => {
+                    attempt += 1;
+                    if attempt >= CALL_ATTEMPTS_MAX || !retryable(&status) {
+                        break Err(PdError::Rpc(status));
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                    $self.reconnect().await;
+                }
+            }
+        }
+    }};
+}
+
+fn retryable(s: &tonic::Status) -> bool {
+    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+}
+
+fn backoff(attempt: usize) -> Duration {
+    Duration::from_millis((50u64 << attempt.min(5)).min(2000))
+}
+
+impl PdClient {
+    /// Connects to the first reachable endpoint, retrying for up to `wait`.
+    pub async fn connect(endpoints: &[String], wait: Duration) -> Result<PdClient> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut attempt = 0;
+        loop {
+            match connect_any(endpoints).await {
+                Ok(conn) => return Ok(PdClient { endpoints: endpoints.to_vec(), conn: RwLock::new(conn) }),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }
+
+    async fn reconnect(&self) {
+        if let Ok(c) = connect_any(&self.endpoints).await {
+            *self.conn.write() = c;
+        }
+    }
+
+    fn header_of(&self, conn: &Conn) -> Option<pdpb::RequestHeader> {
+        Some(pdpb::RequestHeader { cluster_id: conn.cluster_id, sender_id: 0 })
+    }
+
+    fn header(&self) -> Option<pdpb::RequestHeader> {
+        self.header_of(&self.conn.read())
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.conn.read().cluster_id
+    }
+
+    pub fn leader_url(&self) -> String {
+        self.conn.read().leader_url.clone()
+    }
+
+    pub async fn get_members(&self) -> Result<pdpb::GetMembersResponse> {
+        call!(self, pd, get_members, pdpb::GetMembersRequest::default())
+    }
+
+    pub async fn alloc_id(&self) -> Result<u64> {
+        Ok(call!(self, pd, alloc_id, pdpb::AllocIdRequest::default())?.id)
+    }
+
+    pub async fn is_bootstrapped(&self) -> Result<bool> {
+        Ok(call!(self, pd, is_bootstrapped, pdpb::IsBootstrappedRequest::default())?.bootstrapped)
+    }
+
+    /// Returns `Ok(false)` if another store bootstrapped the cluster first.
+    pub async fn bootstrap(&self, store: metapb::Store, region: metapb::Region) -> Result<bool> {
+        let req = pdpb::BootstrapRequest { header: None, store: Some(store), region: Some(region) };
+        match call!(self, pd, bootstrap, req.clone()) {
+            Ok(_) => Ok(true),
+            Err(PdError::Header { kind: ErrorType::AlreadyBootstrapped, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn put_store(&self, store: metapb::Store) -> Result<()> {
+        call!(self, pd, put_store, pdpb::PutStoreRequest { header: None, store: Some(store.clone()) })?;
+        Ok(())
+    }
+
+    pub async fn get_store(&self, id: u64) -> Result<metapb::Store> {
+        call!(self, pd, get_store, pdpb::GetStoreRequest { header: None, store_id: id })?
+            .store
+            .ok_or_else(|| PdError::Invalid(format!("store {id} missing from response")))
+    }
+
+    pub async fn get_all_stores(&self) -> Result<Vec<metapb::Store>> {
+        let req = pdpb::GetAllStoresRequest { header: None, exclude_tombstone_stores: true };
+        Ok(call!(self, pd, get_all_stores, req.clone())?.stores)
+    }
+
+    pub async fn get_cluster_config(&self) -> Result<metapb::Cluster> {
+        call!(self, pd, get_cluster_config, pdpb::GetClusterConfigRequest::default())?
+            .cluster
+            .ok_or_else(|| PdError::Invalid("cluster config missing".into()))
+    }
+
+    /// The region containing the (encoded) `key`.
+    pub async fn get_region(&self, key: &[u8]) -> Result<Option<RegionInfo>> {
+        let req = pdpb::GetRegionRequest { header: None, region_key: key.to_vec(), need_buckets: false };
+        let r = call!(self, pd, get_region, req.clone())?;
+        Ok(r.region.map(|region| RegionInfo { region, leader: r.leader }))
+    }
+
+    pub async fn get_region_by_id(&self, id: u64) -> Result<Option<RegionInfo>> {
+        let req = pdpb::GetRegionByIdRequest { header: None, region_id: id, need_buckets: false };
+        let r = call!(self, pd, get_region_by_id, req.clone())?;
+        Ok(r.region.map(|region| RegionInfo { region, leader: r.leader }))
+    }
+
+    pub async fn scan_regions(&self, start: &[u8], end: &[u8], limit: i32) -> Result<Vec<RegionInfo>> {
+        let req = pdpb::ScanRegionsRequest { header: None, start_key: start.to_vec(), end_key: end.to_vec(), limit };
+        let r = call!(self, pd, scan_regions, req.clone())?;
+        Ok(r.regions
+            .into_iter()
+            .filter_map(|x| x.region.map(|region| RegionInfo { region, leader: x.leader.filter(|l| l.id != 0) }))
+            .collect())
+    }
+
+    pub async fn ask_batch_split(&self, region: &metapb::Region, count: u32) -> Result<Vec<pdpb::SplitId>> {
+        let req = pdpb::AskBatchSplitRequest { header: None, region: Some(region.clone()), split_count: count };
+        let r = call!(self, pd, ask_batch_split, req.clone())?;
+        if r.ids.len() != count as usize {
+            return Err(PdError::Invalid(format!("asked {count} split ids, got {}", r.ids.len())));
+        }
+        Ok(r.ids)
+    }
+
+    pub async fn report_batch_split(&self, regions: Vec<metapb::Region>) -> Result<()> {
+        call!(self, pd, report_batch_split, pdpb::ReportBatchSplitRequest { header: None, regions: regions.clone() })?;
+        Ok(())
+    }
+
+    pub async fn store_heartbeat(&self, stats: pdpb::StoreStats) -> Result<()> {
+        call!(self, pd, store_heartbeat, pdpb::StoreHeartbeatRequest { header: None, stats: Some(stats.clone()) })?;
+        Ok(())
+    }
+
+    pub async fn load_keyspace(&self, name: &str) -> Result<keyspacepb::KeyspaceMeta> {
+        let req = keyspacepb::LoadKeyspaceRequest { header: None, name: name.to_owned() };
+        call!(self, keyspace, load_keyspace, req.clone())?
+            .keyspace
+            .ok_or_else(|| PdError::Invalid("keyspace missing".into()))
+    }
+
+    /// One timestamp from the TSO stream (`physical << 18 | logical`).
+    pub async fn get_ts(&self) -> Result<u64> {
+        let mut c = self.conn.read().pd.clone();
+        let req = pdpb::TsoRequest { header: self.header(), count: 1, dc_location: String::new() };
+        let mut stream = c.tso(tokio_stream::once(req)).await?.into_inner();
+        let resp = stream.message().await?.ok_or_else(|| PdError::Invalid("tso stream closed".into()))?;
+        let ts = check(resp)?.timestamp.ok_or_else(|| PdError::Invalid("tso without timestamp".into()))?;
+        Ok(((ts.physical as u64) << 18) | ts.logical as u64)
+    }
+
+    /// Opens the region heartbeat stream: requests go into the returned
+    /// sender (bounded), operators come back on the stream.
+    pub async fn region_heartbeat(
+        &self,
+        queue: usize,
+    ) -> Result<(mpsc::Sender<pdpb::RegionHeartbeatRequest>, tonic::Streaming<pdpb::RegionHeartbeatResponse>)> {
+        let (tx, rx) = mpsc::channel(queue);
+        let mut c = self.conn.read().pd.clone();
+        let resp = c.region_heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
+        Ok((tx, resp.into_inner()))
+    }
+
+    /// The request header (cluster id) callers put on streamed requests.
+    pub fn request_header(&self) -> Option<pdpb::RequestHeader> {
+        self.header()
+    }
+}

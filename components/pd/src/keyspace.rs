@@ -1,0 +1,81 @@
+//! Keyspaces (API V2). Keys of keyspace `id` start with `r` (raw) or `x`
+//! (transactional) followed by the 3-byte id; PD keeps every keyspace in
+//! regions of its own by splitting at these boundaries.
+
+use atoll_proto::keyspacepb::{KeyspaceMeta, KeyspaceState};
+
+pub const DEFAULT_KEYSPACE_NAME: &str = "DEFAULT";
+pub const DEFAULT_KEYSPACE_ID: u32 = 0;
+
+fn prefix(mode: u8, id: u32) -> Vec<u8> {
+    let b = id.to_be_bytes();
+    vec![mode, b[1], b[2], b[3]]
+}
+
+/// Memcomparable-encoded region boundaries around keyspace `id`, sorted.
+pub fn boundaries(id: u32) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = [prefix(b'r', id), prefix(b'r', id + 1), prefix(b'x', id), prefix(b'x', id + 1)]
+        .iter()
+        .map(|k| encode_bytes(k))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The keyspaces this PD knows. Only `DEFAULT` for now.
+pub fn load(name: &str, created_at: i64) -> Option<KeyspaceMeta> {
+    (name == DEFAULT_KEYSPACE_NAME).then(|| KeyspaceMeta {
+        id: DEFAULT_KEYSPACE_ID,
+        name: name.to_owned(),
+        state: KeyspaceState::Enabled as i32,
+        created_at,
+        state_changed_at: created_at,
+        config: Default::default(),
+    })
+}
+
+/// Memcomparable encoding (same as the store's; PD must not depend on raftstore).
+pub fn encode_bytes(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity((key.len() / 8 + 1) * 9);
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        out.extend_from_slice(c);
+        out.push(0xff);
+    }
+    let rem = chunks.remainder();
+    out.extend_from_slice(rem);
+    out.extend(std::iter::repeat_n(0u8, 8 - rem.len()));
+    out.push(0xff - (8 - rem.len()) as u8);
+    out
+}
+
+/// The boundaries strictly inside `[start, end)` (empty end = unbounded).
+pub fn split_keys_inside(start: &[u8], end: &[u8]) -> Vec<Vec<u8>> {
+    boundaries(DEFAULT_KEYSPACE_ID)
+        .into_iter()
+        .filter(|k| k.as_slice() > start && (end.is_empty() || k.as_slice() < end))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_keyspace_boundaries() {
+        let b = boundaries(0);
+        assert_eq!(b[0], encode_bytes(b"r\0\0\0"));
+        assert_eq!(b[1], encode_bytes(b"r\0\0\x01"));
+        assert_eq!(b[2], encode_bytes(b"x\0\0\0"));
+        assert_eq!(b[3], encode_bytes(b"x\0\0\x01"));
+        assert_eq!(split_keys_inside(b"", b"").len(), 4);
+        assert_eq!(split_keys_inside(&b[0], &b[1]), Vec::<Vec<u8>>::new());
+        assert_eq!(split_keys_inside(&b[1], b""), b[2..].to_vec());
+    }
+
+    #[test]
+    fn only_default_is_known() {
+        assert_eq!(load("DEFAULT", 1).unwrap().id, 0);
+        assert!(load("other", 1).is_none());
+    }
+}

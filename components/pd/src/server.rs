@@ -1,0 +1,119 @@
+//! Starting and stopping a PD server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use atoll_proto::keyspacepb::keyspace_server::KeyspaceServer;
+use atoll_proto::pdpb::pd_server::PdServer as PdGrpc;
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::http::HttpApi;
+use crate::service::{KeyspaceService, PdCore, PdService};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("bind {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// A running PD; dropping it does not stop it, call [`PdServer::stop`].
+pub struct PdServer {
+    pub core: Arc<PdCore>,
+    pub addr: SocketAddr,
+    pub status_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    status_task: tokio::task::JoinHandle<()>,
+}
+
+impl PdServer {
+    /// Opens storage, binds both ports and serves in the background.
+    pub async fn start(cfg: Config) -> Result<PdServer, ServerError> {
+        cfg.validate().map_err(ServerError::Config)?;
+        let addr: SocketAddr = cfg.client_addr.parse().map_err(|e| ServerError::Config(format!("{e}")))?;
+        let status: SocketAddr = cfg.status_addr.parse().map_err(|e| ServerError::Config(format!("{e}")))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr: cfg.client_addr.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.client_addr.clone(), source })?;
+        let mut cfg = cfg;
+        if cfg.advertise_client_addr.is_empty() {
+            cfg.advertise_client_addr = addr.to_string();
+        }
+        let core = PdCore::open(cfg)?;
+        let status_core = core.clone();
+        let (status_addr, status_task) = atoll_util::status::serve(
+            status,
+            Arc::new(move || {
+                let c = status_core.cluster.read();
+                serde_json::json!({
+                    "role": "pd",
+                    "cluster_id": status_core.cluster_id(),
+                    "bootstrapped": status_core.meta.lock().bootstrapped,
+                    "stores": c.stores.len(),
+                    "regions": c.region_count(),
+                })
+            }),
+        )
+        .await
+        .map_err(|source| ServerError::Bind { addr: status.to_string(), source })?;
+        let (tx, rx) = oneshot::channel();
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_service(PdGrpc::new(PdService { core: core.clone() }))
+            .add_service(KeyspaceServer::new(KeyspaceService { core: core.clone() }))
+            .add_service(HttpApi { core: core.clone() });
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let task = tokio::spawn(async move {
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, async { drop(rx.await) }).await {
+                tracing::error!("pd server: {e}");
+            }
+        });
+        tracing::info!(%addr, %status_addr, cluster_id = core.cluster_id(), "pd serving");
+        Ok(PdServer { core, addr, status_addr, stop: Some(tx), task: Some(task), status_task })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        self.status_task.abort();
+        if let Err(e) = self.core.storage.sync() {
+            tracing::warn!("pd sync on stop: {e}");
+        }
+    }
+}
+
+/// Runs PD until Ctrl-C / SIGTERM.
+pub async fn run(cfg: Config) -> Result<(), ServerError> {
+    let server = PdServer::start(cfg).await?;
+    println!("atoll-pd listening on {} (status {})", server.addr, server.status_addr);
+    shutdown_signal().await;
+    tracing::info!("pd stopping");
+    server.stop().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
