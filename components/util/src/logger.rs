@@ -10,7 +10,8 @@ use tracing_subscriber::EnvFilter;
 /// `EnvFilter` directive (e.g. `info`, `atoll_raftstore=debug`); `RUST_LOG`
 /// overrides it. Calling it twice is harmless.
 pub fn init(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // raft-rs is chatty at info (every vote); keep it at warn unless asked.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{level},raft=warn")));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(true).try_init();
 }
 

@@ -1,0 +1,160 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use atoll_util::ReadableSize;
+use serde::{Deserialize, Serialize};
+
+/// The whole `atoll-server` configuration (`etc/config-template.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    pub log_level: String,
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub pd: PdConfig,
+    pub raftstore: atoll_raftstore::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_level: "info".into(),
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            pd: PdConfig::default(),
+            raftstore: atoll_raftstore::Config::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC address for clients and peers.
+    pub addr: String,
+    /// Address other stores and clients use; defaults to `addr`.
+    pub advertise_addr: String,
+    /// `/metrics` and `/status`.
+    pub status_addr: String,
+    /// Keys longer than this are rejected.
+    pub max_key_size: ReadableSize,
+    /// Values larger than this are rejected (must stay below the raft entry limit).
+    pub max_value_size: ReadableSize,
+    /// Largest `limit` a scan may ask for.
+    pub max_scan_limit: u32,
+    /// Raft messages queued per target store before sends fail.
+    pub raft_msg_queue_max: usize,
+    /// Messages and bytes per transport batch.
+    pub raft_msg_batch_max: usize,
+    pub raft_msg_batch_bytes_max: ReadableSize,
+    /// Largest gRPC message accepted or sent.
+    pub grpc_max_message_size: ReadableSize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: "127.0.0.1:20160".into(),
+            advertise_addr: String::new(),
+            status_addr: "127.0.0.1:20180".into(),
+            max_key_size: ReadableSize::kib(8),
+            max_value_size: ReadableSize::mib(6),
+            max_scan_limit: 10240,
+            raft_msg_queue_max: 8192,
+            raft_msg_batch_max: 256,
+            raft_msg_batch_bytes_max: ReadableSize::mib(10),
+            grpc_max_message_size: ReadableSize::mib(64),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { data_dir: PathBuf::from("./data/store") }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PdConfig {
+    pub endpoints: Vec<String>,
+}
+
+impl Default for PdConfig {
+    fn default() -> Self {
+        PdConfig { endpoints: vec!["127.0.0.1:2379".into()] }
+    }
+}
+
+impl Config {
+    pub fn from_toml(s: &str) -> Result<Config, String> {
+        toml::from_str(s).map_err(|e| e.to_string())
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, a) in [("server.addr", &self.server.addr), ("server.status-addr", &self.server.status_addr)] {
+            a.parse::<SocketAddr>().map_err(|e| format!("{name} {a:?}: {e}"))?;
+        }
+        if self.pd.endpoints.is_empty() {
+            return Err("pd.endpoints must list at least one PD".into());
+        }
+        if self.server.max_key_size.0 == 0 || self.server.max_value_size.0 == 0 {
+            return Err("server.max-key-size and max-value-size must be positive".into());
+        }
+        if self.server.max_value_size.0 + self.server.max_key_size.0 + 1024 > self.raftstore.raft_entry_max_size.0 {
+            return Err(format!(
+                "server.max-value-size ({}) must leave room under raftstore.raft-entry-max-size ({})",
+                self.server.max_value_size, self.raftstore.raft_entry_max_size
+            ));
+        }
+        if self.server.max_scan_limit == 0 || self.server.raft_msg_queue_max == 0 || self.server.raft_msg_batch_max == 0 {
+            return Err("server scan limit and raft message queue/batch limits must be positive".into());
+        }
+        if self.server.grpc_max_message_size.0 < self.raftstore.raft_entry_max_size.0 * 2 {
+            return Err("server.grpc-max-message-size must be at least twice raftstore.raft-entry-max-size".into());
+        }
+        self.raftstore.validate()
+    }
+
+    pub fn advertise_addr(&self) -> String {
+        if self.server.advertise_addr.is_empty() {
+            self.server.addr.clone()
+        } else {
+            self.server.advertise_addr.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_template_equals_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../etc/config-template.toml"))
+            .expect("etc/config-template.toml exists");
+        let parsed = Config::from_toml(&text).unwrap();
+        assert_eq!(parsed, Config::default(), "etc/config-template.toml drifted from Config::default()");
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_configs_are_rejected() {
+        assert!(Config::from_toml("[server]\nnope = 1").is_err(), "unknown keys are errors");
+        let mut c = Config::default();
+        c.server.max_value_size = ReadableSize::mib(100);
+        assert!(c.validate().unwrap_err().contains("max-value-size"));
+        let mut c = Config::default();
+        c.pd.endpoints.clear();
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.server.addr = "not an addr".into();
+        assert!(c.validate().is_err());
+    }
+}

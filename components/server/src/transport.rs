@@ -1,0 +1,200 @@
+//! Store-to-store raft transport: one gRPC client stream per target store.
+//! `send` pushes into that store's bounded queue; `flush` (once per poll
+//! round) wakes its sender task, which drains the queue into batches.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use atoll_pd_client::PdClient;
+use atoll_proto::atollpb::{raft_transport_client::RaftTransportClient, BatchRaftMessage, RaftMessage};
+use crossbeam::channel::{self, Receiver, Sender, TrySendError};
+use dashmap::DashMap;
+use prost::Message as _;
+use tokio::sync::{mpsc, Notify};
+
+use crate::metrics::{TRANSPORT_BATCH_SIZE, TRANSPORT_FLUSHES, TRANSPORT_RECONNECTS};
+
+/// Batches in flight on one stream before the sender waits.
+const STREAM_BATCHES_MAX: usize = 8;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub queue_max: usize,
+    pub batch_max: usize,
+    pub batch_bytes_max: usize,
+    pub grpc_max_message_size: usize,
+}
+
+struct Conn {
+    tx: Sender<RaftMessage>,
+    notify: Arc<Notify>,
+}
+
+struct Inner {
+    conns: DashMap<u64, Conn>,
+    pd: Arc<PdClient>,
+    rt: tokio::runtime::Handle,
+    limits: Limits,
+    closed: AtomicBool,
+}
+
+/// Cloned into every raft poller; each clone tracks the stores it touched
+/// this round so `flush` wakes only those.
+#[derive(Clone)]
+pub struct ServerTransport {
+    inner: Arc<Inner>,
+    touched: HashSet<u64>,
+}
+
+impl ServerTransport {
+    pub fn new(pd: Arc<PdClient>, rt: tokio::runtime::Handle, limits: Limits) -> Self {
+        ServerTransport {
+            inner: Arc::new(Inner { conns: DashMap::new(), pd, rt, limits, closed: AtomicBool::new(false) }),
+            touched: HashSet::new(),
+        }
+    }
+
+    /// Stops every sender task.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        for c in self.inner.conns.iter() {
+            c.notify.notify_one();
+        }
+    }
+
+    fn queue(&self, store_id: u64) -> dashmap::mapref::one::Ref<'_, u64, Conn> {
+        if let Some(c) = self.inner.conns.get(&store_id) {
+            return c;
+        }
+        self.inner.conns.entry(store_id).or_insert_with(|| {
+            let (tx, rx) = channel::bounded(self.inner.limits.queue_max);
+            let notify = Arc::new(Notify::new());
+            let inner = self.inner.clone();
+            let n = notify.clone();
+            self.inner.rt.spawn(async move { run_sender(inner, store_id, rx, n).await });
+            Conn { tx, notify }
+        });
+        self.inner.conns.get(&store_id).expect("just inserted")
+    }
+}
+
+impl atoll_raftstore::Transport for ServerTransport {
+    fn send(&mut self, msg: RaftMessage) -> Result<(), String> {
+        let store_id = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
+        if store_id == 0 {
+            return Err("message without a target store".into());
+        }
+        let res = self.queue(store_id).tx.try_send(msg);
+        match res {
+            Ok(()) => {
+                self.touched.insert(store_id);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(format!("queue to store {store_id} is full")),
+            Err(TrySendError::Disconnected(_)) => Err(format!("sender to store {store_id} stopped")),
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.touched.is_empty() {
+            return;
+        }
+        TRANSPORT_FLUSHES.inc();
+        for id in self.touched.drain() {
+            if let Some(c) = self.inner.conns.get(&id) {
+                c.notify.notify_one();
+            }
+        }
+    }
+}
+
+/// Takes queued messages up to the batch limits.
+fn drain(rx: &Receiver<RaftMessage>, limits: &Limits) -> Vec<RaftMessage> {
+    let mut out = vec![];
+    let mut bytes = 0;
+    while out.len() < limits.batch_max && bytes < limits.batch_bytes_max {
+        match rx.try_recv() {
+            Ok(m) => {
+                bytes += m.encoded_len();
+                out.push(m);
+            }
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+async fn resolve(inner: &Inner, store_id: u64) -> Result<String, String> {
+    let s = inner.pd.get_store(store_id).await.map_err(|e| e.to_string())?;
+    if s.address.is_empty() {
+        return Err(format!("store {store_id} has no address"));
+    }
+    Ok(s.address)
+}
+
+async fn run_sender(inner: Arc<Inner>, store_id: u64, rx: Receiver<RaftMessage>, notify: Arc<Notify>) {
+    let mut attempt: u32 = 0;
+    while !inner.closed.load(Ordering::SeqCst) {
+        if attempt > 0 {
+            let pause = Duration::from_millis((100u64 << attempt.min(4)).min(2000));
+            tokio::time::sleep(pause).await;
+            // Messages queued while disconnected are stale by now; raft resends.
+            while rx.try_recv().is_ok() {}
+        }
+        attempt += 1;
+        let addr = match resolve(&inner, store_id).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(store_id, "resolve store: {e}");
+                continue;
+            }
+        };
+        let ch = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+            Ok(ep) => ep.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect().await,
+            Err(e) => {
+                tracing::warn!(store_id, "bad address {addr}: {e}");
+                continue;
+            }
+        };
+        let ch = match ch {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(store_id, %addr, "connect: {e}");
+                continue;
+            }
+        };
+        TRANSPORT_RECONNECTS.inc();
+        let mut client = RaftTransportClient::new(ch)
+            .max_encoding_message_size(inner.limits.grpc_max_message_size)
+            .max_decoding_message_size(inner.limits.grpc_max_message_size);
+        let (stx, srx) = mpsc::channel::<BatchRaftMessage>(STREAM_BATCHES_MAX);
+        let mut call = Box::pin(client.batch_raft(tokio_stream::wrappers::ReceiverStream::new(srx)));
+        tracing::info!(store_id, %addr, "raft stream connected");
+        loop {
+            if inner.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::select! {
+                r = &mut call => {
+                    tracing::info!(store_id, "raft stream ended: {:?}", r.err());
+                    attempt = 1;
+                    break;
+                }
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            loop {
+                let batch = drain(&rx, &inner.limits);
+                if batch.is_empty() {
+                    break;
+                }
+                TRANSPORT_BATCH_SIZE.observe(batch.len() as f64);
+                if stx.send(BatchRaftMessage { msgs: batch }).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
