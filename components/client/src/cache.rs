@@ -1,0 +1,101 @@
+//! The region cache: encoded start key -> region, filled from PD on a miss,
+//! corrected by region errors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use atoll_proto::metapb;
+use parking_lot::RwLock;
+
+#[derive(Clone, Debug)]
+pub struct CachedRegion {
+    pub region: metapb::Region,
+    pub leader: Option<metapb::Peer>,
+}
+
+impl CachedRegion {
+    /// The peer to send to: the known leader, else the first peer.
+    pub fn target(&self) -> Option<metapb::Peer> {
+        self.leader.clone().or_else(|| self.region.peers.first().cloned())
+    }
+
+    pub fn contains_encoded(&self, key: &[u8]) -> bool {
+        key >= self.region.start_key.as_slice() && (self.region.end_key.is_empty() || key < self.region.end_key.as_slice())
+    }
+}
+
+/// Regions cached at most; the oldest start keys are evicted first beyond it.
+pub const REGION_CACHE_MAX: usize = 100_000;
+
+#[derive(Default)]
+pub struct RegionCache {
+    by_start: RwLock<BTreeMap<Vec<u8>, CachedRegion>>,
+    stores: RwLock<HashMap<u64, String>>,
+}
+
+impl RegionCache {
+    pub fn lookup(&self, encoded: &[u8]) -> Option<CachedRegion> {
+        let m = self.by_start.read();
+        let (_, r) = m.range::<[u8], _>((Bound::Unbounded, Bound::Included(encoded))).next_back()?;
+        r.contains_encoded(encoded).then(|| r.clone())
+    }
+
+    pub fn insert(&self, r: CachedRegion) {
+        let mut m = self.by_start.write();
+        // Drop anything overlapping the new range.
+        let overlapping: Vec<Vec<u8>> = m
+            .iter()
+            .filter(|(_, o)| {
+                (r.region.end_key.is_empty() || o.region.start_key < r.region.end_key)
+                    && (o.region.end_key.is_empty() || o.region.end_key > r.region.start_key)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in overlapping {
+            m.remove(&k);
+        }
+        while m.len() >= REGION_CACHE_MAX {
+            let first = m.keys().next().cloned().expect("non-empty");
+            m.remove(&first);
+        }
+        m.insert(r.region.start_key.clone(), r);
+    }
+
+    pub fn invalidate(&self, region_id: u64) {
+        self.by_start.write().retain(|_, r| r.region.id != region_id);
+    }
+
+    pub fn update_leader(&self, region_id: u64, leader: metapb::Peer) {
+        let mut m = self.by_start.write();
+        if let Some(r) = m.values_mut().find(|r| r.region.id == region_id) {
+            if r.region.peers.iter().any(|p| p.id == leader.id) {
+                r.leader = Some(leader);
+                return;
+            }
+        }
+        m.retain(|_, r| r.region.id != region_id);
+    }
+
+    /// Moves on to another peer after the current target failed to answer.
+    pub fn rotate_leader(&self, region_id: u64) {
+        let mut m = self.by_start.write();
+        if let Some(r) = m.values_mut().find(|r| r.region.id == region_id) {
+            let cur = r.target().map(|p| p.id);
+            let peers = &r.region.peers;
+            let idx = peers.iter().position(|p| Some(p.id) == cur).map(|i| (i + 1) % peers.len()).unwrap_or(0);
+            r.leader = peers.get(idx).cloned();
+        }
+    }
+
+    pub fn store_addr(&self, id: u64) -> Option<String> {
+        self.stores.read().get(&id).cloned()
+    }
+
+    pub fn put_store(&self, id: u64, addr: String) {
+        self.stores.write().insert(id, addr);
+    }
+
+    pub fn forget_store(&self, id: u64) {
+        self.stores.write().remove(&id);
+    }
+}

@@ -1,0 +1,165 @@
+//! Runs real `atoll-pd` / `atoll-server` processes on loopback for
+//! black-box tests. Every process is killed when the harness drops.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary next to the running test executable.
+/// `make test` builds the binaries first.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not built; run `make test` (it builds the binaries first)", p.display());
+    p
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Store settings for tests: a 50ms tick so elections take well under a second.
+pub const TEST_STORE_CONFIG: &str = r#"
+log-level = "info"
+[raftstore]
+raft-base-tick-interval = "50ms"
+pd-heartbeat-tick-interval = "1s"
+pd-store-heartbeat-tick-interval = "2s"
+raft-log-gc-tick-interval = "500ms"
+"#;
+
+struct StoreProc {
+    addr: String,
+    status: String,
+    data: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct ProcCluster {
+    pub dir: tempfile::TempDir,
+    pub pd_addr: String,
+    pd: Option<Child>,
+    stores: Vec<StoreProc>,
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> Child {
+    let f = std::fs::File::create(log).unwrap();
+    cmd.stdout(Stdio::from(f.try_clone().unwrap())).stderr(Stdio::from(f)).spawn().expect("spawn process")
+}
+
+impl ProcCluster {
+    /// Starts PD and `n` stores.
+    pub fn start(n: usize) -> ProcCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let pd_addr = format!("127.0.0.1:{}", free_port());
+        let pd = spawn(
+            Command::new(binary("atoll-pd"))
+                .arg("--client-addr")
+                .arg(&pd_addr)
+                .arg("--status-addr")
+                .arg(format!("127.0.0.1:{}", free_port()))
+                .arg("--data-dir")
+                .arg(dir.path().join("pd"))
+                .arg("--max-replicas")
+                .arg(n.min(3).to_string()),
+            &dir.path().join("pd.log"),
+        );
+        std::fs::write(dir.path().join("store.toml"), TEST_STORE_CONFIG).unwrap();
+        let mut c = ProcCluster { pd_addr, pd: Some(pd), stores: vec![], dir };
+        for i in 0..n {
+            let s = StoreProc {
+                addr: format!("127.0.0.1:{}", free_port()),
+                status: format!("127.0.0.1:{}", free_port()),
+                data: c.dir.path().join(format!("store{i}")),
+                child: None,
+            };
+            c.stores.push(s);
+            c.start_store(i);
+        }
+        c
+    }
+
+    pub fn start_store(&mut self, i: usize) {
+        let log = self.dir.path().join(format!("store{i}.log"));
+        let s = &mut self.stores[i];
+        assert!(s.child.is_none(), "store {i} is running");
+        let child = spawn(
+            Command::new(binary("atoll-server"))
+                .arg("--config")
+                .arg(self.dir.path().join("store.toml"))
+                .arg("--addr")
+                .arg(&s.addr)
+                .arg("--status-addr")
+                .arg(&s.status)
+                .arg("--data-dir")
+                .arg(&s.data)
+                .arg("--pd")
+                .arg(&self.pd_addr),
+            &log,
+        );
+        s.child = Some(child);
+    }
+
+    /// SIGKILL: no clean shutdown, like a crash.
+    pub fn kill_store(&mut self, i: usize) {
+        if let Some(mut c) = self.stores[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Index of the store listening on `addr`.
+    pub fn store_index_by_addr(&self, addr: &str) -> Option<usize> {
+        self.stores.iter().position(|s| s.addr == addr)
+    }
+
+    pub fn status_addr(&self, i: usize) -> &str {
+        &self.stores[i].status
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for ProcCluster {
+    fn drop(&mut self) {
+        for i in 0..self.stores.len() {
+            self.kill_store(i);
+        }
+        if let Some(mut p) = self.pd.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+/// Polls an async condition until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// A plain HTTP GET on loopback, returning the body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+}
