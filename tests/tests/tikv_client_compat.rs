@@ -1,0 +1,96 @@
+//! The unmodified `tikv-client` crate (0.4.0) against an Atoll cluster, in
+//! API V2 keyspace mode.
+
+use std::time::Duration;
+
+use atoll_tests::proc::ProcCluster;
+use tikv_client::{Config, KvPair, RawClient};
+
+async fn connect(c: &ProcCluster) -> RawClient {
+    let cfg = Config::default().with_default_keyspace().with_timeout(Duration::from_secs(5));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(cl) = RawClient::new_with_config(vec![c.pd_addr.clone()], cfg.clone()).await {
+            if cl.put("ready".to_owned(), "1".to_owned()).await.is_ok() {
+                return cl;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "tikv-client could not use the cluster; pd log:\n{}", c.log("pd.log"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn s(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tikv_client_raw_api_in_keyspace_mode() {
+    let c = ProcCluster::start(3);
+    let client = connect(&c).await;
+
+    // put / get / delete
+    client.put("k1".to_owned(), "v1".to_owned()).await.unwrap();
+    assert_eq!(client.get("k1".to_owned()).await.unwrap(), Some(b"v1".to_vec()));
+    assert_eq!(client.get("nope".to_owned()).await.unwrap(), None);
+    client.delete("k1".to_owned()).await.unwrap();
+    assert_eq!(client.get("k1".to_owned()).await.unwrap(), None);
+
+    // batch put / get / delete
+    let pairs: Vec<KvPair> = (0..100).map(|i| KvPair::new(format!("b{i:03}"), format!("v{i}"))).collect();
+    client.batch_put(pairs).await.unwrap();
+    let got = client.batch_get((0..100).map(|i| format!("b{i:03}")).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(got.len(), 100);
+    client.batch_delete((0..10).map(|i| format!("b{i:03}")).collect::<Vec<_>>()).await.unwrap();
+    let got = client.batch_get((0..100).map(|i| format!("b{i:03}")).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(got.len(), 90);
+
+    // scan, reverse scan, key-only scan, batch scan
+    let fwd = client.scan("b010".to_owned().."b020".to_owned(), 100).await.unwrap();
+    let keys: Vec<String> = fwd.iter().map(|p| s(p.key().into())).collect();
+    assert_eq!(keys, (10..20).map(|i| format!("b{i:03}")).collect::<Vec<_>>());
+    assert_eq!(s(fwd[0].value()), "v10");
+    let limited = client.scan("b000".to_owned().., 5).await.unwrap();
+    assert_eq!(limited.len(), 5);
+    let rev = client.scan_reverse("b010".to_owned().."b020".to_owned(), 3).await.unwrap();
+    let rkeys: Vec<String> = rev.iter().map(|p| s(p.key().into())).collect();
+    assert_eq!(rkeys, vec!["b019", "b018", "b017"]);
+    let only_keys = client.scan_keys("b050".to_owned().."b053".to_owned(), 10).await.unwrap();
+    assert_eq!(only_keys.len(), 3);
+    let multi = client
+        .batch_scan(vec!["b010".to_owned().."b012".to_owned(), "b090".to_owned().."b092".to_owned()], 10)
+        .await
+        .unwrap();
+    assert_eq!(multi.len(), 4);
+
+    // delete_range
+    client.delete_range("b020".to_owned().."b030".to_owned()).await.unwrap();
+    let after = client.scan("b000".to_owned().."b100".to_owned(), 200).await.unwrap();
+    assert_eq!(after.len(), 80);
+    assert!(after.iter().all(|p| {
+        let k = s(p.key().into());
+        !("b020".."b030").contains(&k.as_str())
+    }));
+
+    // TTL
+    client.put_with_ttl("ttl".to_owned(), "x".to_owned(), 100).await.unwrap();
+    let ttl = client.get_key_ttl_secs("ttl".to_owned()).await.unwrap().unwrap();
+    assert!((95..=100).contains(&ttl), "ttl {ttl}");
+    assert_eq!(client.get_key_ttl_secs("missing".to_owned()).await.unwrap(), None);
+
+    // Compare-and-swap (atomic mode)
+    let atomic = client.with_atomic_for_cas();
+    let (prev, ok) = atomic.compare_and_swap("cas".to_owned(), None::<Vec<u8>>, "a".to_owned()).await.unwrap();
+    assert!(ok && prev.is_none());
+    let (prev, ok) = atomic.compare_and_swap("cas".to_owned(), Some(b"zzz".to_vec()), "b".to_owned()).await.unwrap();
+    assert!(!ok);
+    assert_eq!(prev, Some(b"a".to_vec()));
+    let (_, ok) = atomic.compare_and_swap("cas".to_owned(), Some(b"a".to_vec()), "b".to_owned()).await.unwrap();
+    assert!(ok);
+    assert_eq!(atomic.get("cas".to_owned()).await.unwrap(), Some(b"b".to_vec()));
+
+    // Keyspace isolation: our own client sees the data under the keyspace prefix.
+    let ours = atoll_client::RawClient::connect(atoll_client::Config::new(vec![c.pd_addr.clone()])).await.unwrap();
+    assert_eq!(ours.get(b"r\0\0\0b050").await.unwrap(), Some(b"v50".to_vec()));
+    assert_eq!(ours.get(b"b050").await.unwrap(), None);
+}
