@@ -1,0 +1,41 @@
+# Atoll build entry points. One cargo profile (release) serves run, test and
+# bench, and the target dir persists across clones, so RocksDB's C++ build
+# happens once per machine.
+
+CARGO_TARGET_DIR ?= $(HOME)/.cache/atoll-target
+export CARGO_TARGET_DIR
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BIN := $(CARGO_TARGET_DIR)/release
+
+.PHONY: all deps build test run bench clean fmt
+
+all: build
+
+# protoc (prost/tonic codegen, raft-rs) and libclang (RocksDB bindings).
+deps:
+	@if ! command -v protoc >/dev/null 2>&1 || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then \
+		echo "installing protobuf-compiler and clang"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq protobuf-compiler clang libclang-dev; \
+	fi
+
+build: deps
+	$(CARGO) build --release --workspace --all-targets
+
+# Builds the binaries first: the multi-process tests run them.
+test: build
+	$(CARGO) test --release --workspace
+
+# PD + 3 stores on 127.0.0.1, data under ./data; Ctrl-C stops them cleanly.
+run: deps
+	$(CARGO) build --release --workspace --bins
+	BIN=$(BIN) scripts/run-cluster.sh
+
+bench: build
+	$(BIN)/atoll-bench-engine
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	rm -rf ./data
