@@ -2,6 +2,9 @@
 # bench, and the target dir persists across clones, so RocksDB's C++ build
 # happens once per machine.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
 CARGO_TARGET_DIR ?= $(HOME)/.cache/atoll-target
 export CARGO_TARGET_DIR
 CARGO ?= cargo
@@ -22,9 +25,11 @@ deps:
 build: deps
 	$(CARGO) build --release --workspace --all-targets
 
-# Builds the binaries first: the multi-process tests run them.
+# Builds the binaries first: the multi-process tests run them. Ends with one
+# summary line over every test binary.
 test: build
-	$(CARGO) test --release --workspace
+	$(CARGO) test --release --workspace 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' $(CARGO_TARGET_DIR)/test-output.log
 
 # PD + 3 stores on 127.0.0.1, data under ./data; Ctrl-C stops them cleanly.
 run: deps

@@ -82,8 +82,11 @@ impl PdServer {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
+        if let Some(mut t) = self.task.take() {
+            // Graceful shutdown waits for clients to hang up; don't wait forever.
+            if tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await.is_err() {
+                t.abort();
+            }
         }
         self.status_task.abort();
         if let Err(e) = self.core.storage.sync() {

@@ -29,6 +29,9 @@ const TSO_STREAM_QUEUE_MAX: usize = 256;
 /// Shared state behind every service.
 pub struct PdCore {
     pub cfg: Config,
+    /// Fixed when the cluster is created; kept outside `meta` so headers
+    /// never need its lock.
+    cluster_id: u64,
     pub member_id: u64,
     pub storage: Storage,
     pub meta: Mutex<ClusterMeta>,
@@ -77,6 +80,7 @@ impl PdCore {
         let safe_point = storage.load_safe_point()?;
         Ok(Arc::new(PdCore {
             member_id: meta.cluster_id ^ 0x5eed,
+            cluster_id: meta.cluster_id,
             cfg,
             storage,
             meta: Mutex::new(meta),
@@ -89,7 +93,7 @@ impl PdCore {
     }
 
     pub fn cluster_id(&self) -> u64 {
-        self.meta.lock().cluster_id
+        self.cluster_id
     }
 
     pub fn header(&self) -> Option<pdpb::ResponseHeader> {

@@ -156,7 +156,7 @@ impl Server {
             let _ = tx.send(());
         }
         if let Some(g) = self.grpc.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), g).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), g).await;
         }
         self.transport.close();
         let raft = self.raft.clone();

@@ -1,0 +1,92 @@
+//! PD over real gRPC: bootstrap, allocate, heartbeat, restart, and check
+//! that everything persisted.
+
+use atoll_pd::{Config, PdServer};
+use atoll_proto::metapb;
+use atoll_proto::pdpb::{self, pd_client::PdClient};
+
+fn cfg(dir: &std::path::Path) -> Config {
+    Config {
+        client_addr: "127.0.0.1:0".into(),
+        status_addr: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    }
+}
+
+async fn client(s: &PdServer) -> PdClient<tonic::transport::Channel> {
+    PdClient::connect(format!("http://{}", s.addr)).await.unwrap()
+}
+
+fn region() -> metapb::Region {
+    metapb::Region {
+        id: 2,
+        region_epoch: Some(metapb::RegionEpoch { conf_ver: 1, version: 1 }),
+        peers: vec![metapb::Peer { id: 3, store_id: 1, ..Default::default() }],
+        ..Default::default()
+    }
+}
+
+async fn tso(c: &mut PdClient<tonic::transport::Channel>, count: u32) -> u64 {
+    let req = pdpb::TsoRequest { header: None, count, dc_location: String::new() };
+    let mut s = c.tso(tokio_stream::once(req)).await.unwrap().into_inner();
+    let ts = s.message().await.unwrap().unwrap().timestamp.unwrap();
+    ((ts.physical as u64) << 18) | ts.logical as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster_id, ids, ts) = {
+        let s = PdServer::start(cfg(dir.path())).await.unwrap();
+        let mut c = client(&s).await;
+        let members = c.get_members(pdpb::GetMembersRequest::default()).await.unwrap().into_inner();
+        let cluster_id = members.header.unwrap().cluster_id;
+        assert!(cluster_id != 0);
+        let leader = members.leader.unwrap();
+        assert_eq!(leader.client_urls, vec![format!("http://{}", s.addr)]);
+
+        let store = metapb::Store { id: 1, address: "127.0.0.1:1".into(), ..Default::default() };
+        let r = c
+            .bootstrap(pdpb::BootstrapRequest { header: None, store: Some(store.clone()), region: Some(region()) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.header.unwrap().error.is_none());
+        let again = c
+            .bootstrap(pdpb::BootstrapRequest { header: None, store: Some(store.clone()), region: Some(region()) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.header.unwrap().error.unwrap().r#type, pdpb::ErrorType::AlreadyBootstrapped as i32);
+
+        let mut ids = vec![];
+        for _ in 0..5 {
+            ids.push(c.alloc_id(pdpb::AllocIdRequest::default()).await.unwrap().into_inner().id);
+        }
+        let ts = tso(&mut c, 10).await;
+        s.stop().await;
+        (cluster_id, ids, ts)
+    };
+
+    let s = PdServer::start(cfg(dir.path())).await.unwrap();
+    let mut c = client(&s).await;
+    let h = c.is_bootstrapped(pdpb::IsBootstrappedRequest::default()).await.unwrap().into_inner();
+    assert!(h.bootstrapped);
+    assert_eq!(h.header.unwrap().cluster_id, cluster_id, "cluster id is stable");
+    let id = c.alloc_id(pdpb::AllocIdRequest::default()).await.unwrap().into_inner().id;
+    assert!(ids.iter().all(|old| id > *old), "ids are never reused");
+    assert!(tso(&mut c, 1).await > ts, "timestamps keep increasing");
+    let r = c
+        .get_region(pdpb::GetRegionRequest { header: None, region_key: b"any".to_vec(), need_buckets: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.region.unwrap().id, 2, "routing table persisted");
+    let stores = c.get_all_stores(pdpb::GetAllStoresRequest::default()).await.unwrap().into_inner().stores;
+    assert_eq!(stores.len(), 1);
+    // Requests for another cluster are refused.
+    let wrong = pdpb::AllocIdRequest { header: Some(pdpb::RequestHeader { cluster_id: cluster_id + 1, sender_id: 0 }) };
+    assert!(c.alloc_id(wrong).await.is_err());
+    s.stop().await;
+}
