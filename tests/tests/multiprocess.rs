@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use atoll_client::{Config, RawClient};
+use atoll_codec::encode_bytes as encode;
 use atoll_tests::proc::{eventually, http_get, ProcCluster};
 
 async fn client(c: &ProcCluster) -> RawClient {
@@ -30,20 +31,6 @@ async fn leader_store_addr(client: &RawClient, k: &[u8]) -> String {
     let r = client.pd().get_region(&enc).await.unwrap().expect("region");
     let leader = r.leader.expect("leader reported");
     client.pd().get_store(leader.store_id).await.unwrap().address
-}
-
-fn encode(key: &[u8]) -> Vec<u8> {
-    let mut out = vec![];
-    let mut chunks = key.chunks_exact(8);
-    for c in &mut chunks {
-        out.extend_from_slice(c);
-        out.push(0xff);
-    }
-    let rem = chunks.remainder();
-    out.extend_from_slice(rem);
-    out.extend(std::iter::repeat_n(0u8, 8 - rem.len()));
-    out.push(0xff - (8 - rem.len()) as u8);
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

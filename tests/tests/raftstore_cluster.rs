@@ -179,7 +179,9 @@ fn stale_epoch_and_wrong_region_are_rejected() {
     c.must_put(&key(1), b"v");
     let old = c.region_for_key(&key(1));
     c.split(&key(1), &encode_bytes(&key(50))).unwrap();
-    let leader = c.leader_store(&key(1));
+    // The original region id keeps the right half (right-derive): ask its leader.
+    assert_eq!(c.region_for_key(&key(60)).id, old.id);
+    let leader = c.leader_store(&key(60));
     let h = c.handle(leader).unwrap();
     // A read with the pre-split epoch gets EpochNotMatch with the new region.
     let (tx, rx) = std::sync::mpsc::channel();

@@ -2,10 +2,9 @@
 //! region cache filled from PD and retries on region errors (NotLeader,
 //! EpochNotMatch, RegionNotFound, KeyNotInRegion, stale commands).
 //!
-//! Depends only on `proto` and `pd_client`.
+//! Depends only on `proto`, `codec` and `pd_client`.
 
 mod cache;
-mod codec;
 mod raw;
 
 pub use raw::{Config, Error, RawClient, Result};

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cache::{CachedRegion, RegionCache};
-use crate::codec::{decode_bytes, encode_bytes};
+use atoll_codec::encode_bytes;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -67,7 +67,7 @@ fn ctx(r: &CachedRegion, peer: &atoll_proto::metapb::Peer) -> Context {
 }
 
 fn region_end_raw(r: &CachedRegion) -> Vec<u8> {
-    decode_bytes(&r.region.end_key).unwrap_or_default()
+    atoll_codec::decode_bound(&r.region.end_key).unwrap_or_default()
 }
 
 /// Turns `(region_error, error)` into an attempt result.

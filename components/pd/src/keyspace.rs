@@ -2,6 +2,7 @@
 //! (transactional) followed by the 3-byte id; PD keeps every keyspace in
 //! regions of its own by splitting at these boundaries.
 
+use atoll_codec::encode_bytes;
 use atoll_proto::keyspacepb::{KeyspaceMeta, KeyspaceState};
 
 pub const DEFAULT_KEYSPACE_NAME: &str = "DEFAULT";
@@ -32,21 +33,6 @@ pub fn load(name: &str, created_at: i64) -> Option<KeyspaceMeta> {
         state_changed_at: created_at,
         config: Default::default(),
     })
-}
-
-/// Memcomparable encoding (same as the store's; PD must not depend on raftstore).
-pub fn encode_bytes(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity((key.len() / 8 + 1) * 9);
-    let mut chunks = key.chunks_exact(8);
-    for c in &mut chunks {
-        out.extend_from_slice(c);
-        out.push(0xff);
-    }
-    let rem = chunks.remainder();
-    out.extend_from_slice(rem);
-    out.extend(std::iter::repeat_n(0u8, 8 - rem.len()));
-    out.push(0xff - (8 - rem.len()) as u8);
-    out
 }
 
 /// The boundaries strictly inside `[start, end)` (empty end = unbounded).
