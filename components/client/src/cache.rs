@@ -99,3 +99,61 @@ impl RegionCache {
         self.stores.write().remove(&id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, start: &[u8], end: &[u8]) -> CachedRegion {
+        CachedRegion {
+            region: metapb::Region {
+                id,
+                start_key: start.to_vec(),
+                end_key: end.to_vec(),
+                peers: vec![
+                    metapb::Peer { id: id * 10, store_id: 1, ..Default::default() },
+                    metapb::Peer { id: id * 10 + 1, store_id: 2, ..Default::default() },
+                ],
+                ..Default::default()
+            },
+            leader: None,
+        }
+    }
+
+    #[test]
+    fn lookup_respects_bounds() {
+        let c = RegionCache::default();
+        c.insert(region(1, b"", b"m"));
+        c.insert(region(2, b"m", b""));
+        assert_eq!(c.lookup(b"a").unwrap().region.id, 1);
+        assert_eq!(c.lookup(b"m").unwrap().region.id, 2);
+        assert_eq!(c.lookup(b"zzz").unwrap().region.id, 2);
+        c.invalidate(1);
+        assert!(c.lookup(b"a").is_none());
+    }
+
+    #[test]
+    fn insert_replaces_overlapping_regions() {
+        let c = RegionCache::default();
+        c.insert(region(1, b"", b""));
+        c.insert(region(2, b"", b"m"));
+        assert!(c.lookup(b"z").is_none(), "the stale parent was dropped");
+        assert_eq!(c.lookup(b"a").unwrap().region.id, 2);
+    }
+
+    #[test]
+    fn leader_updates_and_rotation() {
+        let c = RegionCache::default();
+        c.insert(region(1, b"", b""));
+        assert_eq!(c.lookup(b"a").unwrap().target().unwrap().id, 10, "first peer by default");
+        c.rotate_leader(1);
+        assert_eq!(c.lookup(b"a").unwrap().target().unwrap().id, 11);
+        c.rotate_leader(1);
+        assert_eq!(c.lookup(b"a").unwrap().target().unwrap().id, 10, "wraps around");
+        c.update_leader(1, metapb::Peer { id: 11, store_id: 2, ..Default::default() });
+        assert_eq!(c.lookup(b"a").unwrap().leader.unwrap().id, 11);
+        // A leader that is not a member means the cached region is stale.
+        c.update_leader(1, metapb::Peer { id: 99, store_id: 9, ..Default::default() });
+        assert!(c.lookup(b"a").is_none());
+    }
+}

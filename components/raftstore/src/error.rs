@@ -53,7 +53,8 @@ impl Error {
                     end_key: region.end_key.clone(),
                 })
             }
-            Error::StaleCommand => e.stale_command = Some(errorpb::StaleCommand {}),
+            // A store going down: the client refreshes routing and retries elsewhere.
+            Error::StaleCommand | Error::Shutdown => e.stale_command = Some(errorpb::StaleCommand {}),
             Error::EntryTooLarge { region_id, size } => {
                 e.raft_entry_too_large =
                     Some(errorpb::RaftEntryTooLarge { region_id: *region_id, entry_size: *size })
@@ -65,7 +66,7 @@ impl Error {
             Error::Busy(reason) => {
                 e.server_is_busy = Some(errorpb::ServerIsBusy { reason: reason.clone(), ..Default::default() })
             }
-            Error::InvalidRequest(_) | Error::Engine(_) | Error::Raft(_) | Error::Shutdown => return None,
+            Error::InvalidRequest(_) | Error::Engine(_) | Error::Raft(_) => return None,
         }
         Some(e)
     }

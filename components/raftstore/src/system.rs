@@ -57,6 +57,15 @@ pub fn write_initial_region(engine: &impl KvEngine, region: &metapb::Region) -> 
     Ok(true)
 }
 
+/// Marks a region prepared by [`write_initial_region`] as never used (e.g.
+/// another store won the bootstrap race), so it is not loaded at start.
+pub fn abandon_initial_region(engine: &impl KvEngine, region: &metapb::Region) -> Result<()> {
+    let mut wb = engine.write_batch();
+    crate::storage::write_region_state(&mut wb, region, PeerState::Tombstone)?;
+    engine.write(&mut wb, WriteOptions::sync())?;
+    Ok(())
+}
+
 /// Every live region recorded on this store.
 pub fn load_regions(engine: &impl KvEngine) -> Result<Vec<metapb::Region>> {
     let (start, end) = keys::region_meta_range();

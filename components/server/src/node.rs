@@ -6,7 +6,9 @@ use std::time::Duration;
 use atoll_engine_traits::KvEngine;
 use atoll_pd_client::PdClient;
 use atoll_proto::metapb;
-use atoll_raftstore::system::{load_regions, load_store_ident, write_initial_region, write_store_ident};
+use atoll_raftstore::system::{
+    abandon_initial_region, load_regions, load_store_ident, write_initial_region, write_store_ident,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -72,6 +74,8 @@ pub async fn bootstrap<E: KvEngine>(pd: &PdClient, engine: &E, me: &metapb::Stor
             write_initial_region(engine, &region)?;
             if pd.bootstrap(me.clone(), region.clone()).await? {
                 tracing::info!(region = region_id, "bootstrapped the cluster");
+            } else {
+                abandon_initial_region(engine, &region)?;
             }
             break;
         }

@@ -67,6 +67,7 @@ impl Server {
 
         let status_holder: Arc<Mutex<Option<atoll_raftstore::StoreHandle<RocksEngine>>>> = Arc::new(Mutex::new(None));
         let sh = status_holder.clone();
+        let status_advertise = advertise.clone();
         let (status_addr, status_task) = atoll_util::status::serve(
             cfg.server.status_addr.parse().map_err(|e| ServerError::Config(format!("status-addr: {e}")))?,
             Arc::new(move || {
@@ -75,6 +76,7 @@ impl Server {
                     "role": "store",
                     "store_id": store_id,
                     "regions": h.as_ref().map(|h| h.region_count()),
+                    "address": status_advertise,
                 })
             }),
         )
