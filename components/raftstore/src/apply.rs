@@ -167,7 +167,7 @@ impl ApplyDelegate {
         let req = RaftCmdRequest::decode(entry.data.as_slice())
             .map_err(|e| Error::Raft(format!("undecodable entry {}: {e}", entry.index)))?;
         if let Some(admin) = &req.admin_request {
-            return self.exec_admin(wb, &req, admin);
+            return self.exec_admin(engine, wb, &req, admin);
         }
         self.check_epoch(&req)?;
         let mut resp = WriteResponse::default();
@@ -257,9 +257,10 @@ impl ApplyDelegate {
         Ok(None)
     }
 
-    fn exec_admin<W: WriteBatch>(
+    fn exec_admin<E: KvEngine>(
         &mut self,
-        wb: &mut W,
+        engine: &E,
+        wb: &mut E::WriteBatch,
         req: &RaftCmdRequest,
         admin: &AdminRequest,
     ) -> Result<WriteResponse> {
@@ -280,10 +281,15 @@ impl ApplyDelegate {
                 let splits = admin.splits.as_ref().ok_or_else(|| Error::InvalidRequest("empty split".into()))?;
                 let (derived, regions) = split_region(&self.region, splits)?;
                 write_region_state(wb, &derived, PeerState::Normal)?;
-                for r in &regions {
-                    if r.id != derived.id {
-                        write_initial_region_states(wb, r)?;
+                for r in regions.iter().filter(|r| r.id != derived.id) {
+                    // On a replay after losing unsynced apply writes, the new
+                    // region may already have a (synced) raft state that moved
+                    // on: never reset it.
+                    if engine.get_value_cf(atoll_engine_traits::CF_RAFT, &keys::raft_state_key(r.id))?.is_some() {
+                        tracing::warn!(region = r.id, "split target already has raft state; keeping it");
+                        continue;
                     }
+                    write_initial_region_states(wb, r)?;
                 }
                 self.region = derived.clone();
                 self.results.push(ExecResult::Split { derived, regions });

@@ -96,7 +96,13 @@ impl<E: KvEngine> PeerStorage<E> {
             .ok_or_else(|| Error::Raft(format!("region {id}: raft state missing")))?;
         let apply_state: RaftApplyState = load_pb(&engine, &keys::apply_state_key(id))?
             .ok_or_else(|| Error::Raft(format!("region {id}: apply state missing")))?;
+        let mut raft_state = raft_state;
         let truncated = apply_state.truncated_state.clone().unwrap_or_default();
+        // The commit index is persisted lazily (with the next ready), so after
+        // a crash it can trail what was applied; applied entries were committed.
+        if raft_state.commit < apply_state.applied_index {
+            raft_state.commit = apply_state.applied_index;
+        }
         if raft_state.last_index < apply_state.applied_index || truncated.index > apply_state.applied_index {
             return Err(Error::Raft(format!(
                 "region {id}: inconsistent states raft {raft_state:?} apply {apply_state:?}"
@@ -357,6 +363,21 @@ mod tests {
         assert_eq!(s2.last_index().unwrap(), 8);
         assert_eq!(s2.term(8).unwrap(), 7);
         assert!(e.get_value_cf(CF_RAFT, &keys::raft_log_key(1, 9)).unwrap().is_none());
+    }
+
+    #[test]
+    fn lagging_persisted_commit_is_raised_to_applied() {
+        let e = MemoryEngine::new();
+        let mut s = new_storage(&e, 16);
+        let mut wb = e.write_batch();
+        s.append((6..=8).map(|i| entry(i, 6)).collect(), &mut wb).unwrap();
+        s.save_raft_state(&mut wb).unwrap();
+        // Apply got to 8 but the commit index on disk is still 5.
+        let applied = RaftApplyState { applied_index: 8, applied_term: 6, ..initial_apply_state() };
+        wb.put_cf(CF_RAFT, &keys::apply_state_key(1), &applied.encode_to_vec()).unwrap();
+        e.write(&mut wb, WriteOptions::sync()).unwrap();
+        let s = PeerStorage::load(e.clone(), region(), 16).unwrap();
+        assert_eq!(s.initial_state().unwrap().hard_state.commit, 8);
     }
 
     #[test]
