@@ -30,6 +30,9 @@ pub struct Limits {
 struct Conn {
     tx: Sender<RaftMessage>,
     notify: Arc<Notify>,
+    /// Set while the last connection attempt failed: sends fail fast so raft
+    /// learns the peer is unreachable instead of filling the queue.
+    down: Arc<AtomicBool>,
 }
 
 struct Inner {
@@ -71,10 +74,11 @@ impl ServerTransport {
         self.inner.conns.entry(store_id).or_insert_with(|| {
             let (tx, rx) = channel::bounded(self.inner.limits.queue_max);
             let notify = Arc::new(Notify::new());
+            let down = Arc::new(AtomicBool::new(false));
             let inner = self.inner.clone();
-            let n = notify.clone();
-            self.inner.rt.spawn(async move { run_sender(inner, store_id, rx, n).await });
-            Conn { tx, notify }
+            let (n, d) = (notify.clone(), down.clone());
+            self.inner.rt.spawn(async move { run_sender(inner, store_id, rx, n, d).await });
+            Conn { tx, notify, down }
         });
         self.inner.conns.get(&store_id).expect("just inserted")
     }
@@ -86,7 +90,12 @@ impl atoll_raftstore::Transport for ServerTransport {
         if store_id == 0 {
             return Err("message without a target store".into());
         }
-        let res = self.queue(store_id).tx.try_send(msg);
+        let conn = self.queue(store_id);
+        if conn.down.load(Ordering::Relaxed) {
+            return Err(format!("store {store_id} is unreachable"));
+        }
+        let res = conn.tx.try_send(msg);
+        drop(conn);
         match res {
             Ok(()) => {
                 self.touched.insert(store_id);
@@ -134,10 +143,17 @@ async fn resolve(inner: &Inner, store_id: u64) -> Result<String, String> {
     Ok(s.address)
 }
 
-async fn run_sender(inner: Arc<Inner>, store_id: u64, rx: Receiver<RaftMessage>, notify: Arc<Notify>) {
+async fn run_sender(
+    inner: Arc<Inner>,
+    store_id: u64,
+    rx: Receiver<RaftMessage>,
+    notify: Arc<Notify>,
+    down: Arc<AtomicBool>,
+) {
     let mut attempt: u32 = 0;
     while !inner.closed.load(Ordering::SeqCst) {
         if attempt > 0 {
+            down.store(true, Ordering::Relaxed);
             let pause = Duration::from_millis((100u64 << attempt.min(4)).min(2000));
             tokio::time::sleep(pause).await;
             // Messages queued while disconnected are stale by now; raft resends.
@@ -166,6 +182,7 @@ async fn run_sender(inner: Arc<Inner>, store_id: u64, rx: Receiver<RaftMessage>,
             }
         };
         TRANSPORT_RECONNECTS.inc();
+        down.store(false, Ordering::Relaxed);
         let mut client = RaftTransportClient::new(ch)
             .max_encoding_message_size(inner.limits.grpc_max_message_size)
             .max_decoding_message_size(inner.limits.grpc_max_message_size);
