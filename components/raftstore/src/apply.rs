@@ -16,7 +16,7 @@ use atoll_proto::metapb;
 use prost::Message as _;
 use raft::eraftpb::{Entry, EntryType};
 
-use crate::codec::{decode_bound, RawValue};
+use crate::codec::RawValue;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::msg::{CasResult, WriteCallback, WriteResponse};
@@ -216,14 +216,7 @@ impl ApplyDelegate {
                     .as_ref()
                     .ok_or_else(|| Error::InvalidRequest("delete range without body".into()))?;
                 // Clip to the region so a range never touches a neighbour's data.
-                let start = decode_bound(&self.region.start_key).map_err(Error::Raft)?;
-                let end = decode_bound(&self.region.end_key).map_err(Error::Raft)?;
-                let lo = std::cmp::max(&d.start_key, &start).clone();
-                let hi = match (d.end_key.is_empty(), end.is_empty()) {
-                    (true, _) => end,
-                    (false, true) => d.end_key.clone(),
-                    (false, false) => std::cmp::min(&d.end_key, &end).clone(),
-                };
+                let (lo, hi) = crate::clip_to_region(&self.region, &d.start_key, &d.end_key)?;
                 wb.delete_range_cf(name_to_cf(&d.cf)?, &keys::data_key(&lo), &keys::data_end_key(&hi))?;
             }
             CmdType::CompareAndSwap => {

@@ -46,3 +46,36 @@ pub fn region_raw_range(region: &metapb::Region) -> Result<(Vec<u8>, Vec<u8>)> {
     let e = codec::decode_bound(&region.end_key).map_err(Error::Raft)?;
     Ok((s, e))
 }
+
+/// Intersects the raw range `[start, end)` (empty end = unbounded) with the
+/// region's raw range. The result may be empty (`start >= end`, end non-empty).
+pub fn clip_to_region(region: &metapb::Region, start: &[u8], end: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (rs, re) = region_raw_range(region)?;
+    let lo = std::cmp::max(start, rs.as_slice()).to_vec();
+    let hi = match (end.is_empty(), re.is_empty()) {
+        (true, _) => re,
+        (false, true) => end.to_vec(),
+        (false, false) => std::cmp::min(end, re.as_slice()).to_vec(),
+    };
+    Ok((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipping() {
+        let r = metapb::Region {
+            start_key: codec::encode_bytes(b"c"),
+            end_key: codec::encode_bytes(b"m"),
+            ..Default::default()
+        };
+        assert_eq!(clip_to_region(&r, b"a", b"").unwrap(), (b"c".to_vec(), b"m".to_vec()));
+        assert_eq!(clip_to_region(&r, b"d", b"e").unwrap(), (b"d".to_vec(), b"e".to_vec()));
+        assert_eq!(clip_to_region(&r, b"d", b"z").unwrap(), (b"d".to_vec(), b"m".to_vec()));
+        let unbounded = metapb::Region::default();
+        assert_eq!(clip_to_region(&unbounded, b"", b"").unwrap(), (vec![], vec![]));
+        assert_eq!(clip_to_region(&unbounded, b"x", b"").unwrap(), (b"x".to_vec(), vec![]));
+    }
+}

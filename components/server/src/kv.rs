@@ -13,7 +13,7 @@ use atoll_raftstore::Error;
 use tonic::{Request, Response, Status};
 
 use crate::metrics::{GRPC_DURATION, GRPC_ERRORS, GRPC_REQUESTS};
-use crate::storage::{Pair, RawStorage};
+use crate::storage::{Pair, RawStorage, ScanOpts};
 
 pub struct KvService<E: KvEngine> {
     pub storage: RawStorage<E>,
@@ -139,7 +139,8 @@ impl<E: KvEngine> Tikv for KvService<E> {
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
         let mut resp = RawScanResponse::default();
-        match self.storage.scan(&ctx, &r.cf, &r.start_key, &r.end_key, r.limit, r.key_only, r.reverse).await {
+        let opts = ScanOpts { limit: r.limit, key_only: r.key_only, reverse: r.reverse };
+        match self.storage.scan(&ctx, &r.cf, &[(r.start_key, r.end_key)], opts).await {
             Ok(pairs) => resp.kvs = kv_pairs(pairs),
             Err(e) => resp.region_error = region_only("raw_scan", e)?,
         }
@@ -163,7 +164,8 @@ impl<E: KvEngine> Tikv for KvService<E> {
         let ctx = r.context.unwrap_or_default();
         let ranges: Vec<(Vec<u8>, Vec<u8>)> = r.ranges.into_iter().map(|k| (k.start_key, k.end_key)).collect();
         let mut resp = RawBatchScanResponse::default();
-        match self.storage.batch_scan(&ctx, &r.cf, &ranges, r.each_limit, r.key_only, r.reverse).await {
+        let opts = ScanOpts { limit: r.each_limit, key_only: r.key_only, reverse: r.reverse };
+        match self.storage.scan(&ctx, &r.cf, &ranges, opts).await {
             Ok(pairs) => resp.kvs = kv_pairs(pairs),
             Err(e) => resp.region_error = region_only("raw_batch_scan", e)?,
         }

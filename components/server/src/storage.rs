@@ -10,7 +10,7 @@ use atoll_proto::atollpb::{
 };
 use atoll_proto::kvrpcpb::Context;
 use atoll_raftstore::codec::RawValue;
-use atoll_raftstore::{keys, region_contains, region_raw_range, CasResult, Error, ReadResponse, StoreHandle};
+use atoll_raftstore::{clip_to_region, keys, region_contains, CasResult, Error, ReadResponse, StoreHandle};
 use tokio::sync::oneshot;
 
 use crate::config::ServerConfig;
@@ -38,6 +38,14 @@ fn bad(msg: impl Into<String>) -> Error {
 
 /// A key-value pair as the client sees it.
 pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// How to scan: pairs per range, keys only, direction.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanOpts {
+    pub limit: u32,
+    pub key_only: bool,
+    pub reverse: bool,
+}
 
 impl<E: KvEngine> RawStorage<E> {
     pub fn new(store: StoreHandle<E>, cfg: &ServerConfig) -> Self {
@@ -242,63 +250,27 @@ impl<E: KvEngine> RawStorage<E> {
         Ok((succeed, previous))
     }
 
-    /// Scans one region. Forward: `[start, end)`. Reverse (TiKV semantics):
-    /// `start` is the exclusive upper bound and `end` the inclusive lower one.
-    /// Both are clipped to the region; an empty bound means "region edge".
-    pub async fn scan(
-        &self,
-        ctx: &Context,
-        cf: &str,
-        start: &[u8],
-        end: &[u8],
-        limit: u32,
-        key_only: bool,
-        reverse: bool,
-    ) -> Result<Vec<Pair>> {
-        let read = self.snapshot(ctx).await?;
-        self.scan_snapshot(&read, cf, start, end, limit, key_only, reverse)
-    }
-
-    pub async fn batch_scan(
-        &self,
-        ctx: &Context,
-        cf: &str,
-        ranges: &[(Vec<u8>, Vec<u8>)],
-        each_limit: u32,
-        key_only: bool,
-        reverse: bool,
-    ) -> Result<Vec<Pair>> {
+    /// Scans each range within one region, `opts.limit` pairs per range.
+    /// Forward: `[start, end)`. Reverse (TiKV semantics): `start` is the
+    /// exclusive upper bound and `end` the inclusive lower one. Ranges are
+    /// clipped to the region; an empty bound means "region edge".
+    pub async fn scan(&self, ctx: &Context, cf: &str, ranges: &[(Vec<u8>, Vec<u8>)], opts: ScanOpts) -> Result<Vec<Pair>> {
+        if opts.limit > self.max_scan {
+            return Err(bad(format!("scan limit {} exceeds max-scan-limit {}", opts.limit, self.max_scan)));
+        }
+        let cf = name_to_cf(cf)?;
         let read = self.snapshot(ctx).await?;
         let mut out = vec![];
         for (s, e) in ranges {
-            out.extend(self.scan_snapshot(&read, cf, s, e, each_limit, key_only, reverse)?);
+            out.extend(Self::scan_range(&read, cf, s, e, opts)?);
         }
         Ok(out)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn scan_snapshot(
-        &self,
-        read: &ReadResponse<E::Snapshot>,
-        cf: &str,
-        start: &[u8],
-        end: &[u8],
-        limit: u32,
-        key_only: bool,
-        reverse: bool,
-    ) -> Result<Vec<Pair>> {
-        if limit > self.max_scan {
-            return Err(bad(format!("scan limit {limit} exceeds max-scan-limit {}", self.max_scan)));
-        }
-        let cf = name_to_cf(cf)?;
+    fn scan_range(read: &ReadResponse<E::Snapshot>, cf: &str, start: &[u8], end: &[u8], opts: ScanOpts) -> Result<Vec<Pair>> {
+        let ScanOpts { limit, key_only, reverse } = opts;
         let (lo, hi) = if reverse { (end, start) } else { (start, end) };
-        let (rs, re) = region_raw_range(&read.region)?;
-        let lo = std::cmp::max(lo, rs.as_slice()).to_vec();
-        let hi = match (hi.is_empty(), re.is_empty()) {
-            (true, _) => re,
-            (false, true) => hi.to_vec(),
-            (false, false) => std::cmp::min(hi, re.as_slice()).to_vec(),
-        };
+        let (lo, hi) = clip_to_region(&read.region, lo, hi)?;
         if !hi.is_empty() && lo >= hi {
             return Ok(vec![]);
         }
