@@ -15,7 +15,7 @@ use crate::apply::ApplyDelegate;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsm::apply::{ApplyControlFsm, ApplyFsm, ApplyPollerBuilder};
-use crate::fsm::{ApplyRouter, PeerFsm, RaftPollerBuilder, RaftRouter, StoreFsm};
+use crate::fsm::{ApplyRouter, PeerFsm, PollContext, RaftPollerBuilder, RaftRouter, StoreFsm};
 use crate::metrics::REGION_COUNT;
 use crate::msg::{PeerMsg, ReadCallback, StoreMsg, WriteCallback};
 use crate::peer::Peer;
@@ -220,15 +220,17 @@ impl<E: KvEngine> RaftSystem<E> {
         tracing::info!(store = self.store_id, regions = self.router.len(), "raftstore starting");
         self.apply.spawn(ApplyPollerBuilder { engine: self.engine.clone(), raft_router: self.router.clone() });
         self.raft.spawn(RaftPollerBuilder {
-            cfg: self.cfg.clone(),
-            store_id: self.store_id,
-            engine: self.engine.clone(),
-            trans,
-            pd,
-            router: self.router.clone(),
-            apply_router: self.apply_router.clone(),
-            logger,
-            leader_count: self.leader_count.clone(),
+            template: PollContext::new(
+                self.cfg.clone(),
+                self.store_id,
+                self.engine.clone(),
+                trans,
+                pd,
+                self.router.clone(),
+                self.apply_router.clone(),
+                logger,
+                self.leader_count.clone(),
+            ),
         });
         self.start_ticker();
         Ok(())

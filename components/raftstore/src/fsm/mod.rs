@@ -89,37 +89,65 @@ impl<E: KvEngine, T: Transport, P: PdSink> PollHandler<PeerFsm<E>, StoreFsm> for
     }
 }
 
+impl<E: KvEngine, T: Transport, P: PdSink> PollContext<E, T, P> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: Arc<Config>,
+        store_id: u64,
+        engine: E,
+        trans: T,
+        pd: P,
+        router: RaftRouter<E>,
+        apply_router: ApplyRouter,
+        logger: slog::Logger,
+        leader_count: Arc<AtomicUsize>,
+    ) -> Self {
+        PollContext {
+            gc_ticks: cfg.ticks(cfg.raft_log_gc_tick_interval),
+            pd_heartbeat_ticks: cfg.ticks(cfg.pd_heartbeat_tick_interval),
+            raft_wb: engine.write_batch_with_cap(RAFT_WB_CAPACITY),
+            cfg,
+            store_id,
+            engine,
+            trans,
+            pd,
+            router,
+            apply_router,
+            logger,
+            leader_count,
+        }
+    }
+
+    /// A context for another poller thread: same shared parts, own write batch.
+    fn fork(&self) -> Self {
+        PollContext {
+            cfg: self.cfg.clone(),
+            store_id: self.store_id,
+            engine: self.engine.clone(),
+            raft_wb: self.engine.write_batch_with_cap(RAFT_WB_CAPACITY),
+            trans: self.trans.clone(),
+            pd: self.pd.clone(),
+            router: self.router.clone(),
+            apply_router: self.apply_router.clone(),
+            logger: self.logger.clone(),
+            leader_count: self.leader_count.clone(),
+            gc_ticks: self.gc_ticks,
+            pd_heartbeat_ticks: self.pd_heartbeat_ticks,
+        }
+    }
+}
+
+/// Initial capacity of a poller's raft write batch.
+const RAFT_WB_CAPACITY: usize = 4 << 20;
+
+/// Hands every poller thread a fork of one template context.
 pub struct RaftPollerBuilder<E: KvEngine, T, P> {
-    pub cfg: Arc<Config>,
-    pub store_id: u64,
-    pub engine: E,
-    pub trans: T,
-    pub pd: P,
-    pub router: RaftRouter<E>,
-    pub apply_router: ApplyRouter,
-    pub logger: slog::Logger,
-    pub leader_count: Arc<AtomicUsize>,
+    pub template: PollContext<E, T, P>,
 }
 
 impl<E: KvEngine, T: Transport, P: PdSink> HandlerBuilder<PeerFsm<E>, StoreFsm> for RaftPollerBuilder<E, T, P> {
     type Handler = RaftPoller<E, T, P>;
     fn build(&mut self) -> Self::Handler {
-        let cfg = self.cfg.clone();
-        RaftPoller {
-            ctx: PollContext {
-                gc_ticks: cfg.ticks(cfg.raft_log_gc_tick_interval),
-                pd_heartbeat_ticks: cfg.ticks(cfg.pd_heartbeat_tick_interval),
-                cfg,
-                store_id: self.store_id,
-                engine: self.engine.clone(),
-                raft_wb: self.engine.write_batch_with_cap(4 << 20),
-                trans: self.trans.clone(),
-                pd: self.pd.clone(),
-                router: self.router.clone(),
-                apply_router: self.apply_router.clone(),
-                logger: self.logger.clone(),
-                leader_count: self.leader_count.clone(),
-            },
-        }
+        RaftPoller { ctx: self.template.fork() }
     }
 }
