@@ -155,6 +155,11 @@ async fn client_operations_and_bad_input() {
     let resp = raw.raw_get(RawGetRequest { context: Some(ctx), key: b"a".to_vec(), cf: String::new() }).await.unwrap().into_inner();
     let en = resp.region_error.unwrap().epoch_not_match.expect("epoch_not_match");
     assert_eq!(en.current_regions[0].id, region.region.id);
+    // Clients may not write raft metadata.
+    let ctx = Context { region_id: region.region.id, region_epoch: region.region.region_epoch.clone(), peer: Some(leader.clone()), ..Default::default() };
+    let put = atoll_proto::kvrpcpb::RawPutRequest { context: Some(ctx), key: b"a".to_vec(), value: b"x".to_vec(), cf: "raft".into(), ..Default::default() };
+    let resp = raw.raw_put(put).await.unwrap().into_inner();
+    assert!(resp.error.contains("column family"), "{}", resp.error);
     assert_eq!(client.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]), "data intact after bad requests");
 
     // PD's HTTP API and the status servers.

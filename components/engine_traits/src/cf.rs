@@ -21,3 +21,29 @@ pub fn name_to_cf(cf: &str) -> crate::Result<&'static str> {
         .copied()
         .ok_or_else(|| crate::Error::InvalidCf(cf.to_owned()))
 }
+
+/// Like [`name_to_cf`], but only for column families that hold user data:
+/// requests from clients must never touch `raft`.
+pub fn data_cf(cf: &str) -> crate::Result<&'static str> {
+    let cf = name_to_cf(cf)?;
+    if DATA_CFS.contains(&cf) {
+        Ok(cf)
+    } else {
+        Err(crate::Error::InvalidCf(cf.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cf_names() {
+        assert_eq!(name_to_cf("").unwrap(), CF_DEFAULT);
+        assert_eq!(name_to_cf("raft").unwrap(), CF_RAFT);
+        assert!(name_to_cf("nope").is_err());
+        assert_eq!(data_cf("write").unwrap(), CF_WRITE);
+        assert_eq!(data_cf("").unwrap(), CF_DEFAULT);
+        assert!(data_cf("raft").is_err(), "clients may not address the raft cf");
+    }
+}

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use atoll_engine_traits::{name_to_cf, KvEngine, WriteBatch};
+use atoll_engine_traits::{data_cf, KvEngine, WriteBatch};
 use atoll_proto::atollpb::{
     AdminCmdType, AdminRequest, BatchSplitRequest, CmdType, PeerState, RaftApplyState, RaftCmdRequest,
     RaftTruncatedState, Request,
@@ -201,13 +201,13 @@ impl ApplyDelegate {
         match CmdType::try_from(r.cmd_type).unwrap_or(CmdType::Invalid) {
             CmdType::Put => {
                 let p = r.put.as_ref().ok_or_else(|| Error::InvalidRequest("put without body".into()))?;
-                wb.put_cf(name_to_cf(&p.cf)?, &keys::data_key(&p.key), &p.value)?;
+                wb.put_cf(data_cf(&p.cf)?, &keys::data_key(&p.key), &p.value)?;
                 self.written_keys += 1;
                 self.written_bytes += (p.key.len() + p.value.len()) as u64;
             }
             CmdType::Delete => {
                 let d = r.delete.as_ref().ok_or_else(|| Error::InvalidRequest("delete without body".into()))?;
-                wb.delete_cf(name_to_cf(&d.cf)?, &keys::data_key(&d.key))?;
+                wb.delete_cf(data_cf(&d.cf)?, &keys::data_key(&d.key))?;
                 self.written_keys += 1;
             }
             CmdType::DeleteRange => {
@@ -217,11 +217,11 @@ impl ApplyDelegate {
                     .ok_or_else(|| Error::InvalidRequest("delete range without body".into()))?;
                 // Clip to the region so a range never touches a neighbour's data.
                 let (lo, hi) = crate::clip_to_region(&self.region, &d.start_key, &d.end_key)?;
-                wb.delete_range_cf(name_to_cf(&d.cf)?, &keys::data_key(&lo), &keys::data_end_key(&hi))?;
+                wb.delete_range_cf(data_cf(&d.cf)?, &keys::data_key(&lo), &keys::data_end_key(&hi))?;
             }
             CmdType::CompareAndSwap => {
                 let c = r.cas.as_ref().ok_or_else(|| Error::InvalidRequest("cas without body".into()))?;
-                let cf = name_to_cf(&c.cf)?;
+                let cf = data_cf(&c.cf)?;
                 if !wb.is_empty() {
                     flush(wb)?;
                 }

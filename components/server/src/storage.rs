@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use atoll_engine_traits::{name_to_cf, Iterable, KvEngine, Peekable};
+use atoll_engine_traits::{data_cf, Iterable, KvEngine, Peekable};
 use atoll_proto::atollpb::{
     CasRequest, CmdType, DeleteRangeRequest, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
 };
@@ -123,7 +123,7 @@ impl<E: KvEngine> RawStorage<E> {
 
     pub async fn get(&self, ctx: &Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_key(key)?;
-        let cf = name_to_cf(cf)?;
+        let cf = data_cf(cf)?;
         let read = self.snapshot(ctx).await?;
         Self::in_region(&read, key)?;
         Ok(Self::load(&read.snapshot, cf, key, atoll_util::time::unix_secs())?.map(|v| v.value))
@@ -132,7 +132,7 @@ impl<E: KvEngine> RawStorage<E> {
     /// Seconds left to live: `Some(0)` for a key without TTL, `None` if absent.
     pub async fn get_ttl(&self, ctx: &Context, cf: &str, key: &[u8]) -> Result<Option<u64>> {
         self.check_key(key)?;
-        let cf = name_to_cf(cf)?;
+        let cf = data_cf(cf)?;
         let read = self.snapshot(ctx).await?;
         Self::in_region(&read, key)?;
         let now = atoll_util::time::unix_secs();
@@ -143,7 +143,7 @@ impl<E: KvEngine> RawStorage<E> {
         for k in keys {
             self.check_key(k)?;
         }
-        let cf = name_to_cf(cf)?;
+        let cf = data_cf(cf)?;
         let read = self.snapshot(ctx).await?;
         let now = atoll_util::time::unix_secs();
         let mut out = Vec::with_capacity(keys.len());
@@ -168,7 +168,7 @@ impl<E: KvEngine> RawStorage<E> {
         if ttls.len() > 1 && ttls.len() != pairs.len() {
             return Err(bad(format!("{} ttls for {} pairs", ttls.len(), pairs.len())));
         }
-        let cf = name_to_cf(cf)?;
+        let cf = data_cf(cf)?;
         let now = atoll_util::time::unix_secs();
         let mut reqs = Vec::with_capacity(pairs.len());
         for (i, (k, v)) in pairs.into_iter().enumerate() {
@@ -188,7 +188,7 @@ impl<E: KvEngine> RawStorage<E> {
         if keys.is_empty() {
             return Err(bad("batch delete with no keys"));
         }
-        let cf = name_to_cf(cf)?;
+        let cf = data_cf(cf)?;
         let mut reqs = Vec::with_capacity(keys.len());
         for k in keys {
             self.check_key(&k)?;
@@ -202,7 +202,7 @@ impl<E: KvEngine> RawStorage<E> {
     }
 
     pub async fn delete_range(&self, ctx: &Context, cf: &str, start: Vec<u8>, end: Vec<u8>) -> Result<()> {
-        let cf = name_to_cf(cf)?;
+        let cf = data_cf(cf)?;
         if !end.is_empty() && start >= end {
             return Err(bad("delete range start must be below end"));
         }
@@ -227,7 +227,7 @@ impl<E: KvEngine> RawStorage<E> {
     ) -> Result<(bool, Option<Vec<u8>>)> {
         self.check_key(&key)?;
         self.check_value(&value)?;
-        let cf = name_to_cf(cf)?;
+        let cf = data_cf(cf)?;
         let now = atoll_util::time::unix_secs();
         let req = Request {
             cmd_type: CmdType::CompareAndSwap as i32,
@@ -258,7 +258,7 @@ impl<E: KvEngine> RawStorage<E> {
         if opts.limit > self.max_scan {
             return Err(bad(format!("scan limit {} exceeds max-scan-limit {}", opts.limit, self.max_scan)));
         }
-        let cf = name_to_cf(cf)?;
+        let cf = data_cf(cf)?;
         let read = self.snapshot(ctx).await?;
         let mut out = vec![];
         for (s, e) in ranges {
