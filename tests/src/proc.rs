@@ -16,9 +16,21 @@ pub fn binary(name: &str) -> PathBuf {
     p
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago. Picked at random below the kernel's
+/// ephemeral range (32768+), so outgoing connections of other tests cannot
+/// grab it before our process binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_add(seed);
+        let port = 20_000 + (n % 12_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// Store settings for tests: a 50ms tick so elections take well under a second.

@@ -188,8 +188,10 @@ impl RawClient {
                     }
                 }
                 Err(Error::Rpc(status)) => {
-                    // The store may be down: try another peer.
+                    // The store may be down (or back at a new address): re-resolve
+                    // it next time and try another peer now.
                     last = status.to_string();
+                    self.cache.forget_store(peer.store_id);
                     self.cache.rotate_leader(r.region.id);
                     self.backoff(attempt).await;
                 }
