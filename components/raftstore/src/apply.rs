@@ -179,16 +179,9 @@ impl ApplyDelegate {
         Ok(resp)
     }
 
+    /// A split may have applied between proposal and now.
     fn check_epoch(&self, req: &RaftCmdRequest) -> Result<()> {
-        let current = self.region.region_epoch.clone().unwrap_or_default();
-        let sent = req.header.as_ref().and_then(|h| h.region_epoch.clone()).unwrap_or_default();
-        if sent.version != current.version {
-            return Err(Error::EpochNotMatch {
-                msg: format!("region {} epoch changed to {current:?} before apply (request {sent:?})", self.region.id),
-                current_regions: vec![self.region.clone()],
-            });
-        }
-        Ok(())
+        crate::check_epoch(&self.region, req.header.as_ref().and_then(|h| h.region_epoch.as_ref()), false)
     }
 
     fn exec_request<E: KvEngine>(

@@ -47,6 +47,20 @@ pub fn region_raw_range(region: &metapb::Region) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((s, e))
 }
 
+/// Checks a request's epoch against the region's current one: the version
+/// (splits) always, the membership version only with `check_conf`.
+pub fn check_epoch(region: &metapb::Region, sent: Option<&metapb::RegionEpoch>, check_conf: bool) -> Result<()> {
+    let current = region.region_epoch.clone().unwrap_or_default();
+    let sent = sent.cloned().unwrap_or_default();
+    if sent.version != current.version || (check_conf && sent.conf_ver != current.conf_ver) {
+        return Err(Error::EpochNotMatch {
+            msg: format!("region {} epoch is {current:?}, request has {sent:?}", region.id),
+            current_regions: vec![region.clone()],
+        });
+    }
+    Ok(())
+}
+
 /// Intersects the raw range `[start, end)` (empty end = unbounded) with the
 /// region's raw range. The result may be empty (`start >= end`, end non-empty).
 pub fn clip_to_region(region: &metapb::Region, start: &[u8], end: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {

@@ -118,15 +118,7 @@ impl<E: KvEngine> Peer<E> {
     /// Checks that a request's epoch is current; `check_conf` also compares
     /// membership version (admin commands).
     pub fn check_epoch(&self, sent: Option<&metapb::RegionEpoch>, check_conf: bool) -> Result<()> {
-        let current = self.epoch();
-        let sent = sent.cloned().unwrap_or_default();
-        if sent.version != current.version || (check_conf && sent.conf_ver != current.conf_ver) {
-            return Err(Error::EpochNotMatch {
-                msg: format!("region {} epoch is {current:?}, request has {sent:?}", self.region_id()),
-                current_regions: vec![self.region().clone()],
-            });
-        }
-        Ok(())
+        crate::check_epoch(self.region(), sent, check_conf)
     }
 
     /// Is `key` (a raw, unencoded key) inside this region?

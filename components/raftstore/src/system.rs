@@ -11,11 +11,10 @@ use atoll_proto::atollpb::{PeerState, RaftCmdRequest, RaftMessage, RaftRequestHe
 use atoll_proto::metapb;
 use prost::Message as _;
 
-use crate::apply::ApplyDelegate;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsm::apply::{ApplyControlFsm, ApplyFsm, ApplyPollerBuilder};
-use crate::fsm::{ApplyRouter, PeerFsm, PollContext, RaftPollerBuilder, RaftRouter, StoreFsm};
+use crate::fsm::{register_region, ApplyRouter, PeerFsm, PollContext, RaftPollerBuilder, RaftRouter, StoreFsm};
 use crate::metrics::REGION_COUNT;
 use crate::msg::{PeerMsg, ReadCallback, StoreMsg, WriteCallback};
 use crate::peer::Peer;
@@ -144,9 +143,6 @@ impl<E: KvEngine> StoreHandle<E> {
         self.router.len()
     }
 
-    pub fn region_ids(&self) -> Vec<u64> {
-        self.router.addresses()
-    }
 }
 
 /// The raftstore of one store process.
@@ -202,20 +198,14 @@ impl<E: KvEngine> RaftSystem<E> {
         StoreHandle { store_id: self.store_id, router: self.router.clone() }
     }
 
-    pub fn leader_count(&self) -> usize {
-        self.leader_count.load(Ordering::Relaxed)
-    }
 
     /// Loads every region from disk, starts the pollers and the ticker.
     pub fn start<T: Transport, P: PdSink>(&mut self, trans: T, pd: P) -> Result<()> {
         let logger = atoll_util::logger::raft_logger();
         let regions = load_regions(&self.engine)?;
         for region in regions {
-            let peer = Peer::create(self.store_id, &self.cfg, self.engine.clone(), region.clone(), &logger)?;
-            let apply_state = peer.raft.store().apply_state.clone();
-            self.apply_router.register(region.id, ApplyFsm::new(ApplyDelegate::new(region.clone(), apply_state)));
-            self.router.register(region.id, PeerFsm::new(peer));
-            REGION_COUNT.inc();
+            let peer = Peer::create(self.store_id, &self.cfg, self.engine.clone(), region, &logger)?;
+            register_region(&self.router, &self.apply_router, peer);
         }
         tracing::info!(store = self.store_id, regions = self.router.len(), "raftstore starting");
         self.apply.spawn(ApplyPollerBuilder { engine: self.engine.clone(), raft_router: self.router.clone() });

@@ -28,6 +28,17 @@ pub struct RawStorage<E: KvEngine> {
     max_scan: u32,
 }
 
+/// Waits for a raftstore callback. A dropped callback means the store is
+/// shutting down; a timeout becomes `StaleCommand`, which clients retry
+/// (safe: raw puts and deletes are idempotent).
+async fn wait<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(Error::Shutdown),
+        Err(_) => Err(Error::StaleCommand),
+    }
+}
+
 fn header(ctx: &Context) -> RaftRequestHeader {
     RaftRequestHeader { region_id: ctx.region_id, peer: ctx.peer.clone(), region_epoch: ctx.region_epoch.clone(), term: 0 }
 }
@@ -87,11 +98,7 @@ impl<E: KvEngine> RawStorage<E> {
         self.check_ctx(ctx)?;
         let (tx, rx) = oneshot::channel();
         self.store.read(header(ctx), Box::new(move |r| drop(tx.send(r))));
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::Shutdown),
-            Err(_) => Err(Error::StaleCommand),
-        }
+        wait(rx).await
     }
 
     async fn write(&self, ctx: &Context, requests: Vec<Request>) -> Result<atoll_raftstore::WriteResponse> {
@@ -99,12 +106,7 @@ impl<E: KvEngine> RawStorage<E> {
         let req = RaftCmdRequest { header: Some(header(ctx)), requests, admin_request: None };
         let (tx, rx) = oneshot::channel();
         self.store.write(req, Box::new(move |r| drop(tx.send(r))));
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::Shutdown),
-            // The client's retry is safe: raw puts and deletes are idempotent.
-            Err(_) => Err(Error::StaleCommand),
-        }
+        wait(rx).await
     }
 
     fn in_region(read: &ReadResponse<E::Snapshot>, key: &[u8]) -> Result<()> {

@@ -21,6 +21,16 @@ pub use store::StoreFsm;
 
 pub type RaftRouter<E> = Router<PeerFsm<E>, StoreFsm>;
 
+/// Registers a loaded peer and its apply FSM (apply first, so the peer's
+/// first committed entries have somewhere to go).
+pub fn register_region<E: KvEngine>(router: &RaftRouter<E>, apply_router: &ApplyRouter, peer: crate::peer::Peer<E>) {
+    let region = peer.region().clone();
+    let apply_state = peer.raft.store().apply_state.clone();
+    apply_router.register(region.id, apply::ApplyFsm::new(crate::apply::ApplyDelegate::new(region.clone(), apply_state)));
+    router.register(region.id, PeerFsm::new(peer));
+    crate::metrics::REGION_COUNT.inc();
+}
+
 /// Everything a raft poller thread shares with the peers it polls.
 pub struct PollContext<E: KvEngine, T, P> {
     pub cfg: Arc<Config>,

@@ -6,8 +6,7 @@ use atoll_proto::atollpb::{AdminCmdType, AdminRequest, BatchSplitRequest, SplitR
 use atoll_proto::metapb;
 
 use crate::error::Error;
-use crate::fsm::{apply::ApplyFsm, PeerFsm, PollContext};
-use crate::metrics::REGION_COUNT;
+use crate::fsm::{register_region, PollContext};
 use crate::msg::{PeerMsg, SplitIds, WriteCallback};
 use crate::peer::Peer;
 use crate::transport::{PdSink, PdTask, Transport};
@@ -107,10 +106,7 @@ impl<E: KvEngine> Peer<E> {
                 Ok(p) => p,
                 Err(e) => panic!("{} create split region {}: {e}", self.tag, r.id),
             };
-            let apply_state = peer.raft.store().apply_state.clone();
-            ctx.apply_router.register(r.id, ApplyFsm::new(crate::apply::ApplyDelegate::new(r.clone(), apply_state)));
-            ctx.router.register(r.id, PeerFsm::new(peer));
-            REGION_COUNT.inc();
+            register_region(&ctx.router, &ctx.apply_router, peer);
             if leader {
                 // The parent's leader store leads the children: no election wait.
                 let _ = ctx.router.force_send(r.id, PeerMsg::Campaign);
