@@ -65,6 +65,24 @@ impl<E: KvEngine> Transport for SimTransport<E> {
         Ok(())
     }
 
+    fn send_snapshot(&mut self, msg: RaftMessage, path: std::path::PathBuf, done: Box<dyn FnOnce(bool) + Send>) {
+        // Like the real transport: the file lands on the target first, then
+        // the message is delivered.
+        let to = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
+        let ok = (|| {
+            let stores = self.net.stores.read();
+            let h = stores.get(&to).filter(|_| self.net.allows(self.store_id, to))?;
+            let m = <raft::eraftpb::Message as prost011::Message>::decode(msg.message.as_slice()).ok()?;
+            let meta = m.snapshot?.metadata?;
+            let key = atoll_raftstore::snap::SnapKey { region_id: msg.region_id, term: meta.term, index: meta.index };
+            std::fs::copy(&path, h.snap_mgr().recv_path(&key)).ok()?;
+            h.on_raft_message(msg);
+            Some(())
+        })()
+        .is_some();
+        done(ok);
+    }
+
     fn flush(&mut self) {
         let stores = self.net.stores.read();
         for msg in self.buf.drain(..) {
@@ -122,6 +140,9 @@ impl<E: KvEngine> PdSink for SimPd<E> {
 
 pub struct Cluster<E: KvEngine> {
     pub cfg: Config,
+    /// Snapshot directories of the stores.
+    pub snap_root: tempfile::TempDir,
+    keepalive_stop: Arc<std::sync::atomic::AtomicBool>,
     pub engines: HashMap<u64, E>,
     pub systems: HashMap<u64, RaftSystem<E>>,
     pub net: Arc<SimNetwork<E>>,
@@ -158,7 +179,25 @@ impl<E: KvEngine> Cluster<E> {
         let pd = SimPd { next_id: Arc::new(AtomicU64::new(1000)), net: net.clone(), heartbeats: Default::default() };
         let mut regions = HashMap::new();
         regions.insert(region.id, region);
-        Cluster { cfg, engines, systems: HashMap::new(), net, pd, regions: Mutex::new(regions) }
+        let keepalive_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        spawn_keepalives(net.clone(), keepalive_stop.clone(), cfg.base_tick());
+        Cluster {
+            cfg,
+            snap_root: tempfile::tempdir().unwrap(),
+            keepalive_stop,
+            engines,
+            systems: HashMap::new(),
+            net,
+            pd,
+            regions: Mutex::new(regions),
+        }
+    }
+
+    /// Adds an empty store (no regions); returns its id. Start it with `start_store`.
+    pub fn add_engine(&mut self, engine: E) -> u64 {
+        let id = self.engines.keys().max().copied().unwrap_or(0) + 1;
+        self.engines.insert(id, engine);
+        id
     }
 
     pub fn start_all(&mut self) {
@@ -171,7 +210,8 @@ impl<E: KvEngine> Cluster<E> {
     pub fn start_store(&mut self, id: u64) {
         assert!(!self.systems.contains_key(&id), "store {id} already running");
         let engine = self.engines[&id].clone();
-        let mut sys = RaftSystem::new(id, self.cfg.clone(), engine).unwrap();
+        let snap = atoll_raftstore::snap::SnapManager::new(self.snap_root.path().join(format!("store{id}"))).unwrap();
+        let mut sys = RaftSystem::new(id, self.cfg.clone(), engine, snap).unwrap();
         self.net.stores.write().insert(id, sys.handle());
         let trans = SimTransport { store_id: id, net: self.net.clone(), buf: vec![] };
         sys.start(trans, self.pd.clone()).unwrap();
@@ -370,8 +410,27 @@ impl<E: KvEngine> Cluster<E> {
 
 impl<E: KvEngine> Drop for Cluster<E> {
     fn drop(&mut self) {
+        self.keepalive_stop.store(true, Ordering::Relaxed);
         self.shutdown();
     }
+}
+
+/// Every store proves it is alive to every store it can reach, as the real
+/// transport's keep-alives do (hibernated followers depend on it).
+fn spawn_keepalives<E: KvEngine>(net: Arc<SimNetwork<E>>, stop: Arc<std::sync::atomic::AtomicBool>, every: Duration) {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(every);
+            let stores = net.stores.read();
+            for (from, _) in stores.iter() {
+                for (to, h) in stores.iter() {
+                    if from != to && net.allows(*from, *to) {
+                        h.store_seen(*from);
+                    }
+                }
+            }
+        }
+    });
 }
 
 fn overlaps(a: &metapb::Region, b: &metapb::Region) -> bool {

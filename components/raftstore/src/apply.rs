@@ -14,7 +14,8 @@ use atoll_proto::atollpb::{
 };
 use atoll_proto::metapb;
 use prost::Message as _;
-use raft::eraftpb::{Entry, EntryType};
+use prost011::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 
 use crate::codec::RawValue;
 use crate::error::{Error, Result};
@@ -37,6 +38,8 @@ pub enum ExecResult {
     Split { derived: metapb::Region, regions: Vec<metapb::Region> },
     /// Entries up to `truncated.index` may be deleted from the log.
     CompactLog { truncated: RaftTruncatedState, first_index: u64 },
+    /// A membership change was applied; raft must apply `cc` too.
+    ChangePeer { cc: ConfChange, region: metapb::Region },
 }
 
 /// One apply round's progress for one region, sent back to its peer.
@@ -160,8 +163,11 @@ impl ApplyDelegate {
         flush: &mut dyn FnMut(&mut E::WriteBatch) -> Result<()>,
         entry: &Entry,
     ) -> Result<WriteResponse> {
+        if entry.entry_type == EntryType::EntryConfChange as i32 {
+            return self.exec_conf_change(wb, entry);
+        }
         if entry.data.is_empty() || entry.entry_type != EntryType::EntryNormal as i32 {
-            // A new leader's empty entry, or a conf change (not proposed yet).
+            // A new leader's empty entry (v2 conf changes are never proposed).
             return Ok(WriteResponse::default());
         }
         let req = RaftCmdRequest::decode(entry.data.as_slice())
@@ -177,6 +183,46 @@ impl ApplyDelegate {
             }
         }
         Ok(resp)
+    }
+
+    /// A membership change: the raft `ConfChange` carries the proposing
+    /// `RaftCmdRequest` (with its epoch) as context.
+    fn exec_conf_change<W: WriteBatch>(&mut self, wb: &mut W, entry: &Entry) -> Result<WriteResponse> {
+        let cc = ConfChange::decode(entry.data.as_slice())
+            .map_err(|e| Error::Raft(format!("undecodable conf change {}: {e}", entry.index)))?;
+        let req = RaftCmdRequest::decode(cc.context.as_slice())
+            .map_err(|e| Error::Raft(format!("undecodable conf change context {}: {e}", entry.index)))?;
+        let cp = req
+            .admin_request
+            .as_ref()
+            .and_then(|a| a.change_peer.as_ref())
+            .ok_or_else(|| Error::InvalidRequest("conf change without a change-peer request".into()))?;
+        // Membership changes only conflict with other membership changes.
+        let sent = req.header.as_ref().and_then(|h| h.region_epoch.clone()).unwrap_or_default();
+        let current = self.region.region_epoch.clone().unwrap_or_default();
+        if sent.conf_ver != current.conf_ver {
+            return Err(Error::EpochNotMatch {
+                msg: format!("region {} conf_ver is {}, change has {}", self.region.id, current.conf_ver, sent.conf_ver),
+                current_regions: vec![self.region.clone()],
+            });
+        }
+        let peer = cp.peer.clone().ok_or_else(|| Error::InvalidRequest("change peer without a peer".into()))?;
+        if peer.id != cc.node_id {
+            return Err(Error::InvalidRequest(format!("conf change for {} carries peer {}", cc.node_id, peer.id)));
+        }
+        let region = change_peer(&self.region, cc.change_type, &peer)?;
+        write_region_state(wb, &region, PeerState::Normal)?;
+        tracing::info!(region = region.id, index = entry.index, "applied conf change {:?} {:?}", cc.get_change_type(), peer);
+        self.region = region.clone();
+        self.results.push(ExecResult::ChangePeer { cc, region });
+        Ok(WriteResponse::default())
+    }
+
+    /// Replaces the delegate's state with an applied snapshot's.
+    pub fn restore(&mut self, region: metapb::Region, apply_state: RaftApplyState) {
+        assert!(apply_state.applied_index >= self.apply_state.applied_index, "restore would go back");
+        self.region = region;
+        self.apply_state = apply_state;
     }
 
     /// A split may have applied between proposal and now.
@@ -280,12 +326,51 @@ impl ApplyDelegate {
                 self.region = derived.clone();
                 self.results.push(ExecResult::Split { derived, regions });
             }
+            AdminCmdType::ChangePeer => {
+                return Err(Error::InvalidRequest("membership changes go through raft conf change entries".into()))
+            }
             AdminCmdType::InvalidAdmin => {
                 return Err(Error::InvalidRequest(format!("unknown admin command {}", admin.cmd_type)))
             }
         }
         Ok(WriteResponse::default())
     }
+}
+
+/// The region after one membership change (conf_ver + 1). Adding a voter
+/// promotes an existing learner; a store never holds two peers of a region.
+pub fn change_peer(region: &metapb::Region, change_type: i32, peer: &metapb::Peer) -> Result<metapb::Region> {
+    let mut r = region.clone();
+    let existing = r.peers.iter().position(|p| p.id == peer.id);
+    let same_store = r.peers.iter().any(|p| p.store_id == peer.store_id && p.id != peer.id);
+    let learner = metapb::PeerRole::Learner as i32;
+    match ConfChangeType::from_i32(change_type).ok_or(change_type) {
+        Ok(ConfChangeType::AddNode) => match existing {
+            Some(i) if r.peers[i].role == learner => r.peers[i].role = metapb::PeerRole::Voter as i32,
+            Some(_) => return Err(Error::InvalidRequest(format!("peer {} is already a voter", peer.id))),
+            None if same_store => {
+                return Err(Error::InvalidRequest(format!("store {} already has a peer", peer.store_id)))
+            }
+            None => r.peers.push(metapb::Peer { role: metapb::PeerRole::Voter as i32, ..peer.clone() }),
+        },
+        Ok(ConfChangeType::AddLearnerNode) => {
+            if existing.is_some() || same_store {
+                return Err(Error::InvalidRequest(format!("store {} already has a peer", peer.store_id)));
+            }
+            r.peers.push(metapb::Peer { role: learner, ..peer.clone() });
+        }
+        Ok(ConfChangeType::RemoveNode) => match existing {
+            Some(i) => {
+                r.peers.remove(i);
+            }
+            None => return Err(Error::InvalidRequest(format!("peer {} is not a member", peer.id))),
+        },
+        Err(_) => return Err(Error::InvalidRequest(format!("unknown conf change type {change_type}"))),
+    }
+    let mut epoch = r.region_epoch.clone().unwrap_or_default();
+    epoch.conf_ver += 1;
+    r.region_epoch = Some(epoch);
+    Ok(r)
 }
 
 /// Computes the regions of a batch split, left to right. The original region
@@ -391,6 +476,27 @@ mod tests {
             assert_eq!(r.region_epoch.as_ref().unwrap().version, 3);
         }
         assert_eq!(regions[1].peers[1], metapb::Peer { id: 103, store_id: 2, ..Default::default() });
+    }
+
+    #[test]
+    fn membership_changes() {
+        let r = region();
+        let new = metapb::Peer { id: 9, store_id: 3, ..Default::default() };
+        let add = |r: &metapb::Region, t: ConfChangeType, p: &metapb::Peer| change_peer(r, t as i32, p);
+        let with_learner = add(&r, ConfChangeType::AddLearnerNode, &new).unwrap();
+        assert_eq!(with_learner.peers.len(), 3);
+        assert_eq!(with_learner.peers[2].role, metapb::PeerRole::Learner as i32);
+        assert_eq!(with_learner.region_epoch.as_ref().unwrap().conf_ver, 2);
+        assert_eq!(with_learner.region_epoch.as_ref().unwrap().version, 1);
+        let promoted = add(&with_learner, ConfChangeType::AddNode, &new).unwrap();
+        assert_eq!(promoted.peers[2].role, metapb::PeerRole::Voter as i32);
+        assert!(add(&promoted, ConfChangeType::AddNode, &new).is_err(), "already a voter");
+        let other_on_store = metapb::Peer { id: 10, store_id: 2, ..Default::default() };
+        assert!(add(&r, ConfChangeType::AddLearnerNode, &other_on_store).is_err(), "one peer per store");
+        let removed = add(&promoted, ConfChangeType::RemoveNode, &r.peers[0]).unwrap();
+        assert_eq!(removed.peers.iter().map(|p| p.id).collect::<Vec<_>>(), vec![3, 9]);
+        assert_eq!(removed.region_epoch.as_ref().unwrap().conf_ver, 4);
+        assert!(add(&removed, ConfChangeType::RemoveNode, &r.peers[0]).is_err(), "not a member");
     }
 
     #[test]

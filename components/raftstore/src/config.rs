@@ -41,6 +41,19 @@ pub struct Config {
     pub max_pending_proposals: usize,
     /// Reads waiting for a read index per region before new ones are rejected.
     pub max_pending_reads: usize,
+    /// How often a leader considers measuring its region for a split.
+    pub split_region_check_tick_interval: ReadableDuration,
+    /// Measure again only after this many bytes were written since the last check.
+    pub region_split_check_diff: ReadableSize,
+    /// A region larger than `region-max-size` (or with more keys than
+    /// `region-max-keys`) is split into pieces of about `region-split-size`
+    /// (`region-split-keys`).
+    pub region_max_size: ReadableSize,
+    pub region_split_size: ReadableSize,
+    pub region_max_keys: u64,
+    pub region_split_keys: u64,
+    /// Stop ticking regions with nothing to do (leader and followers agree).
+    pub hibernate_regions: bool,
 }
 
 impl Default for Config {
@@ -65,6 +78,13 @@ impl Default for Config {
             mailbox_capacity: 4096,
             max_pending_proposals: 16_384,
             max_pending_reads: 16_384,
+            split_region_check_tick_interval: ReadableDuration::secs(10),
+            region_split_check_diff: ReadableSize::mib(6),
+            region_max_size: ReadableSize::mib(144),
+            region_split_size: ReadableSize::mib(96),
+            region_max_keys: 1_440_000,
+            region_split_keys: 960_000,
+            hibernate_regions: true,
         }
     }
 }
@@ -78,6 +98,7 @@ impl Config {
             raft_log_gc_threshold: 10,
             pd_heartbeat_tick_interval: ReadableDuration::millis(200),
             pd_store_heartbeat_tick_interval: ReadableDuration::millis(500),
+            split_region_check_tick_interval: ReadableDuration::millis(100),
             ..Config::default()
         }
     }
@@ -110,6 +131,12 @@ impl Config {
         if self.raft_entry_max_size.0 == 0 || self.raft_max_size_per_msg.0 == 0 {
             return Err("raftstore: entry and message size limits must be positive".into());
         }
+        if self.region_split_size.0 == 0 || self.region_split_size.0 > self.region_max_size.0 {
+            return Err("raftstore: region-split-size must be positive and <= region-max-size".into());
+        }
+        if self.region_split_keys == 0 || self.region_split_keys > self.region_max_keys {
+            return Err("raftstore: region-split-keys must be positive and <= region-max-keys".into());
+        }
         if self.raft_log_gc_count_limit < self.raft_log_gc_threshold {
             return Err("raftstore.raft-log-gc-count-limit must be >= raft-log-gc-threshold".into());
         }
@@ -120,6 +147,20 @@ impl Config {
     pub fn ticks(&self, d: ReadableDuration) -> u64 {
         let base = self.raft_base_tick_interval.0.as_millis().max(1);
         (d.0.as_millis() / base).max(1) as u64
+    }
+
+    /// Idle ticks before a leader hibernates its region.
+    pub fn hibernate_ticks(&self) -> u64 {
+        2 * self.raft_election_timeout_ticks as u64
+    }
+
+    pub fn split_thresholds(&self) -> crate::worker::SplitThresholds {
+        crate::worker::SplitThresholds {
+            max_size: self.region_max_size.0,
+            split_size: self.region_split_size.0,
+            max_keys: self.region_max_keys,
+            split_keys: self.region_split_keys,
+        }
     }
 
     pub fn base_tick(&self) -> Duration {

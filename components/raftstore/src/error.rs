@@ -29,6 +29,8 @@ pub enum Error {
     Raft(String),
     #[error("store is shutting down")]
     Shutdown,
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -66,7 +68,7 @@ impl Error {
             Error::Busy(reason) => {
                 e.server_is_busy = Some(errorpb::ServerIsBusy { reason: reason.clone(), ..Default::default() })
             }
-            Error::InvalidRequest(_) | Error::Engine(_) | Error::Raft(_) => return None,
+            Error::InvalidRequest(_) | Error::Engine(_) | Error::Raft(_) | Error::Snapshot(_) => return None,
         }
         Some(e)
     }

@@ -22,9 +22,12 @@ pub mod metrics;
 pub mod msg;
 pub mod operation;
 pub mod peer;
+pub mod snap;
 pub mod storage;
+pub mod store_meta;
 pub mod system;
 pub mod transport;
+pub mod worker;
 
 pub use config::Config;
 pub use error::{Error, Result};

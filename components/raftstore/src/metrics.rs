@@ -58,4 +58,24 @@ lazy_static! {
         &["kind"]
     )
     .unwrap();
+    pub static ref SNAPSHOTS: IntCounterVec = register_int_counter_vec!(
+        "atoll_raftstore_snapshots_total",
+        "Snapshot events: generated, sending, sent, send_failed, received, applied, rejected",
+        &["event"]
+    )
+    .unwrap();
+    pub static ref CONF_CHANGES: IntCounterVec = register_int_counter_vec!(
+        "atoll_raftstore_conf_changes_total",
+        "Membership changes, by stage (proposed, applied)",
+        &["stage"]
+    )
+    .unwrap();
+    pub static ref SPLIT_CHECKS: IntCounterVec = register_int_counter_vec!(
+        "atoll_raftstore_split_checks_total",
+        "Split checks scheduled, and those that led to a split",
+        &["result"]
+    )
+    .unwrap();
+    pub static ref HIBERNATED_REGIONS: IntGauge =
+        register_int_gauge!("atoll_raftstore_hibernated_regions", "Regions on this store that stopped ticking").unwrap();
 }

@@ -65,6 +65,17 @@ pub enum PeerMsg<E: KvEngine> {
     TransferLeader { peer: metapb::Peer },
     /// Become a candidate now (a region just created by a split on the leader's store).
     Campaign,
+    /// Add, promote or remove a peer (`change_type` is an eraftpb
+    /// `ConfChangeType`); ignored unless `epoch` is current.
+    ChangePeer { epoch: metapb::RegionEpoch, change_type: i32, peer: metapb::Peer, cb: Option<WriteCallback> },
+    /// The split checker measured the region (split keys are encoded).
+    SplitCheckResult { epoch: metapb::RegionEpoch, size: u64, keys: u64, split_keys: Vec<Vec<u8>> },
+    /// The transport finished (or failed) sending a snapshot to `to_peer_id`.
+    SnapshotReport { to_peer_id: u64, ok: bool },
+    /// Periodic, also while hibernating: leaders report to PD.
+    PdTick,
+    /// Resume ticking (a hibernated follower's leader store went silent).
+    Wake,
 }
 
 /// Messages for the store FSM.
@@ -73,4 +84,7 @@ pub enum StoreMsg {
     Raft(Box<RaftMessage>),
     /// Periodic: send the store heartbeat.
     Tick,
+    /// Periodic (every raft heartbeat interval): wake hibernated followers
+    /// whose leader's store has gone silent.
+    CheckLiveness,
 }

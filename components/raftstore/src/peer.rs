@@ -31,6 +31,19 @@ pub struct Peer<E: KvEngine> {
     pub written_bytes: u64,
     pub written_keys: u64,
     pub stopped: bool,
+    /// Highest log index handed to the apply FSM.
+    pub apply_sent_index: u64,
+    /// Not ticking: the region is idle (see `operation::hibernate`).
+    pub hibernated: bool,
+    /// Ticks since anything but heartbeats happened.
+    pub idle_ticks: u64,
+    /// Measured by the split checker (leader only; `None` until measured).
+    pub approximate_size: Option<u64>,
+    pub approximate_keys: Option<u64>,
+    /// Bytes written since the last split check.
+    pub split_check_diff: u64,
+    /// Set when this round's ready installed a snapshot at this index.
+    pub snapshot_applied: Option<u64>,
 }
 
 impl<E: KvEngine> Peer<E> {
@@ -42,7 +55,25 @@ impl<E: KvEngine> Peer<E> {
             .find(|p| p.store_id == store_id)
             .cloned()
             .ok_or_else(|| Error::Raft(format!("region {} has no peer on store {store_id}", region.id)))?;
-        let storage = PeerStorage::load(engine, region.clone(), cfg.raft_entry_cache_limit)?;
+        let storage = PeerStorage::load(engine, region, cfg.raft_entry_cache_limit)?;
+        Self::new(meta, storage, cfg, logger)
+    }
+
+    /// A peer for a region this store has no data of yet (it was added to
+    /// the region elsewhere): it waits for the leader's snapshot.
+    pub fn create_uninitialized(
+        meta: metapb::Peer,
+        region_id: u64,
+        cfg: &Config,
+        engine: E,
+        logger: &slog::Logger,
+    ) -> Result<Self> {
+        let storage = PeerStorage::uninitialized(engine, region_id, cfg.raft_entry_cache_limit)?;
+        Self::new(meta, storage, cfg, logger)
+    }
+
+    fn new(meta: metapb::Peer, storage: PeerStorage<E>, cfg: &Config, logger: &slog::Logger) -> Result<Self> {
+        let region = storage.region.clone();
         let applied = storage.applied_index();
         let raft_cfg = raft::Config {
             id: meta.id,
@@ -74,7 +105,19 @@ impl<E: KvEngine> Peer<E> {
             written_bytes: 0,
             written_keys: 0,
             stopped: false,
+            apply_sent_index: applied,
+            hibernated: false,
+            idle_ticks: 0,
+            approximate_size: None,
+            approximate_keys: None,
+            // Unknown size: measure at the first chance.
+            split_check_diff: u64::MAX / 2,
+            snapshot_applied: None,
         })
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.raft.store().is_initialized()
     }
 
     pub fn region(&self) -> &metapb::Region {
@@ -107,10 +150,14 @@ impl<E: KvEngine> Peer<E> {
         Error::NotLeader { region_id: self.region_id(), leader: self.leader() }
     }
 
-    /// Replaces the region (after a split) in storage and the peer cache.
+    /// Replaces the region (after a split, conf change or snapshot) in
+    /// storage and the peer cache, and this peer's own role.
     pub fn set_region(&mut self, region: metapb::Region) {
         for p in &region.peers {
             self.peer_cache.insert(p.id, p.clone());
+            if p.id == self.meta.id {
+                self.meta = p.clone();
+            }
         }
         self.raft.mut_store().region = region;
     }

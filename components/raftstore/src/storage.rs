@@ -2,6 +2,9 @@
 //! with a bounded in-memory cache of recent entries.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use atoll_engine_traits::{KvEngine, Peekable, WriteBatch, CF_RAFT};
 use atoll_proto::atollpb::{
@@ -63,7 +66,7 @@ pub fn load_pb<M: prost::Message + Default>(engine: &impl Peekable, key: &[u8]) 
     }
 }
 
-fn conf_state_of(region: &metapb::Region) -> ConfState {
+pub fn conf_state_of(region: &metapb::Region) -> ConfState {
     let mut cs = ConfState::default();
     for p in &region.peers {
         if p.role == metapb::PeerRole::Learner as i32 {
@@ -73,6 +76,19 @@ fn conf_state_of(region: &metapb::Region) -> ConfState {
         }
     }
     cs
+}
+
+/// Where a generated snapshot is delivered (by the snapshot worker).
+pub type SnapSlot = Arc<Mutex<Option<std::result::Result<Snapshot, String>>>>;
+
+/// Snapshot generation for a follower that fell behind the log.
+#[derive(Default)]
+pub enum GenSnapState {
+    #[default]
+    Idle,
+    /// Raft asked for a snapshot; the peer must start generating one.
+    Requested,
+    Generating(SnapSlot),
 }
 
 /// Raft log, raft state and apply state of one peer.
@@ -85,6 +101,8 @@ pub struct PeerStorage<E: KvEngine> {
     /// Contiguous recent entries ending at `raft_state.last_index`.
     cache: VecDeque<Entry>,
     cache_limit: usize,
+    /// `snapshot()` takes `&self`; generation state needs interior mutability.
+    gen_snap: Mutex<GenSnapState>,
 }
 
 impl<E: KvEngine> PeerStorage<E> {
@@ -116,6 +134,7 @@ impl<E: KvEngine> PeerStorage<E> {
             last_term: 0,
             cache: VecDeque::new(),
             cache_limit,
+            gen_snap: Mutex::new(GenSnapState::Idle),
         };
         s.last_term = if s.raft_state.last_index == truncated.index {
             truncated.term
@@ -125,8 +144,73 @@ impl<E: KvEngine> PeerStorage<E> {
         Ok(s)
     }
 
+    /// A peer created from a raft message for a region this store has no
+    /// data of: an empty log at index 0, waiting for a snapshot. A hard
+    /// state persisted by an earlier incarnation (term, vote) is kept.
+    pub fn uninitialized(engine: E, region_id: u64, cache_limit: usize) -> Result<Self> {
+        let persisted: Option<RaftLocalState> = load_pb(&engine, &keys::raft_state_key(region_id))?;
+        let raft_state = RaftLocalState {
+            term: persisted.as_ref().map_or(0, |s| s.term),
+            vote: persisted.as_ref().map_or(0, |s| s.vote),
+            commit: 0,
+            last_index: 0,
+        };
+        Ok(PeerStorage {
+            engine,
+            region: metapb::Region { id: region_id, ..Default::default() },
+            raft_state,
+            apply_state: RaftApplyState {
+                applied_index: 0,
+                applied_term: 0,
+                truncated_state: Some(RaftTruncatedState { index: 0, term: 0 }),
+            },
+            last_term: 0,
+            cache: VecDeque::new(),
+            cache_limit,
+            gen_snap: Mutex::new(GenSnapState::Idle),
+        })
+    }
+
+    /// Has the peer got the region's data (from bootstrap, a split or a snapshot)?
+    pub fn is_initialized(&self) -> bool {
+        !self.region.peers.is_empty()
+    }
+
     pub fn engine(&self) -> &E {
         &self.engine
+    }
+
+    /// Takes a pending generation request, switching to "generating" into
+    /// the returned slot.
+    pub fn take_gen_request(&self) -> Option<SnapSlot> {
+        let mut g = self.gen_snap.lock();
+        if !matches!(*g, GenSnapState::Requested) {
+            return None;
+        }
+        let slot: SnapSlot = Arc::default();
+        *g = GenSnapState::Generating(slot.clone());
+        Some(slot)
+    }
+
+    pub fn is_generating_snapshot(&self) -> bool {
+        !matches!(*self.gen_snap.lock(), GenSnapState::Idle)
+    }
+
+    /// Replaces the log and states with those of an applied snapshot at
+    /// `(index, term)` (the caller has written them to the engine).
+    pub fn restore(&mut self, region: metapb::Region, index: u64, term: u64) {
+        assert!(index >= self.apply_state.applied_index, "snapshot {index} is older than what is applied");
+        self.region = region;
+        self.apply_state = RaftApplyState {
+            applied_index: index,
+            applied_term: term,
+            truncated_state: Some(RaftTruncatedState { index, term }),
+        };
+        self.raft_state.last_index = index;
+        self.raft_state.commit = index;
+        self.raft_state.term = self.raft_state.term.max(term);
+        self.last_term = term;
+        self.cache.clear();
     }
 
     pub fn truncated(&self) -> RaftTruncatedState {
@@ -289,9 +373,25 @@ impl<E: KvEngine> raft::Storage for PeerStorage<E> {
         Ok(self.raft_state.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots are not implemented yet: the log is only compacted up to
-        // what every follower has, so raft retries later instead.
+    /// Snapshots are generated in the background: the first call requests
+    /// one (the peer hands the request to its apply FSM), later calls return
+    /// it once ready. Raft retries on "temporarily unavailable".
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let mut g = self.gen_snap.lock();
+        if let GenSnapState::Generating(slot) = &*g {
+            let Some(res) = slot.lock().take() else {
+                return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+            };
+            *g = GenSnapState::Idle;
+            match res {
+                Ok(snap) if snap.metadata.as_ref().map_or(0, |m| m.index) >= request_index => return Ok(snap),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(region = self.region.id, "snapshot generation failed: {e}"),
+            }
+        }
+        if matches!(*g, GenSnapState::Idle) {
+            *g = GenSnapState::Requested;
+        }
         Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
     }
 }

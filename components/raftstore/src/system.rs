@@ -14,7 +14,12 @@ use prost::Message as _;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsm::apply::{ApplyControlFsm, ApplyFsm, ApplyPollerBuilder};
-use crate::fsm::{register_region, ApplyRouter, PeerFsm, PollContext, RaftPollerBuilder, RaftRouter, StoreFsm};
+use crate::fsm::{
+    register_region, ApplyRouter, PeerFsm, PollContext, RaftPollerBuilder, RaftRouter, StoreFsm, RAFT_WB_CAPACITY,
+};
+use crate::snap::SnapManager;
+use crate::store_meta::StoreShared;
+use crate::worker::{SnapGenerator, SplitChecker};
 use crate::metrics::REGION_COUNT;
 use crate::msg::{PeerMsg, ReadCallback, StoreMsg, WriteCallback};
 use crate::peer::Peer;
@@ -86,11 +91,18 @@ pub fn load_regions(engine: &impl KvEngine) -> Result<Vec<metapb::Region>> {
 pub struct StoreHandle<E: KvEngine> {
     pub store_id: u64,
     router: RaftRouter<E>,
+    shared: Arc<StoreShared>,
+    snap_mgr: SnapManager,
 }
 
 impl<E: KvEngine> Clone for StoreHandle<E> {
     fn clone(&self) -> Self {
-        StoreHandle { store_id: self.store_id, router: self.router.clone() }
+        StoreHandle {
+            store_id: self.store_id,
+            router: self.router.clone(),
+            shared: self.shared.clone(),
+            snap_mgr: self.snap_mgr.clone(),
+        }
     }
 }
 
@@ -143,6 +155,20 @@ impl<E: KvEngine> StoreHandle<E> {
         self.router.len()
     }
 
+    /// Another store proved it is alive (any batch, even an empty keep-alive).
+    pub fn store_seen(&self, store_id: u64) {
+        self.shared.store_seen(store_id);
+    }
+
+    /// Where received snapshot files go (see [`crate::snap`]).
+    pub fn snap_mgr(&self) -> &SnapManager {
+        &self.snap_mgr
+    }
+
+    /// Regions currently ticking (not hibernated).
+    pub fn ticking_count(&self) -> usize {
+        self.shared.ticking.len()
+    }
 }
 
 /// The raftstore of one store process.
@@ -155,12 +181,14 @@ pub struct RaftSystem<E: KvEngine> {
     router: RaftRouter<E>,
     apply_router: ApplyRouter,
     leader_count: Arc<AtomicUsize>,
+    shared: Arc<StoreShared>,
+    snap_mgr: SnapManager,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
 
 impl<E: KvEngine> RaftSystem<E> {
-    pub fn new(store_id: u64, cfg: Config, engine: E) -> Result<Self> {
+    pub fn new(store_id: u64, cfg: Config, engine: E, snap_mgr: SnapManager) -> Result<Self> {
         cfg.validate().map_err(Error::InvalidRequest)?;
         let raft = BatchSystem::new(
             &format!("raftstore-{store_id}"),
@@ -169,7 +197,7 @@ impl<E: KvEngine> RaftSystem<E> {
                 max_batch_size: cfg.store_max_batch_size,
                 mailbox_capacity: cfg.mailbox_capacity,
             },
-            Box::new(StoreFsm { store_id }),
+            Box::new(StoreFsm { store_id, started_at: std::time::Instant::now() }),
         );
         let apply = BatchSystem::new(
             &format!("apply-{store_id}"),
@@ -189,13 +217,20 @@ impl<E: KvEngine> RaftSystem<E> {
             cfg: Arc::new(cfg),
             engine,
             leader_count: Arc::new(AtomicUsize::new(0)),
+            shared: Arc::new(StoreShared::default()),
+            snap_mgr,
             stop: Arc::new(AtomicBool::new(false)),
             ticker: None,
         })
     }
 
     pub fn handle(&self) -> StoreHandle<E> {
-        StoreHandle { store_id: self.store_id, router: self.router.clone() }
+        StoreHandle {
+            store_id: self.store_id,
+            router: self.router.clone(),
+            shared: self.shared.clone(),
+            snap_mgr: self.snap_mgr.clone(),
+        }
     }
 
 
@@ -205,22 +240,37 @@ impl<E: KvEngine> RaftSystem<E> {
         let regions = load_regions(&self.engine)?;
         for region in regions {
             let peer = Peer::create(self.store_id, &self.cfg, self.engine.clone(), region, &logger)?;
-            register_region(&self.router, &self.apply_router, peer);
+            register_region(&self.router, &self.apply_router, &self.shared, peer);
         }
         tracing::info!(store = self.store_id, regions = self.router.len(), "raftstore starting");
-        self.apply.spawn(ApplyPollerBuilder { engine: self.engine.clone(), raft_router: self.router.clone() });
+        // Workers stop on their own once every sender (held by pollers) is gone.
+        let (snap_gen, _) = SnapGenerator::spawn(&format!("snap-gen-{}", self.store_id), self.snap_mgr.clone());
+        let (split_checker, _) = SplitChecker::spawn(
+            &format!("split-check-{}", self.store_id),
+            self.engine.clone(),
+            self.cfg.split_thresholds(),
+            self.router.clone(),
+        );
+        self.apply.spawn(ApplyPollerBuilder { engine: self.engine.clone(), raft_router: self.router.clone(), snap_gen });
+        let cfg = &self.cfg;
         self.raft.spawn(RaftPollerBuilder {
-            template: PollContext::new(
-                self.cfg.clone(),
-                self.store_id,
-                self.engine.clone(),
+            template: PollContext {
+                cfg: cfg.clone(),
+                store_id: self.store_id,
+                engine: self.engine.clone(),
+                raft_wb: self.engine.write_batch_with_cap(RAFT_WB_CAPACITY),
                 trans,
                 pd,
-                self.router.clone(),
-                self.apply_router.clone(),
+                router: self.router.clone(),
+                apply_router: self.apply_router.clone(),
                 logger,
-                self.leader_count.clone(),
-            ),
+                leader_count: self.leader_count.clone(),
+                shared: self.shared.clone(),
+                snap_mgr: self.snap_mgr.clone(),
+                split_checker,
+                gc_ticks: cfg.ticks(cfg.raft_log_gc_tick_interval),
+                split_check_ticks: cfg.ticks(cfg.split_region_check_tick_interval),
+            },
         });
         self.start_ticker();
         Ok(())
@@ -228,21 +278,38 @@ impl<E: KvEngine> RaftSystem<E> {
 
     /// Drives raft time: a tick to every peer each base interval, and the
     /// store heartbeat tick.
+    /// Drives time: a raft tick to every awake region each base interval,
+    /// PD ticks to every region (hibernated or not), and the store's ticks.
     fn start_ticker(&mut self) {
         let router = self.router.clone();
+        let shared = self.shared.clone();
         let stop = self.stop.clone();
         let base = self.cfg.base_tick();
         let store_ticks = self.cfg.ticks(self.cfg.pd_store_heartbeat_tick_interval);
+        let pd_ticks = self.cfg.ticks(self.cfg.pd_heartbeat_tick_interval);
+        let liveness_ticks = self.cfg.raft_heartbeat_ticks as u64;
         let h = std::thread::Builder::new()
             .name(format!("raft-ticker-{}", self.store_id))
             .spawn(move || {
                 let mut n = 0u64;
+                let mut awake: Vec<u64> = vec![];
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(base);
                     n += 1;
-                    router.broadcast_normal(|| PeerMsg::Tick);
+                    awake.clear();
+                    awake.extend(shared.ticking.iter().map(|id| *id));
+                    for id in &awake {
+                        // A full mailbox has work queued anyway; skip its tick.
+                        let _ = router.send(*id, PeerMsg::Tick);
+                    }
+                    if n % pd_ticks == 0 {
+                        router.broadcast_normal(|| PeerMsg::PdTick);
+                    }
                     if n % store_ticks == 0 {
                         let _ = router.send_control(StoreMsg::Tick);
+                    }
+                    if n % liveness_ticks == 0 {
+                        let _ = router.send_control(StoreMsg::CheckLiveness);
                     }
                 }
             })

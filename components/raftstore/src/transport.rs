@@ -14,6 +14,9 @@ pub trait Transport: Send + Clone + 'static {
     fn send(&mut self, msg: RaftMessage) -> Result<(), String>;
     /// Pushes out everything queued (called once per poll round).
     fn flush(&mut self);
+    /// Streams the snapshot file at `path` followed by `msg` (a MsgSnapshot)
+    /// to the target store, off the raft thread; `done(ok)` reports the outcome.
+    fn send_snapshot(&mut self, msg: RaftMessage, path: std::path::PathBuf, done: Box<dyn FnOnce(bool) + Send>);
 }
 
 /// Per-region statistics reported in a region heartbeat.
@@ -38,7 +41,7 @@ pub enum PdTask {
         cb: Option<WriteCallback>,
     },
     ReportBatchSplit { regions: Vec<metapb::Region> },
-    StoreHeartbeat { store_id: u64, region_count: u32, leader_count: u32 },
+    StoreHeartbeat { store_id: u64, region_count: u32, leader_count: u32, used_size: u64 },
 }
 
 /// Accepts PD tasks without blocking the caller.

@@ -120,13 +120,13 @@ pub async fn run<E: KvEngine>(pd: Arc<PdClient>, store: StoreHandle<E>, mut rx: 
                     }
                 });
             }
-            PdTask::StoreHeartbeat { store_id, region_count, leader_count: _ } => {
+            PdTask::StoreHeartbeat { store_id, region_count, leader_count: _, used_size } => {
                 let pd = pd.clone();
                 tokio::spawn(async move {
-                    // Capacity and usage are not measured yet (left 0).
                     let stats = pdpb::StoreStats {
                         store_id,
                         region_count,
+                        used_size,
                         start_time: atoll_util::time::unix_secs() as u32,
                         ..Default::default()
                     };
@@ -149,6 +149,9 @@ fn on_operator<E: KvEngine>(store: &StoreHandle<E>, resp: pdpb::RegionHeartbeatR
         PeerMsg::SplitRegion { epoch, split_keys: split.keys, cb: None }
     } else if let Some(t) = resp.transfer_leader.and_then(|t| t.peer) {
         PeerMsg::TransferLeader { peer: t }
+    } else if let Some(cp) = resp.change_peer {
+        let Some(peer) = cp.peer else { return };
+        PeerMsg::ChangePeer { epoch, change_type: cp.change_type, peer, cb: None }
     } else {
         return;
     };

@@ -94,10 +94,12 @@ impl Server {
         crate::node::register(&pd, me.clone()).await?;
         crate::node::bootstrap(&pd, &engine, &me).await?;
 
-        let mut raft = RaftSystem::new(store_id, cfg.raftstore.clone(), engine.clone())?;
+        let snap_mgr = atoll_raftstore::snap::SnapManager::new(cfg.storage.data_dir.join("snap"))?;
+        let mut raft = RaftSystem::new(store_id, cfg.raftstore.clone(), engine.clone(), snap_mgr)?;
         let handle = raft.handle();
         *status_holder.lock() = Some(handle.clone());
         let transport = ServerTransport::new(
+            store_id,
             pd.clone(),
             tokio::runtime::Handle::current(),
             Limits {
@@ -105,6 +107,7 @@ impl Server {
                 batch_max: cfg.server.raft_msg_batch_max,
                 batch_bytes_max: cfg.server.raft_msg_batch_bytes_max.0 as usize,
                 grpc_max_message_size: cfg.server.grpc_max_message_size.0 as usize,
+                keepalive_interval: cfg.raftstore.base_tick() * cfg.raftstore.raft_heartbeat_ticks as u32,
             },
         );
         let (pd_sender, pd_rx) = crate::pd_worker::channel();

@@ -4,11 +4,14 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atoll_pd_client::PdClient;
-use atoll_proto::atollpb::{raft_transport_client::RaftTransportClient, BatchRaftMessage, RaftMessage};
+use atoll_proto::atollpb::{raft_transport_client::RaftTransportClient, BatchRaftMessage, RaftMessage, SnapshotChunk};
+use atoll_raftstore::snap::SNAP_CHUNK_SIZE;
+use tokio::io::AsyncReadExt;
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use dashmap::DashMap;
 use prost::Message as _;
@@ -19,12 +22,20 @@ use crate::metrics::{TRANSPORT_BATCH_SIZE, TRANSPORT_FLUSHES, TRANSPORT_RECONNEC
 /// Batches in flight on one stream before the sender waits.
 const STREAM_BATCHES_MAX: usize = 8;
 
+/// Snapshots being sent at once by one store; more wait their turn.
+pub const SNAP_SEND_CONCURRENCY_MAX: usize = 4;
+/// A snapshot stream that takes longer than this is abandoned (raft retries).
+const SNAP_SEND_TIMEOUT: Duration = Duration::from_secs(600);
+
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub queue_max: usize,
     pub batch_max: usize,
     pub batch_bytes_max: usize,
     pub grpc_max_message_size: usize,
+    /// An idle stream sends an empty batch this often, so the target knows
+    /// this store is alive (hibernated followers rely on it).
+    pub keepalive_interval: Duration,
 }
 
 struct Conn {
@@ -36,11 +47,13 @@ struct Conn {
 }
 
 struct Inner {
+    store_id: u64,
     conns: DashMap<u64, Conn>,
     pd: Arc<PdClient>,
     rt: tokio::runtime::Handle,
     limits: Limits,
     closed: AtomicBool,
+    snap_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Cloned into every raft poller; each clone tracks the stores it touched
@@ -52,9 +65,17 @@ pub struct ServerTransport {
 }
 
 impl ServerTransport {
-    pub fn new(pd: Arc<PdClient>, rt: tokio::runtime::Handle, limits: Limits) -> Self {
+    pub fn new(store_id: u64, pd: Arc<PdClient>, rt: tokio::runtime::Handle, limits: Limits) -> Self {
         ServerTransport {
-            inner: Arc::new(Inner { conns: DashMap::new(), pd, rt, limits, closed: AtomicBool::new(false) }),
+            inner: Arc::new(Inner {
+                store_id,
+                conns: DashMap::new(),
+                pd,
+                rt,
+                limits,
+                closed: AtomicBool::new(false),
+                snap_slots: Arc::new(tokio::sync::Semaphore::new(SNAP_SEND_CONCURRENCY_MAX)),
+            }),
             touched: HashSet::new(),
         }
     }
@@ -106,6 +127,24 @@ impl atoll_raftstore::Transport for ServerTransport {
         }
     }
 
+    fn send_snapshot(&mut self, msg: RaftMessage, path: PathBuf, done: Box<dyn FnOnce(bool) + Send>) {
+        let inner = self.inner.clone();
+        self.inner.rt.spawn(async move {
+            let store_id = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
+            let res = match inner.snap_slots.clone().acquire_owned().await {
+                Ok(_permit) => match tokio::time::timeout(SNAP_SEND_TIMEOUT, send_snapshot(&inner, store_id, msg, &path)).await {
+                    Ok(r) => r,
+                    Err(_) => Err("timed out".into()),
+                },
+                Err(_) => Err("transport closed".into()),
+            };
+            if let Err(e) = &res {
+                tracing::warn!(store_id, "send snapshot {}: {e}", path.display());
+            }
+            done(res.is_ok());
+        });
+    }
+
     fn flush(&mut self) {
         if self.touched.is_empty() {
             return;
@@ -141,6 +180,51 @@ async fn resolve(inner: &Inner, store_id: u64) -> Result<String, String> {
         return Err(format!("store {store_id} has no address"));
     }
     Ok(s.address)
+}
+
+/// Streams one snapshot file on its own gRPC stream: chunks of
+/// `SNAP_CHUNK_SIZE`, the raft message in the first; the target delivers the
+/// message only after the whole file arrived.
+async fn send_snapshot(inner: &Inner, store_id: u64, msg: RaftMessage, path: &std::path::Path) -> Result<(), String> {
+    let addr = resolve(inner, store_id).await?;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = RaftTransportClient::new(ch)
+        .max_encoding_message_size(inner.limits.grpc_max_message_size)
+        .max_decoding_message_size(inner.limits.grpc_max_message_size);
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
+    let reader = async move {
+        let mut first = Some(msg);
+        loop {
+            let mut buf = vec![0u8; SNAP_CHUNK_SIZE];
+            let mut n = 0;
+            while n < buf.len() {
+                let r = file.read(&mut buf[n..]).await.map_err(|e| e.to_string())?;
+                if r == 0 {
+                    break;
+                }
+                n += r;
+            }
+            buf.truncate(n);
+            let last = n < SNAP_CHUNK_SIZE;
+            if tx.send(SnapshotChunk { message: first.take(), data: buf }).await.is_err() {
+                return Err("snapshot stream closed".to_string());
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    };
+    let call = client.snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let (read, sent) = tokio::join!(reader, call);
+    read?;
+    sent.map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 async fn run_sender(
@@ -189,6 +273,8 @@ async fn run_sender(
         let (stx, srx) = mpsc::channel::<BatchRaftMessage>(STREAM_BATCHES_MAX);
         let mut call = Box::pin(client.batch_raft(tokio_stream::wrappers::ReceiverStream::new(srx)));
         tracing::info!(store_id, %addr, "raft stream connected");
+        let keepalive = inner.limits.keepalive_interval;
+        let mut last_sent = Instant::now() - keepalive;
         loop {
             if inner.closed.load(Ordering::SeqCst) {
                 return;
@@ -200,7 +286,7 @@ async fn run_sender(
                     break;
                 }
                 _ = notify.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::time::sleep(keepalive.min(Duration::from_millis(100))) => {}
             }
             loop {
                 let batch = drain(&rx, &inner.limits);
@@ -208,9 +294,17 @@ async fn run_sender(
                     break;
                 }
                 TRANSPORT_BATCH_SIZE.observe(batch.len() as f64);
-                if stx.send(BatchRaftMessage { msgs: batch }).await.is_err() {
+                if stx.send(BatchRaftMessage { msgs: batch, from_store_id: inner.store_id }).await.is_err() {
                     break;
                 }
+                last_sent = Instant::now();
+            }
+            if last_sent.elapsed() >= keepalive {
+                // Proof of life for hibernated followers on the target.
+                if stx.send(BatchRaftMessage { msgs: vec![], from_store_id: inner.store_id }).await.is_err() {
+                    continue;
+                }
+                last_sent = Instant::now();
             }
         }
     }

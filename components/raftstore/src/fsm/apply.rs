@@ -8,7 +8,13 @@ use atoll_batch_system::{Fsm, FsmCell, HandlerBuilder, PollHandler, Router};
 use atoll_engine_traits::{KvEngine, WriteBatch, WriteOptions};
 use raft::eraftpb::Entry;
 
+use atoll_engine_traits::DATA_CFS;
+use atoll_proto::atollpb::RaftApplyState;
+use atoll_proto::metapb;
+
 use crate::apply::{ApplyDelegate, ApplyRes, DoneCallbacks, Proposal};
+use crate::storage::SnapSlot;
+use crate::worker::{SnapGenTask, SnapGenerator};
 use crate::error::{Error, Result};
 use crate::fsm::RaftRouter;
 use crate::metrics::{APPLY_DURATION, ENGINE_WRITE_BYTES, ENGINE_WRITE_DURATION, PROPOSE_DURATION};
@@ -16,8 +22,13 @@ use crate::msg::PeerMsg;
 
 pub enum ApplyMsg {
     Apply { entries: Vec<Entry>, proposals: Vec<Proposal> },
-    /// The region left this store: fail what is pending and stop.
-    Destroy,
+    /// Raft needs a snapshot: capture the data as of what is applied now.
+    GenSnapshot { slot: SnapSlot },
+    /// The peer applied a snapshot: continue from its state.
+    Restore { region: metapb::Region, apply_state: RaftApplyState },
+    /// The region left this store: fail what is pending, delete its data
+    /// (after every entry queued before this message) and stop.
+    Destroy { clear_data: bool },
 }
 
 pub struct ApplyFsm {
@@ -59,6 +70,7 @@ pub struct ApplyPoller<E: KvEngine> {
     done: DoneCallbacks,
     results: Vec<ApplyRes>,
     raft_router: RaftRouter<E>,
+    snap_gen: SnapGenerator<E::Snapshot>,
 }
 
 impl<E: KvEngine> ApplyPoller<E> {
@@ -107,9 +119,34 @@ impl<E: KvEngine> PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller<E> {
                     }
                     applied_any = true;
                 }
-                ApplyMsg::Destroy => {
-                    let id = cell.fsm.delegate.region_id();
-                    cell.fsm.delegate.clear_pending(&mut self.done, || Error::RegionNotFound(id));
+                ApplyMsg::GenSnapshot { slot } => {
+                    // The snapshot must include every entry applied so far.
+                    if let Err(e) = self.write() {
+                        panic!("apply write failed: {e}");
+                    }
+                    let d = &cell.fsm.delegate;
+                    self.snap_gen.schedule(SnapGenTask {
+                        snap: self.engine.snapshot(),
+                        region: d.region.clone(),
+                        index: d.apply_state.applied_index,
+                        term: d.apply_state.applied_term,
+                        slot,
+                    });
+                }
+                ApplyMsg::Restore { region, apply_state } => cell.fsm.delegate.restore(region, apply_state),
+                ApplyMsg::Destroy { clear_data } => {
+                    let d = &mut cell.fsm.delegate;
+                    let id = d.region_id();
+                    d.clear_pending(&mut self.done, || Error::RegionNotFound(id));
+                    if clear_data {
+                        if let Ok((start, end)) = crate::snap::region_data_range(&d.region) {
+                            for cf in DATA_CFS {
+                                if let Err(e) = self.wb.delete_range_cf(cf, &start, &end) {
+                                    panic!("region {id}: stage data deletion: {e}");
+                                }
+                            }
+                        }
+                    }
                     cell.fsm.stopped = true;
                     break;
                 }
@@ -143,6 +180,7 @@ impl<E: KvEngine> PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller<E> {
 pub struct ApplyPollerBuilder<E: KvEngine> {
     pub engine: E,
     pub raft_router: RaftRouter<E>,
+    pub snap_gen: SnapGenerator<E::Snapshot>,
 }
 
 impl<E: KvEngine> HandlerBuilder<ApplyFsm, ApplyControlFsm> for ApplyPollerBuilder<E> {
@@ -154,6 +192,7 @@ impl<E: KvEngine> HandlerBuilder<ApplyFsm, ApplyControlFsm> for ApplyPollerBuild
             done: vec![],
             results: vec![],
             raft_router: self.raft_router.clone(),
+            snap_gen: self.snap_gen.clone(),
         }
     }
 }

@@ -14,17 +14,30 @@ use atoll_engine_traits::{KvEngine, WriteBatch, WriteOptions};
 
 use crate::config::Config;
 use crate::metrics::{APPEND_LOG_DURATION, ENGINE_FSYNCS, ENGINE_WRITE_BYTES, ENGINE_WRITE_DURATION};
+use crate::snap::SnapManager;
+use crate::store_meta::StoreShared;
 use crate::transport::{PdSink, Transport};
+use crate::worker::SplitChecker;
 pub use apply::{ApplyMsg, ApplyRouter};
 pub use peer::PeerFsm;
 pub use store::StoreFsm;
 
 pub type RaftRouter<E> = Router<PeerFsm<E>, StoreFsm>;
 
-/// Registers a loaded peer and its apply FSM (apply first, so the peer's
-/// first committed entries have somewhere to go).
-pub fn register_region<E: KvEngine>(router: &RaftRouter<E>, apply_router: &ApplyRouter, peer: crate::peer::Peer<E>) {
+/// Registers a peer and its apply FSM (apply first, so the peer's first
+/// committed entries have somewhere to go); an initialized peer's range is
+/// recorded in the store meta.
+pub fn register_region<E: KvEngine>(
+    router: &RaftRouter<E>,
+    apply_router: &ApplyRouter,
+    shared: &StoreShared,
+    peer: crate::peer::Peer<E>,
+) {
     let region = peer.region().clone();
+    if peer.is_initialized() {
+        shared.meta.lock().set_region(&region);
+    }
+    shared.ticking.insert(region.id);
     let apply_state = peer.raft.store().apply_state.clone();
     apply_router.register(region.id, apply::ApplyFsm::new(crate::apply::ApplyDelegate::new(region.clone(), apply_state)));
     router.register(region.id, PeerFsm::new(peer));
@@ -44,9 +57,12 @@ pub struct PollContext<E: KvEngine, T, P> {
     pub apply_router: ApplyRouter,
     pub logger: slog::Logger,
     pub leader_count: Arc<AtomicUsize>,
+    pub shared: Arc<StoreShared>,
+    pub snap_mgr: SnapManager,
+    pub split_checker: SplitChecker,
     /// Derived tick counts.
     pub gc_ticks: u64,
-    pub pd_heartbeat_ticks: u64,
+    pub split_check_ticks: u64,
 }
 
 /// Messages taken from one peer's mailbox per round before yielding.
@@ -100,34 +116,6 @@ impl<E: KvEngine, T: Transport, P: PdSink> PollHandler<PeerFsm<E>, StoreFsm> for
 }
 
 impl<E: KvEngine, T: Transport, P: PdSink> PollContext<E, T, P> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        cfg: Arc<Config>,
-        store_id: u64,
-        engine: E,
-        trans: T,
-        pd: P,
-        router: RaftRouter<E>,
-        apply_router: ApplyRouter,
-        logger: slog::Logger,
-        leader_count: Arc<AtomicUsize>,
-    ) -> Self {
-        PollContext {
-            gc_ticks: cfg.ticks(cfg.raft_log_gc_tick_interval),
-            pd_heartbeat_ticks: cfg.ticks(cfg.pd_heartbeat_tick_interval),
-            raft_wb: engine.write_batch_with_cap(RAFT_WB_CAPACITY),
-            cfg,
-            store_id,
-            engine,
-            trans,
-            pd,
-            router,
-            apply_router,
-            logger,
-            leader_count,
-        }
-    }
-
     /// A context for another poller thread: same shared parts, own write batch.
     fn fork(&self) -> Self {
         PollContext {
@@ -141,14 +129,17 @@ impl<E: KvEngine, T: Transport, P: PdSink> PollContext<E, T, P> {
             apply_router: self.apply_router.clone(),
             logger: self.logger.clone(),
             leader_count: self.leader_count.clone(),
+            shared: self.shared.clone(),
+            snap_mgr: self.snap_mgr.clone(),
+            split_checker: self.split_checker.clone(),
             gc_ticks: self.gc_ticks,
-            pd_heartbeat_ticks: self.pd_heartbeat_ticks,
+            split_check_ticks: self.split_check_ticks,
         }
     }
 }
 
 /// Initial capacity of a poller's raft write batch.
-const RAFT_WB_CAPACITY: usize = 4 << 20;
+pub const RAFT_WB_CAPACITY: usize = 4 << 20;
 
 /// Hands every poller thread a fork of one template context.
 pub struct RaftPollerBuilder<E: KvEngine, T, P> {

@@ -26,7 +26,7 @@ impl<E: KvEngine> PeerFsm<E> {
     pub fn handle<T: Transport, P: PdSink>(&mut self, msg: PeerMsg<E>, ctx: &mut PollContext<E, T, P>) {
         let peer = &mut self.peer;
         match msg {
-            PeerMsg::Raft(m) => peer.on_raft_message(*m),
+            PeerMsg::Raft(m) => peer.on_raft_message(*m, ctx),
             PeerMsg::Write { req, cb } => peer.propose_write(req, cb, ctx),
             PeerMsg::Read { header, cb } => peer.on_read(header, cb, ctx),
             PeerMsg::Tick => peer.on_tick(ctx),
@@ -35,12 +35,22 @@ impl<E: KvEngine> PeerFsm<E> {
             PeerMsg::ProposeSplit { epoch, split_keys, ids, cb } => {
                 peer.propose_split(epoch, split_keys, ids, cb, ctx)
             }
-            PeerMsg::TransferLeader { peer: to } => peer.transfer_leader(to),
+            PeerMsg::TransferLeader { peer: to } => peer.transfer_leader(to, ctx),
             PeerMsg::Campaign => {
+                peer.wake(ctx);
                 if let Err(e) = peer.raft.campaign() {
                     tracing::warn!("{} campaign failed: {e}", peer.tag);
                 }
             }
+            PeerMsg::ChangePeer { epoch, change_type, peer: target, cb } => {
+                peer.propose_change_peer(epoch, change_type, target, cb, ctx)
+            }
+            PeerMsg::SplitCheckResult { epoch, size, keys, split_keys } => {
+                peer.on_split_check_result(epoch, size, keys, split_keys, ctx)
+            }
+            PeerMsg::SnapshotReport { to_peer_id, ok } => peer.on_snapshot_report(to_peer_id, ok),
+            PeerMsg::PdTick => peer.on_pd_tick(ctx),
+            PeerMsg::Wake => peer.wake(ctx),
         }
     }
 }

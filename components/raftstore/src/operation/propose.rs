@@ -98,6 +98,23 @@ impl<E: KvEngine> Peer<E> {
         cb: Option<WriteCallback>,
         ctx: &mut PollContext<E, T, P>,
     ) {
+        let data = req.encode_to_vec();
+        if data.len() as u64 > ctx.cfg.raft_entry_max_size.0 {
+            if let Some(cb) = cb {
+                cb(Err(Error::EntryTooLarge { region_id: self.region_id(), size: data.len() as u64 }));
+            }
+            return;
+        }
+        self.propose_with(cb, ctx, |raft| raft.propose(vec![], data));
+    }
+
+    /// Appends one entry via `f` and remembers `cb` for its index.
+    pub fn propose_with<T: Transport, P: PdSink>(
+        &mut self,
+        cb: Option<WriteCallback>,
+        ctx: &mut PollContext<E, T, P>,
+        f: impl FnOnce(&mut raft::RawNode<crate::storage::PeerStorage<E>>) -> raft::Result<()>,
+    ) {
         let fail = |cb: Option<WriteCallback>, e: Error| {
             if let Some(cb) = cb {
                 cb(Err(e));
@@ -106,12 +123,9 @@ impl<E: KvEngine> Peer<E> {
         if self.proposals.len() >= ctx.cfg.max_pending_proposals {
             return fail(cb, Error::Busy(format!("{} has too many pending proposals", self.tag)));
         }
-        let data = req.encode_to_vec();
-        if data.len() as u64 > ctx.cfg.raft_entry_max_size.0 {
-            return fail(cb, Error::EntryTooLarge { region_id: self.region_id(), size: data.len() as u64 });
-        }
+        self.wake(ctx);
         let before = self.raft.raft.raft_log.last_index();
-        if let Err(e) = self.raft.propose(vec![], data) {
+        if let Err(e) = f(&mut self.raft) {
             return fail(cb, match e {
                 raft::Error::ProposalDropped => self.not_leader(),
                 e => Error::Raft(e.to_string()),
@@ -127,14 +141,16 @@ impl<E: KvEngine> Peer<E> {
         }
     }
 
-    pub fn transfer_leader(&mut self, to: metapb::Peer) {
+    pub fn transfer_leader<T: Transport, P: PdSink>(&mut self, to: metapb::Peer, ctx: &mut PollContext<E, T, P>) {
         if !self.is_leader() || to.id == self.meta.id {
             return;
         }
-        if !self.region().peers.iter().any(|p| p.id == to.id) {
-            tracing::warn!("{} cannot transfer leadership to non-member {}", self.tag, to.id);
+        let member = self.region().peers.iter().find(|p| p.id == to.id);
+        if member.is_none_or(|p| p.role == metapb::PeerRole::Learner as i32) {
+            tracing::warn!("{} cannot transfer leadership to {} (not a voter)", self.tag, to.id);
             return;
         }
+        self.wake(ctx);
         tracing::info!("{} transferring leadership to {}", self.tag, to.id);
         self.raft.transfer_leader(to.id);
     }

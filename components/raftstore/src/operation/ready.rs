@@ -10,12 +10,15 @@ use raft::StateRole;
 
 use crate::apply::{ApplyRes, ExecResult};
 use crate::fsm::{ApplyMsg, PollContext};
-use crate::metrics::{LEADER_COUNT, RAFT_MESSAGES_DROPPED, RAFT_MESSAGES_SENT, READY_HANDLED};
+use crate::metrics::{LEADER_COUNT, RAFT_MESSAGES_DROPPED, RAFT_MESSAGES_SENT, READY_HANDLED, SNAPSHOTS};
 use crate::peer::Peer;
 use crate::transport::{PdSink, PdTask, RegionStats, Transport};
 
 impl<E: KvEngine> Peer<E> {
-    pub fn on_raft_message(&mut self, msg: RaftMessage) {
+    pub fn on_raft_message<T: Transport, P: PdSink>(&mut self, msg: RaftMessage, ctx: &mut PollContext<E, T, P>) {
+        if msg.is_tombstone {
+            return self.on_tombstone(&msg, ctx);
+        }
         let to = msg.to_peer.as_ref().map(|p| p.id).unwrap_or_default();
         if to != self.meta.id {
             RAFT_MESSAGES_DROPPED.with_label_values(&["wrong_peer"]).inc();
@@ -29,32 +32,84 @@ impl<E: KvEngine> Peer<E> {
                 return;
             }
         };
-        if let Some(from) = msg.from_peer {
-            self.peer_cache.entry(from.id).or_insert(from);
+        let Some(from) = msg.from_peer.clone() else {
+            RAFT_MESSAGES_DROPPED.with_label_values(&["no_sender"]).inc();
+            return;
+        };
+        // A peer removed by a membership change it never saw keeps talking:
+        // tell it it is gone.
+        let sent_conf = msg.region_epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0);
+        if self.is_initialized()
+            && sent_conf < self.epoch().conf_ver
+            && !self.region().peers.iter().any(|p| p.id == from.id)
+        {
+            RAFT_MESSAGES_DROPPED.with_label_values(&["stale_peer"]).inc();
+            self.reply_tombstone(from, ctx);
+            return;
         }
+        if m.msg_type() == MessageType::MsgSnapshot {
+            if let Err(e) = self.accept_snapshot(&m, ctx) {
+                SNAPSHOTS.with_label_values(&["rejected"]).inc();
+                tracing::warn!("{} snapshot rejected: {e}", self.tag);
+                return;
+            }
+            SNAPSHOTS.with_label_values(&["received"]).inc();
+        }
+        let is_heartbeat = matches!(m.msg_type(), MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse);
+        if !is_heartbeat || (self.hibernated && !msg.hibernate && m.msg_type() == MessageType::MsgHeartbeat) {
+            self.wake(ctx);
+        }
+        let (m_from, m_commit) = (m.from, m.commit);
+        self.peer_cache.entry(from.id).or_insert(from.clone());
         if let Err(e) = self.raft.step(m) {
             tracing::debug!("{} step failed: {e}", self.tag);
+        }
+        if msg.hibernate {
+            self.on_hibernate_request(m_from, from.store_id, m_commit, ctx);
         }
     }
 
     pub fn on_tick<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+        if self.hibernated {
+            return; // a tick queued before the region went to sleep
+        }
         self.raft.tick();
         self.ticks += 1;
+        self.idle_ticks += 1;
         if self.is_leader() {
             if self.ticks % ctx.gc_ticks == 0 {
                 self.maybe_compact_log(ctx);
             }
-            if self.ticks % ctx.pd_heartbeat_ticks == 0 {
-                self.heartbeat_pd(ctx);
+            if self.ticks % ctx.split_check_ticks == 0 {
+                self.on_split_check_tick(ctx);
             }
         }
         self.retry_stale_reads(ctx.cfg.raft_election_timeout_ticks as u64 / 2);
+        self.maybe_hibernate(ctx);
+    }
+
+    /// Periodic even while hibernating: the leader reports to PD.
+    pub fn on_pd_tick<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+        if self.is_leader() {
+            self.heartbeat_pd(ctx);
+        }
     }
 
     /// Collects this peer's ready: sends what may go out before the log is
     /// durable, stages the log and hard state into the round's write batch.
     pub fn handle_ready<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+        if self.stopped {
+            return;
+        }
+        self.maybe_start_gen_snapshot(ctx);
         if self.pending_ready.is_some() || !self.raft.has_ready() {
+            return;
+        }
+        // A snapshot replaces the data: entries already handed to apply
+        // must land first (the apply result reschedules this peer).
+        if self.raft.raft.raft_log.unstable_snapshot().is_some()
+            && self.apply_sent_index > self.raft.store().applied_index()
+        {
             return;
         }
         READY_HANDLED.inc();
@@ -62,12 +117,16 @@ impl<E: KvEngine> Peer<E> {
         if rd.ss().is_some() {
             self.on_role_changed(ctx);
         }
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            if let Err(e) = self.apply_snapshot(&snap, ctx) {
+                // The file was checked when the message arrived; failing now
+                // is a disk problem, and raft cannot take the ready back.
+                panic!("{} apply snapshot: {e}", self.tag);
+            }
+        }
         let msgs = rd.take_messages();
         self.send_messages(msgs, ctx);
-        if !rd.snapshot().is_empty() {
-            // Never produced: our storage does not hand out snapshots yet.
-            tracing::error!("{} received a snapshot, which is not supported yet", self.tag);
-        }
         let committed = rd.take_committed_entries();
         self.send_to_apply(committed, ctx);
         for rs in rd.take_read_states() {
@@ -97,6 +156,9 @@ impl<E: KvEngine> Peer<E> {
         let Some((rd, persisted)) = self.pending_ready.take() else { return };
         self.send_messages(persisted, ctx);
         let mut light = self.raft.advance_append(rd);
+        if let Some(index) = self.snapshot_applied.take() {
+            self.raft.advance_apply_to(index);
+        }
         if let Some(commit) = light.commit_index() {
             self.raft.mut_store().raft_state.commit = commit;
         }
@@ -142,16 +204,18 @@ impl<E: KvEngine> Peer<E> {
                 is_tombstone: false,
                 start_key: region.start_key.clone(),
                 end_key: region.end_key.clone(),
+                hibernate: false,
             };
+            if is_snapshot {
+                self.send_snapshot(&m, msg, ctx);
+                continue;
+            }
             match ctx.trans.send(msg) {
                 Ok(()) => RAFT_MESSAGES_SENT.inc(),
                 Err(e) => {
                     RAFT_MESSAGES_DROPPED.with_label_values(&["transport"]).inc();
                     tracing::debug!("{} send to {} failed: {e}", self.tag, to.id);
                     self.raft.report_unreachable(to.id);
-                    if is_snapshot {
-                        self.raft.report_snapshot(to.id, raft::SnapshotStatus::Failure);
-                    }
                 }
             }
         }
@@ -160,6 +224,7 @@ impl<E: KvEngine> Peer<E> {
     /// Ships committed entries, with the proposals they resolve, to apply.
     fn send_to_apply<T: Transport, P: PdSink>(&mut self, entries: Vec<Entry>, ctx: &mut PollContext<E, T, P>) {
         let Some(last) = entries.last().map(|e| e.index) else { return };
+        self.apply_sent_index = self.apply_sent_index.max(last);
         let mut proposals = vec![];
         while self.proposals.front().is_some_and(|p| p.index <= last) {
             proposals.push(self.proposals.pop_front().expect("front exists"));
@@ -182,10 +247,15 @@ impl<E: KvEngine> Peer<E> {
         self.raft.advance_apply_to(res.applied_index);
         self.written_bytes += res.written_bytes;
         self.written_keys += res.written_keys;
+        self.split_check_diff = self.split_check_diff.saturating_add(res.written_bytes);
         for r in res.exec_results {
+            if self.stopped {
+                break;
+            }
             match r {
                 ExecResult::CompactLog { truncated, first_index } => self.on_log_compacted(truncated, first_index, ctx),
                 ExecResult::Split { derived, regions } => self.on_split_applied(derived, regions, ctx),
+                ExecResult::ChangePeer { cc, region } => self.on_change_peer_applied(cc, region, ctx),
             }
         }
         self.serve_ready_reads();
@@ -196,6 +266,8 @@ impl<E: KvEngine> Peer<E> {
             written_bytes: std::mem::take(&mut self.written_bytes),
             written_keys: std::mem::take(&mut self.written_keys),
             pending_peers: self.pending_peers(),
+            approximate_size: self.approximate_size.unwrap_or(0),
+            approximate_keys: self.approximate_keys.unwrap_or(0),
             ..Default::default()
         };
         ctx.pd.schedule(PdTask::RegionHeartbeat {
@@ -213,7 +285,7 @@ impl<E: KvEngine> Peer<E> {
             .raft
             .prs()
             .iter()
-            .filter(|(id, p)| **id != self.meta.id && p.matched < truncated)
+            .filter(|(id, p)| **id != self.meta.id && (p.matched < truncated || p.matched == 0))
             .filter_map(|(id, _)| self.peer_cache.get(id).cloned())
             .collect()
     }

@@ -97,6 +97,11 @@ impl<E: KvEngine> Peer<E> {
     ) {
         tracing::info!("{} split into {} regions", self.tag, regions.len());
         self.set_region(derived.clone());
+        ctx.shared.meta.lock().set_region(&derived);
+        // Sizes are unknown until measured again.
+        self.approximate_size = None;
+        self.approximate_keys = None;
+        self.split_check_diff = u64::MAX / 2;
         let leader = self.is_leader();
         for r in regions.iter().filter(|r| r.id != derived.id) {
             if ctx.router.mailbox(r.id).is_some() {
@@ -106,7 +111,7 @@ impl<E: KvEngine> Peer<E> {
                 Ok(p) => p,
                 Err(e) => panic!("{} create split region {}: {e}", self.tag, r.id),
             };
-            register_region(&ctx.router, &ctx.apply_router, peer);
+            register_region(&ctx.router, &ctx.apply_router, &ctx.shared, peer);
             if leader {
                 // The parent's leader store leads the children: no election wait.
                 let _ = ctx.router.force_send(r.id, PeerMsg::Campaign);

@@ -1,0 +1,117 @@
+//! Hibernation: a region with nothing to do stops ticking, so a store can
+//! hold many thousands of idle regions.
+//!
+//! - The leader goes to sleep after `hibernate_ticks` idle ticks once every
+//!   replica has the whole log, and tells each follower with a heartbeat
+//!   flagged `hibernate`.
+//! - A follower whose log matches the leader's commit sleeps too. Any other
+//!   raft message (an append, a vote, a plain heartbeat) wakes it.
+//! - A sleeping follower cannot notice a dead leader by timeout, so the store
+//!   wakes it when the leader's store has been silent (no raft traffic and no
+//!   transport keep-alive) for an election timeout (`StoreMsg::CheckLiveness`).
+
+use atoll_engine_traits::KvEngine;
+use atoll_proto::atollpb::RaftMessage;
+use prost011::Message as _;
+use raft::eraftpb::{Message, MessageType};
+
+use crate::fsm::PollContext;
+use crate::metrics::HIBERNATED_REGIONS;
+use crate::peer::Peer;
+use crate::transport::{PdSink, Transport};
+
+impl<E: KvEngine> Peer<E> {
+    /// Something happened: reset the idle count and resume ticking.
+    pub fn wake<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+        self.idle_ticks = 0;
+        if !self.hibernated {
+            return;
+        }
+        self.hibernated = false;
+        ctx.shared.ticking.insert(self.region_id());
+        ctx.shared.sleeping_followers.remove(&self.region_id());
+        HIBERNATED_REGIONS.dec();
+    }
+
+    fn sleep<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>, leader_store: Option<u64>) {
+        if self.hibernated {
+            return;
+        }
+        self.hibernated = true;
+        ctx.shared.ticking.remove(&self.region_id());
+        if let Some(s) = leader_store {
+            ctx.shared.sleeping_followers.insert(self.region_id(), s);
+        }
+        HIBERNATED_REGIONS.inc();
+    }
+
+    /// The leader has nothing in flight and every replica has everything.
+    fn leader_can_sleep(&self) -> bool {
+        let r = &self.raft.raft;
+        let last = r.raft_log.last_index();
+        r.raft_log.committed == last
+            && self.raft.store().applied_index() == last
+            && self.apply_sent_index == last
+            && self.proposals.is_empty()
+            && self.reads.is_empty()
+            && self.pending_ready.is_none()
+            && r.lead_transferee.is_none()
+            && !r.has_pending_conf()
+            && !self.raft.store().is_generating_snapshot()
+            && r.prs().iter().all(|(_, p)| p.matched == last)
+    }
+
+    /// Called on every tick of the leader.
+    pub fn maybe_hibernate<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+        if !ctx.cfg.hibernate_regions || !self.is_leader() || self.idle_ticks < ctx.cfg.hibernate_ticks() {
+            return;
+        }
+        if !self.leader_can_sleep() {
+            return;
+        }
+        let committed = self.raft.raft.raft_log.committed;
+        let followers: Vec<u64> = self.raft.raft.prs().iter().map(|(id, _)| *id).filter(|id| *id != self.meta.id).collect();
+        for id in followers {
+            let Some(to) = self.peer_cache.get(&id).cloned() else { continue };
+            let m = Message {
+                msg_type: MessageType::MsgHeartbeat as i32,
+                to: id,
+                from: self.meta.id,
+                term: self.term(),
+                commit: committed,
+                ..Default::default()
+            };
+            let region = self.region();
+            let msg = RaftMessage {
+                region_id: region.id,
+                from_peer: Some(self.meta.clone()),
+                to_peer: Some(to),
+                region_epoch: region.region_epoch.clone(),
+                message: m.encode_to_vec(),
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+                hibernate: true,
+                ..Default::default()
+            };
+            let _ = ctx.trans.send(msg);
+        }
+        self.sleep(ctx, None);
+    }
+
+    /// A follower got (and stepped) the leader's hibernate heartbeat.
+    pub fn on_hibernate_request<T: Transport, P: PdSink>(
+        &mut self,
+        from: u64,
+        leader_store: u64,
+        commit: u64,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
+        let r = &self.raft.raft;
+        if !ctx.cfg.hibernate_regions || self.is_leader() || r.leader_id != from {
+            return;
+        }
+        if r.raft_log.last_index() == commit && r.raft_log.committed == commit {
+            self.sleep(ctx, Some(leader_store));
+        }
+    }
+}

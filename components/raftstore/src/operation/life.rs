@@ -1,0 +1,154 @@
+//! Peer life cycle beyond bootstrap and splits: creating a peer when the
+//! first raft message for a region added to this store arrives, and
+//! destroying a peer that was removed from its region.
+
+use atoll_engine_traits::{KvEngine, WriteBatch, WriteOptions, CF_RAFT};
+use atoll_proto::atollpb::{PeerState, RaftMessage, RegionLocalState};
+use atoll_proto::metapb;
+use prost011::Message as _;
+use raft::eraftpb::{Message, MessageType};
+
+use crate::fsm::{register_region, ApplyMsg, PollContext};
+use crate::metrics::{RAFT_MESSAGES_DROPPED, REGION_COUNT};
+use crate::peer::Peer;
+use crate::storage::{load_pb, write_region_state};
+use crate::transport::{PdSink, Transport};
+use crate::{keys, Error};
+
+/// Handles a raft message for a region this store has no peer of: creates
+/// an uninitialized peer if the message is for a live peer of a region that
+/// does not overlap any local one. Returns the message if a peer was created.
+pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
+    msg: RaftMessage,
+    ctx: &mut PollContext<E, T, P>,
+) -> Option<RaftMessage> {
+    let drop = |reason: &str| {
+        RAFT_MESSAGES_DROPPED.with_label_values(&[reason]).inc();
+        None
+    };
+    let region_id = msg.region_id;
+    let Some(to) = msg.to_peer.clone() else { return drop("no_target") };
+    if msg.is_tombstone {
+        return drop("tombstone_for_missing_peer");
+    }
+    let Ok(m) = Message::decode(msg.message.as_slice()) else { return drop("undecodable") };
+    // Only a leader or a candidate brings a new member to life; a late
+    // response from an old incarnation must not.
+    let creates = matches!(
+        m.msg_type(),
+        MessageType::MsgAppend
+            | MessageType::MsgHeartbeat
+            | MessageType::MsgSnapshot
+            | MessageType::MsgRequestVote
+            | MessageType::MsgRequestPreVote
+    );
+    if !creates {
+        return drop("region_not_found");
+    }
+    match load_pb::<RegionLocalState>(&ctx.engine, &keys::region_state_key(region_id)) {
+        Ok(Some(state)) if state.state == PeerState::Tombstone as i32 => {
+            // A removed peer: only a newer membership (a re-add, with a new
+            // peer id) may recreate it.
+            let old = state.region.unwrap_or_default();
+            let old_conf = old.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+            let sent_conf = msg.region_epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0);
+            let old_peer = old.peers.iter().find(|p| p.store_id == ctx.store_id).map(|p| p.id).unwrap_or(0);
+            if sent_conf <= old_conf || to.id <= old_peer {
+                return drop("tombstone");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(region = region_id, "read region state: {e}");
+            return drop("engine_error");
+        }
+    }
+    let overlaps = ctx.shared.meta.lock().overlapping(&msg.start_key, &msg.end_key, region_id);
+    if !overlaps.is_empty() {
+        // A split not yet applied here (it will create the peer), or a stale
+        // local region that a snapshot or GC will replace.
+        tracing::debug!(region = region_id, overlaps = overlaps[0].id, "not creating an overlapping peer");
+        return drop("overlap");
+    }
+    let peer = match Peer::create_uninitialized(to, region_id, &ctx.cfg, ctx.engine.clone(), &ctx.logger) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(region = region_id, "create peer: {e}");
+            return drop("create_failed");
+        }
+    };
+    tracing::info!(store = ctx.store_id, region = region_id, peer = peer.meta.id, "created peer from a raft message");
+    register_region(&ctx.router, &ctx.apply_router, &ctx.shared, peer);
+    Some(msg)
+}
+
+impl<E: KvEngine> Peer<E> {
+    /// Removes this peer from the store: tombstone state, raft log and
+    /// states deleted (synced), data deleted by the apply FSM after every
+    /// entry it still has queued, mailboxes closed.
+    pub fn destroy<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>, reason: &str) {
+        if self.stopped {
+            return;
+        }
+        tracing::info!("{} destroying peer: {reason}", self.tag);
+        let id = self.region_id();
+        let initialized = self.is_initialized();
+        let mut wb = ctx.engine.write_batch();
+        let res = (|| -> crate::Result<()> {
+            write_region_state(&mut wb, self.region(), PeerState::Tombstone)?;
+            let (s, e) = keys::raft_log_range(id);
+            wb.delete_range_cf(CF_RAFT, &s, &e)?;
+            wb.delete_cf(CF_RAFT, &keys::raft_state_key(id))?;
+            wb.delete_cf(CF_RAFT, &keys::apply_state_key(id))?;
+            ctx.engine.write(&mut wb, WriteOptions::sync())?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            panic!("{} write tombstone: {e}", self.tag);
+        }
+        // Whatever this round staged for the peer must not resurrect it.
+        self.pending_ready = None;
+        self.stopped = true;
+        if self.was_leader {
+            crate::metrics::LEADER_COUNT.dec();
+            ctx.leader_count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.was_leader = false;
+        }
+        let err = || Error::RegionNotFound(id);
+        for p in self.proposals.drain(..) {
+            (p.cb)(Err(err()));
+        }
+        self.reads.fail_all(err);
+        // The apply FSM stops itself after this message; unregistering it
+        // now would drop it with the message unprocessed.
+        let _ = ctx.apply_router.force_send(id, ApplyMsg::Destroy { clear_data: initialized });
+        ctx.shared.meta.lock().remove(id);
+        ctx.shared.ticking.remove(&id);
+        ctx.shared.sleeping_followers.remove(&id);
+        ctx.router.unregister(id);
+        REGION_COUNT.dec();
+    }
+
+    /// A peer that is no longer a member (per a newer epoch than ours) must
+    /// learn it was removed: answer its message with a tombstone.
+    pub fn reply_tombstone<T: Transport, P: PdSink>(&self, to: metapb::Peer, ctx: &mut PollContext<E, T, P>) {
+        let msg = RaftMessage {
+            region_id: self.region_id(),
+            from_peer: Some(self.meta.clone()),
+            to_peer: Some(to),
+            region_epoch: Some(self.epoch()),
+            is_tombstone: true,
+            ..Default::default()
+        };
+        let _ = ctx.trans.send(msg);
+    }
+
+    /// A tombstone message: destroy this peer if its membership is older
+    /// than the sender's.
+    pub fn on_tombstone<T: Transport, P: PdSink>(&mut self, msg: &RaftMessage, ctx: &mut PollContext<E, T, P>) {
+        let sent = msg.region_epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0);
+        if sent > self.epoch().conf_ver || !self.is_initialized() {
+            self.destroy(ctx, "removed from the region (tombstone message)");
+        }
+    }
+}
