@@ -157,6 +157,9 @@ impl<E: KvEngine> Cluster<E> {
     /// Creates `engines.len()` stores (ids 1..=n) holding one region that
     /// covers the whole key space, with a peer on every store.
     pub fn new(cfg: Config, engines: Vec<E>) -> Self {
+        if let Ok(level) = std::env::var("ATOLL_TEST_LOG") {
+            atoll_util::logger::init(&level);
+        }
         let n = engines.len() as u64;
         let region = metapb::Region {
             id: FIRST_REGION_ID,
@@ -395,6 +398,29 @@ impl<E: KvEngine> Cluster<E> {
             };
             h.send(region.id, msg)?;
             rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::Raft("split timed out".into())))
+        })?;
+        self.refresh_routing();
+        Ok(())
+    }
+
+    /// Asks the leader of `key`'s region for one membership change and
+    /// waits until it is applied there.
+    pub fn change_peer(&self, key: &[u8], change_type: raft::eraftpb::ConfChangeType, peer: metapb::Peer) -> Result<(), Error> {
+        self.retry(key, Duration::from_secs(4), |h, region| {
+            let (tx, rx) = mpsc::channel();
+            let msg = PeerMsg::ChangePeer {
+                epoch: region.region_epoch.clone().unwrap_or_default(),
+                change_type: change_type as i32,
+                peer: peer.clone(),
+                cb: Some(Box::new(move |r| drop(tx.send(r.map(|_| ()))))),
+            };
+            h.send(region.id, msg)?;
+            let res = rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::Raft("change peer timed out".into())));
+            if res.is_err() {
+                // Learn the newest membership (a retry must carry its conf_ver).
+                self.refresh_routing();
+            }
+            res
         })?;
         self.refresh_routing();
         Ok(())

@@ -88,6 +88,8 @@ impl<E: KvEngine, T: Transport, P: PdSink> PollHandler<PeerFsm<E>, StoreFsm> for
         }
         cell.fsm.peer.propose_pending_reads();
         cell.fsm.peer.handle_ready(&mut self.ctx);
+        // After the ready's messages, so the followers see "hibernate" last.
+        cell.fsm.peer.maybe_hibernate(&mut self.ctx);
     }
 
     /// The one fsync of the round: every peer's raft writes go to disk

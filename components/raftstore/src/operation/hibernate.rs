@@ -28,6 +28,18 @@ impl<E: KvEngine> Peer<E> {
             return;
         }
         self.hibernated = false;
+        tracing::debug!("{} wakes up", self.tag);
+        if self.is_leader() {
+            // Raft's quorum check looks at activity since its last check, and
+            // nobody talked while we slept: every follower had the whole log
+            // when we went to sleep, so start a fresh check period with them
+            // counted as active (a dead one is caught one period later).
+            let r = &mut self.raft.raft;
+            r.election_elapsed = 0;
+            for (_, pr) in r.mut_prs().iter_mut() {
+                pr.recent_active = true;
+            }
+        }
         ctx.shared.ticking.insert(self.region_id());
         ctx.shared.sleeping_followers.remove(&self.region_id());
         HIBERNATED_REGIONS.dec();
@@ -38,6 +50,7 @@ impl<E: KvEngine> Peer<E> {
             return;
         }
         self.hibernated = true;
+        tracing::debug!("{} hibernates (leader store {leader_store:?})", self.tag);
         ctx.shared.ticking.remove(&self.region_id());
         if let Some(s) = leader_store {
             ctx.shared.sleeping_followers.insert(self.region_id(), s);
@@ -54,16 +67,20 @@ impl<E: KvEngine> Peer<E> {
             && self.apply_sent_index == last
             && self.proposals.is_empty()
             && self.reads.is_empty()
-            && self.pending_ready.is_none()
             && r.lead_transferee.is_none()
             && !r.has_pending_conf()
             && !self.raft.store().is_generating_snapshot()
             && r.prs().iter().all(|(_, p)| p.matched == last)
     }
 
-    /// Called on every tick of the leader.
+    /// Called after every poll of the peer (after its ready was sent).
     pub fn maybe_hibernate<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
-        if !ctx.cfg.hibernate_regions || !self.is_leader() || self.idle_ticks < ctx.cfg.hibernate_ticks() {
+        if self.hibernated
+            || self.stopped
+            || !ctx.cfg.hibernate_regions
+            || !self.is_leader()
+            || self.idle_ticks < ctx.cfg.hibernate_ticks()
+        {
             return;
         }
         if !self.leader_can_sleep() {

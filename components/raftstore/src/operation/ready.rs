@@ -85,7 +85,6 @@ impl<E: KvEngine> Peer<E> {
             }
         }
         self.retry_stale_reads(ctx.cfg.raft_election_timeout_ticks as u64 / 2);
-        self.maybe_hibernate(ctx);
     }
 
     /// Periodic even while hibernating: the leader reports to PD.
