@@ -43,6 +43,13 @@ pd-store-heartbeat-tick-interval = "2s"
 raft-log-gc-tick-interval = "500ms"
 "#;
 
+/// PD settings for tests: schedule often, call a store dead after 3s.
+pub const TEST_PD_CONFIG: &str = r#"
+schedule-interval = "100ms"
+max-store-down-time = "3s"
+operator-timeout = "60s"
+"#;
+
 struct StoreProc {
     addr: String,
     status: String,
@@ -63,12 +70,20 @@ fn spawn(cmd: &mut Command, log: &Path) -> Child {
 }
 
 impl ProcCluster {
-    /// Starts PD and `n` stores.
+    /// Starts PD and `n` stores with the test configs.
     pub fn start(n: usize) -> ProcCluster {
+        Self::start_with(n, TEST_PD_CONFIG, TEST_STORE_CONFIG)
+    }
+
+    /// Starts PD and `n` stores; `pd_toml` / `store_toml` are config files.
+    pub fn start_with(n: usize, pd_toml: &str, store_toml: &str) -> ProcCluster {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pd.toml"), pd_toml).unwrap();
         let pd_addr = format!("127.0.0.1:{}", free_port());
         let pd = spawn(
             Command::new(binary("atoll-pd"))
+                .arg("--config")
+                .arg(dir.path().join("pd.toml"))
                 .arg("--client-addr")
                 .arg(&pd_addr)
                 .arg("--status-addr")
@@ -79,19 +94,29 @@ impl ProcCluster {
                 .arg(n.min(3).to_string()),
             &dir.path().join("pd.log"),
         );
-        std::fs::write(dir.path().join("store.toml"), TEST_STORE_CONFIG).unwrap();
+        std::fs::write(dir.path().join("store.toml"), store_toml).unwrap();
         let mut c = ProcCluster { pd_addr, pd: Some(pd), stores: vec![], dir };
-        for i in 0..n {
-            let s = StoreProc {
-                addr: format!("127.0.0.1:{}", free_port()),
-                status: format!("127.0.0.1:{}", free_port()),
-                data: c.dir.path().join(format!("store{i}")),
-                child: None,
-            };
-            c.stores.push(s);
-            c.start_store(i);
+        for _ in 0..n {
+            c.add_store();
         }
         c
+    }
+
+    /// Starts one more store (a new machine joining); returns its index.
+    pub fn add_store(&mut self) -> usize {
+        let i = self.stores.len();
+        self.stores.push(StoreProc {
+            addr: format!("127.0.0.1:{}", free_port()),
+            status: format!("127.0.0.1:{}", free_port()),
+            data: self.dir.path().join(format!("store{i}")),
+            child: None,
+        });
+        self.start_store(i);
+        i
+    }
+
+    pub fn store_addr(&self, i: usize) -> &str {
+        &self.stores[i].addr
     }
 
     pub fn start_store(&mut self, i: usize) {
@@ -139,6 +164,11 @@ impl ProcCluster {
 
 impl Drop for ProcCluster {
     fn drop(&mut self) {
+        if std::env::var_os("ATOLL_KEEP_TEST_DIR").is_some() {
+            eprintln!("keeping test dir {}", self.dir.path().display());
+            let keep = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            let _ = keep.keep();
+        }
         for i in 0..self.stores.len() {
             self.kill_store(i);
         }

@@ -23,6 +23,19 @@ pub struct Config {
     /// Ids reserved per persisted allocation step.
     pub id_alloc_step: u64,
     pub log_level: String,
+    /// How often the schedulers look at the cluster.
+    pub schedule_interval: ReadableDuration,
+    /// A store silent this long is down; its replicas are rebuilt elsewhere.
+    pub max_store_down_time: ReadableDuration,
+    /// Operators running at once, per kind.
+    pub leader_schedule_limit: usize,
+    pub region_schedule_limit: usize,
+    pub replica_schedule_limit: usize,
+    /// Balance when the busiest and idlest stores differ by more than this
+    /// many leaders / regions.
+    pub balance_tolerance: u64,
+    /// An operator not finished in this time is dropped (and may be re-planned).
+    pub operator_timeout: ReadableDuration,
 }
 
 impl Default for Config {
@@ -37,6 +50,13 @@ impl Default for Config {
             tso_save_interval: ReadableDuration::secs(3),
             id_alloc_step: 1000,
             log_level: "info".into(),
+            schedule_interval: ReadableDuration::secs(1),
+            max_store_down_time: ReadableDuration::secs(30 * 60),
+            leader_schedule_limit: 4,
+            region_schedule_limit: 8,
+            replica_schedule_limit: 16,
+            balance_tolerance: 1,
+            operator_timeout: ReadableDuration::secs(600),
         }
     }
 }
@@ -55,10 +75,28 @@ impl Config {
         if self.id_alloc_step == 0 {
             return Err("pd.id-alloc-step must be positive".into());
         }
+        if self.schedule_interval.0.as_millis() < 10 {
+            return Err("pd.schedule-interval must be at least 10ms".into());
+        }
+        if self.max_store_down_time.0.is_zero() || self.operator_timeout.0.is_zero() {
+            return Err("pd.max-store-down-time and pd.operator-timeout must be positive".into());
+        }
         if self.tso_save_interval.0.as_millis() < 100 {
             return Err("pd.tso-save-interval must be at least 100ms".into());
         }
         Ok(())
+    }
+
+    pub fn schedule_config(&self) -> crate::schedule::ScheduleConfig {
+        crate::schedule::ScheduleConfig {
+            max_replicas: self.max_replicas as usize,
+            max_store_down_time: self.max_store_down_time.0,
+            leader_schedule_limit: self.leader_schedule_limit,
+            region_schedule_limit: self.region_schedule_limit,
+            replica_schedule_limit: self.replica_schedule_limit,
+            balance_tolerance: self.balance_tolerance,
+            operator_timeout: self.operator_timeout.0,
+        }
     }
 
     pub fn advertise(&self) -> String {

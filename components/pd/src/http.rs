@@ -9,6 +9,7 @@ use tonic::codegen::{http, Body as _, BoxFuture, Service};
 use tonic::server::NamedService;
 use tonic::transport::Body;
 
+use crate::schedule::OpStep;
 use crate::service::PdCore;
 
 #[derive(Clone)]
@@ -28,12 +29,35 @@ fn json(status: http::StatusCode, v: serde_json::Value) -> http::Response<tonic:
         .expect("static response")
 }
 
-impl HttpApi {
-    fn route(&self, method: &http::Method, path: &str) -> http::Response<tonic::body::BoxBody> {
-        if method != http::Method::GET {
-            return json(http::StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": "only GET is supported"}));
+/// Largest request body accepted.
+const BODY_MAX: usize = 64 << 10;
+
+fn peer_json(p: &atoll_proto::metapb::Peer) -> serde_json::Value {
+    let role = if p.role == atoll_proto::metapb::PeerRole::Learner as i32 { "learner" } else { "voter" };
+    serde_json::json!({"id": p.id, "store_id": p.store_id, "role": role})
+}
+
+fn step_json(s: &OpStep) -> serde_json::Value {
+    match s {
+        OpStep::TransferLeader { to_store } => serde_json::json!({"transfer_leader": {"to_store": to_store}}),
+        OpStep::AddLearner { store_id, peer_id } => serde_json::json!({"add_learner": {"store_id": store_id, "peer_id": peer_id}}),
+        OpStep::PromoteLearner { store_id, peer_id } => {
+            serde_json::json!({"promote_learner": {"store_id": store_id, "peer_id": peer_id}})
         }
-        match path.trim_end_matches('/') {
+        OpStep::RemovePeer { store_id } => serde_json::json!({"remove_peer": {"store_id": store_id}}),
+    }
+}
+
+impl HttpApi {
+    fn route(&self, method: &http::Method, path: &str, body: &[u8]) -> http::Response<tonic::body::BoxBody> {
+        let path = path.trim_end_matches('/');
+        if method == http::Method::POST && path == "/pd/api/v1/operators" {
+            return self.add_operator(body);
+        }
+        if method != http::Method::GET {
+            return json(http::StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": format!("{method} {path} is not supported")}));
+        }
+        match path {
             "/pd/api/v1/regions" => {
                 let c = self.core.cluster.read();
                 let regions: Vec<_> = c
@@ -44,8 +68,11 @@ impl HttpApi {
                             "start_key": hex(&r.region.start_key),
                             "end_key": hex(&r.region.end_key),
                             "epoch": r.region.region_epoch.as_ref().map(|e| serde_json::json!({"conf_ver": e.conf_ver, "version": e.version})),
-                            "peers": r.region.peers.iter().map(|p| serde_json::json!({"id": p.id, "store_id": p.store_id})).collect::<Vec<_>>(),
-                            "leader": r.leader.as_ref().map(|p| serde_json::json!({"id": p.id, "store_id": p.store_id})),
+                            "peers": r.region.peers.iter().map(peer_json).collect::<Vec<_>>(),
+                            "leader": r.leader.as_ref().map(peer_json),
+                            "pending_peers": r.pending_peers.iter().map(peer_json).collect::<Vec<_>>(),
+                            "approximate_size": r.approximate_size,
+                            "approximate_keys": r.approximate_keys,
                         })
                     })
                     .collect();
@@ -53,32 +80,127 @@ impl HttpApi {
             }
             "/pd/api/v1/stores" => {
                 let c = self.core.cluster.read();
+                let now = std::time::Instant::now();
+                let views = crate::schedule::store_views(&c, now, self.core.started, &self.core.cfg.schedule_config());
                 let mut stores: Vec<_> = c.stores.values().collect();
                 stores.sort_by_key(|s| s.store.id);
                 let stores: Vec<_> = stores
                     .iter()
                     .map(|s| {
+                        let v = views.get(&s.store.id);
+                        let state = match v {
+                            None => "Tombstone",
+                            Some(v) if v.up => "Up",
+                            Some(_) => "Down",
+                        };
                         serde_json::json!({
                             "id": s.store.id,
                             "address": s.store.address,
-                            "state": s.store.state,
-                            "region_count": s.stats.as_ref().map(|st| st.region_count),
+                            "state_name": state,
+                            "region_count": v.map_or(0, |v| v.region_count),
+                            "leader_count": v.map_or(0, |v| v.leader_count),
+                            "used_size": s.stats.as_ref().map_or(0, |st| st.used_size),
+                            "last_heartbeat_secs_ago": s.last_heartbeat.map(|t| now.saturating_duration_since(t).as_secs_f64()),
                         })
                     })
                     .collect();
                 json(http::StatusCode::OK, serde_json::json!({"count": stores.len(), "stores": stores}))
             }
+            "/pd/api/v1/operators" => {
+                let ops = self.core.operators.lock();
+                let now = std::time::Instant::now();
+                let mut list: Vec<_> = ops
+                    .all()
+                    .map(|o| {
+                        serde_json::json!({
+                            "region_id": o.region_id,
+                            "desc": o.desc,
+                            "kind": format!("{:?}", o.kind).to_lowercase(),
+                            "steps": o.steps.iter().map(step_json).collect::<Vec<_>>(),
+                            "current_step": o.current,
+                            "age_secs": now.saturating_duration_since(o.created_at).as_secs_f64(),
+                        })
+                    })
+                    .collect();
+                list.sort_by_key(|v| v["region_id"].as_u64());
+                json(http::StatusCode::OK, serde_json::json!({"count": list.len(), "operators": list}))
+            }
             "/pd/api/v1/health" => json(http::StatusCode::OK, serde_json::json!({"health": true})),
             _ => json(http::StatusCode::NOT_FOUND, serde_json::json!({"error": format!("no route {path}")})),
         }
     }
+
+    /// `POST /pd/api/v1/operators` with `{"name": "transfer-leader",
+    /// "region_id": N, "to_store_id": M}` or `{"name": "split-region",
+    /// "region_id": N, "keys": ["<hex raw key>", ...]}` (no keys: split in half).
+    fn add_operator(&self, body: &[u8]) -> http::Response<tonic::body::BoxBody> {
+        let bad = |msg: String| json(http::StatusCode::BAD_REQUEST, serde_json::json!({"error": msg}));
+        let v: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return bad(format!("body is not JSON: {e}")),
+        };
+        let Some(region_id) = v["region_id"].as_u64() else { return bad("region_id (number) is required".into()) };
+        let res = match v["name"].as_str() {
+            Some("transfer-leader") => match v["to_store_id"].as_u64() {
+                Some(to) => self.core.admin_transfer_leader(region_id, to),
+                None => return bad("to_store_id (number) is required".into()),
+            },
+            Some("split-region") => {
+                let mut keys = vec![];
+                for k in v["keys"].as_array().cloned().unwrap_or_default() {
+                    match k.as_str().and_then(unhex) {
+                        Some(k) if !k.is_empty() => keys.push(k),
+                        _ => return bad(format!("split key {k} is not a non-empty hex string")),
+                    }
+                }
+                self.core.admin_split_region(region_id, keys)
+            }
+            other => return bad(format!("unknown operator {other:?}; use transfer-leader or split-region")),
+        };
+        match res {
+            Ok(()) => json(http::StatusCode::OK, serde_json::json!({"ok": true})),
+            Err(e) => bad(e),
+        }
+    }
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
-impl<B: Send + 'static> Service<http::Request<B>> for HttpApi {
+/// Reads a request body, refusing more than `BODY_MAX` bytes.
+async fn read_body<B>(body: B) -> Result<Vec<u8>, String>
+where
+    B: tonic::codegen::Body,
+    B::Error: std::fmt::Display,
+{
+    use bytes::Buf as _;
+    let mut body = std::pin::pin!(body);
+    let mut out = vec![];
+    while let Some(chunk) = std::future::poll_fn(|cx| body.as_mut().poll_data(cx)).await {
+        let mut chunk = chunk.map_err(|e| e.to_string())?;
+        let bytes = chunk.copy_to_bytes(chunk.remaining());
+        if out.len() + bytes.len() > BODY_MAX {
+            return Err(format!("request body over {BODY_MAX} bytes"));
+        }
+        out.extend_from_slice(&bytes);
+    }
+    Ok(out)
+}
+
+impl<B> Service<http::Request<B>> for HttpApi
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::fmt::Display,
+{
     type Response = http::Response<tonic::body::BoxBody>;
     type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
@@ -88,7 +210,14 @@ impl<B: Send + 'static> Service<http::Request<B>> for HttpApi {
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let resp = self.route(req.method(), req.uri().path());
-        Box::pin(async move { Ok(resp) })
+        let this = self.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let resp = match read_body(body).await {
+                Ok(body) => this.route(&parts.method, parts.uri.path(), &body),
+                Err(e) => json(http::StatusCode::BAD_REQUEST, serde_json::json!({"error": e})),
+            };
+            Ok(resp)
+        })
     }
 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod id;
 pub mod keyspace;
 pub mod metrics;
+pub mod schedule;
 pub mod server;
 pub mod service;
 pub mod storage;

@@ -7,7 +7,13 @@ lazy_static! {
     pub static ref PD_HEARTBEATS: IntCounterVec =
         register_int_counter_vec!("atoll_pd_heartbeats_total", "Heartbeats received by kind", &["kind"]).unwrap();
     pub static ref PD_OPERATORS: IntCounterVec =
-        register_int_counter_vec!("atoll_pd_operators_total", "Operators sent to leaders by kind", &["kind"]).unwrap();
+        register_int_counter_vec!("atoll_pd_operators_total", "Operators created, by kind", &["kind"]).unwrap();
+    pub static ref PD_OPERATOR_EVENTS: IntCounterVec = register_int_counter_vec!(
+        "atoll_pd_operator_events_total",
+        "Operators that ended, by kind and outcome (finished, timeout)",
+        &["kind", "event"]
+    )
+    .unwrap();
     pub static ref PD_TSO: IntCounter =
         register_int_counter!("atoll_pd_tso_allocated_total", "Timestamps handed out").unwrap();
     pub static ref PD_TSO_DURATION: Histogram = register_histogram!(

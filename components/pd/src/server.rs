@@ -29,6 +29,7 @@ pub struct PdServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     status_task: tokio::task::JoinHandle<()>,
+    schedule_task: tokio::task::JoinHandle<()>,
 }
 
 impl PdServer {
@@ -74,8 +75,18 @@ impl PdServer {
                 tracing::error!("pd server: {e}");
             }
         });
+        let sched_core = core.clone();
+        let schedule_task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(sched_core.cfg.schedule_interval.0);
+            loop {
+                tick.tick().await;
+                let c = sched_core.clone();
+                // Scheduling takes locks and allocates ids (disk): keep it off the reactor.
+                let _ = tokio::task::spawn_blocking(move || c.run_schedulers()).await;
+            }
+        });
         tracing::info!(%addr, %status_addr, cluster_id = core.cluster_id(), "pd serving");
-        Ok(PdServer { core, addr, status_addr, stop: Some(tx), task: Some(task), status_task })
+        Ok(PdServer { core, addr, status_addr, stop: Some(tx), task: Some(task), status_task, schedule_task })
     }
 
     pub async fn stop(mut self) {
@@ -89,6 +100,7 @@ impl PdServer {
             }
         }
         self.status_task.abort();
+        self.schedule_task.abort();
         if let Err(e) = self.core.storage.sync() {
             tracing::warn!("pd sync on stop: {e}");
         }

@@ -13,7 +13,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use std::collections::HashMap;
+
 use crate::cluster::{Cluster, RegionInfo};
+use crate::schedule::{OpKind, OpStatus, OpStep, Operator, Operators};
 use crate::config::Config;
 use crate::id::IdAllocator;
 use crate::keyspace;
@@ -40,6 +43,11 @@ pub struct PdCore {
     pub tso: Tso,
     pub safe_point: Mutex<u64>,
     pub started_at: i64,
+    pub started: Instant,
+    pub operators: Mutex<Operators>,
+    /// The region-heartbeat response stream of each store (for pushing
+    /// operator commands as soon as they are made).
+    hb_streams: Mutex<HashMap<u64, mpsc::Sender<Result<pdpb::RegionHeartbeatResponse, Status>>>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -89,6 +97,9 @@ impl PdCore {
             tso,
             safe_point: Mutex::new(safe_point),
             started_at: atoll_util::time::unix_secs() as i64,
+            started: Instant::now(),
+            operators: Mutex::new(Operators::default()),
+            hb_streams: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -160,10 +171,108 @@ impl PdCore {
             }
         }
         PD_REGIONS.set(self.cluster.read().region_count() as i64);
-        let mut resp = out.response?;
-        PD_OPERATORS.with_label_values(&["split"]).inc();
+        if let Some(mut resp) = out.response {
+            PD_OPERATORS.with_label_values(&["keyspace-split"]).inc();
+            resp.header = self.header();
+            return Some(resp);
+        }
+        let info = self.cluster.read().region_by_id(req.region.as_ref()?.id).cloned()?;
+        let (cmd, ended) = self.operators.lock().on_heartbeat(&info, Instant::now());
+        if let Some((desc, status)) = ended {
+            let event = if status == OpStatus::Finished { "finished" } else { "timeout" };
+            PD_OPERATOR_EVENTS.with_label_values(&[desc, event]).inc();
+            tracing::info!(region = info.region.id, "operator {desc} {event}");
+        }
+        let mut resp = cmd?;
         resp.header = self.header();
         Some(resp)
+    }
+
+    /// One scheduling round: new operators from the schedulers, each with
+    /// its first command pushed to the region's leader right away.
+    pub fn run_schedulers(&self) {
+        if !self.meta.lock().bootstrapped {
+            return;
+        }
+        let cfg = self.cfg.schedule_config();
+        let now = Instant::now();
+        let new_ops = {
+            let c = self.cluster.read();
+            let ops = self.operators.lock();
+            let mut alloc = || self.ids.alloc().ok();
+            crate::schedule::schedule(&c, &ops, now, self.started, &cfg, &mut alloc)
+        };
+        for op in new_ops {
+            self.start_operator(op, false);
+        }
+    }
+
+    /// Registers an operator and sends its first command. `admin` operators
+    /// (from the HTTP API) replace a running one.
+    pub fn start_operator(&self, op: Operator, admin: bool) -> bool {
+        let region_id = op.region_id;
+        let desc = op.desc;
+        let Some(info) = self.cluster.read().region_by_id(region_id).cloned() else { return false };
+        let cmd = op.command(&info);
+        if !self.operators.lock().add(op, admin) {
+            return false;
+        }
+        PD_OPERATORS.with_label_values(&[desc]).inc();
+        tracing::info!(region = region_id, "operator {desc} created");
+        if let Some(cmd) = cmd {
+            self.push_to_leader(&info, cmd);
+        }
+        true
+    }
+
+    /// Sends a command on the leader store's heartbeat stream, if it has one.
+    fn push_to_leader(&self, info: &RegionInfo, mut cmd: pdpb::RegionHeartbeatResponse) {
+        let Some(store) = info.leader.as_ref().map(|l| l.store_id) else { return };
+        cmd.header = self.header();
+        if let Some(tx) = self.hb_streams.lock().get(&store) {
+            let _ = tx.try_send(Ok(cmd));
+        }
+    }
+
+    /// Admin: move the region's leader to `to_store`.
+    pub fn admin_transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), String> {
+        let info = self.cluster.read().region_by_id(region_id).cloned().ok_or("region not found")?;
+        if !info.region.peers.iter().any(|p| p.store_id == to_store && p.role != metapb::PeerRole::Learner as i32) {
+            return Err(format!("region {region_id} has no voter on store {to_store}"));
+        }
+        let op = Operator::new(
+            region_id,
+            OpKind::Leader,
+            "admin-transfer-leader",
+            vec![OpStep::TransferLeader { to_store }],
+            Instant::now(),
+            self.cfg.operator_timeout.0,
+        );
+        self.start_operator(op, true);
+        Ok(())
+    }
+
+    /// Admin: split the region at raw `keys` (none: in half by size).
+    pub fn admin_split_region(&self, region_id: u64, keys: Vec<Vec<u8>>) -> Result<(), String> {
+        let info = self.cluster.read().region_by_id(region_id).cloned().ok_or("region not found")?;
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| atoll_codec::encode_bytes(k)).collect();
+        let r = &info.region;
+        for k in &keys {
+            if k <= &r.start_key || (!r.end_key.is_empty() && k >= &r.end_key) {
+                return Err(format!("split key {} is not inside region {region_id}", crate::http::hex(k)));
+            }
+        }
+        let policy = if keys.is_empty() { pdpb::CheckPolicy::Approximate } else { pdpb::CheckPolicy::Usekey };
+        let cmd = pdpb::RegionHeartbeatResponse {
+            region_id,
+            region_epoch: r.region_epoch.clone(),
+            target_peer: info.leader.clone(),
+            split_region: Some(pdpb::SplitRegion { policy: policy as i32, keys }),
+            ..Default::default()
+        };
+        PD_OPERATORS.with_label_values(&["admin-split-region"]).inc();
+        self.push_to_leader(&info, cmd);
+        Ok(())
     }
 }
 
@@ -359,11 +468,18 @@ impl Pd for PdService {
         let core = self.core.clone();
         let (tx, rx) = mpsc::channel(HEARTBEAT_STREAM_QUEUE_MAX);
         tokio::spawn(async move {
+            let mut registered = false;
             while let Some(item) = inbound.next().await {
                 let Ok(hb) = item else { break };
                 if let Err(e) = core.check_header(hb.header.as_ref()) {
                     let _ = tx.send(Err(e)).await;
                     break;
+                }
+                if !registered {
+                    if let Some(store) = hb.leader.as_ref().map(|l| l.store_id) {
+                        core.hb_streams.lock().insert(store, tx.clone());
+                        registered = true;
+                    }
                 }
                 if let Some(resp) = core.handle_region_heartbeat(&hb) {
                     if tx.try_send(Ok(resp)).is_err() {

@@ -44,6 +44,8 @@ pub struct Peer<E: KvEngine> {
     pub split_check_diff: u64,
     /// Set when this round's ready installed a snapshot at this index.
     pub snapshot_applied: Option<u64>,
+    /// Lagging peers at the last tick (a change triggers a PD heartbeat).
+    pub last_pending_count: usize,
 }
 
 impl<E: KvEngine> Peer<E> {
@@ -113,6 +115,7 @@ impl<E: KvEngine> Peer<E> {
             // Unknown size: measure at the first chance.
             split_check_diff: u64::MAX / 2,
             snapshot_applied: None,
+            last_pending_count: 0,
         })
     }
 

@@ -239,7 +239,9 @@ impl<E: KvEngine> RaftSystem<E> {
         let logger = atoll_util::logger::raft_logger();
         let regions = load_regions(&self.engine)?;
         for region in regions {
-            let peer = Peer::create(self.store_id, &self.cfg, self.engine.clone(), region, &logger)?;
+            let peer = Peer::create(self.store_id, &self.cfg, self.engine.clone(), region.clone(), &logger)?;
+            let mut meta = self.shared.meta.lock();
+            meta.set_region(&region);
             register_region(&self.router, &self.apply_router, &self.shared, peer);
         }
         tracing::info!(store = self.store_id, regions = self.router.len(), "raftstore starting");

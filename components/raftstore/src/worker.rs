@@ -84,6 +84,9 @@ fn run_snap_gen<S: atoll_engine_traits::Snapshot>(rx: Receiver<SnapGenTask<S>>, 
 /// What the region's leader asks the split checker to measure.
 pub struct SplitCheckTask {
     pub region: metapb::Region,
+    /// Split in two at the middle (by size) whatever the thresholds (an
+    /// admin request) instead of by size/keys thresholds.
+    pub half: bool,
 }
 
 /// Thresholds of the split checker (from the raftstore config).
@@ -155,6 +158,22 @@ pub fn pick_split_keys(items: impl IntoIterator<Item = (Vec<u8>, u64)>, t: &Spli
     p.finish()
 }
 
+/// The first `default` key at which half of `total` bytes lie before it
+/// (never the region's first key).
+fn middle_key<S: Iterable>(snap: &S, start: &[u8], end: &[u8], total: u64) -> atoll_engine_traits::Result<Option<Vec<u8>>> {
+    let mut acc = 0u64;
+    let mut found = None;
+    snap.scan_cf(atoll_engine_traits::CF_DEFAULT, start, end, false, &mut |k, v| {
+        if acc > 0 && acc >= total / 2 {
+            found = Some(crate::keys::origin_key(k).to_vec());
+            return Ok(false);
+        }
+        acc += (k.len() + v.len()) as u64;
+        Ok(true)
+    })?;
+    Ok(found)
+}
+
 #[derive(Clone)]
 pub struct SplitChecker {
     tx: Sender<SplitCheckTask>,
@@ -203,7 +222,16 @@ fn check_region<E: KvEngine>(engine: &E, t: &SplitThresholds, router: &RaftRoute
             return;
         }
     }
-    let out = picker.finish();
+    let mut out = picker.finish();
+    if task.half {
+        out.split_keys = match middle_key(&snap, &start, &end, out.size) {
+            Ok(k) => k.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(region = region.id, "half split scan: {e}");
+                return;
+            }
+        };
+    }
     let msg = PeerMsg::SplitCheckResult {
         epoch: region.region_epoch.clone().unwrap_or_default(),
         size: out.size,

@@ -143,9 +143,7 @@ pub async fn run<E: KvEngine>(pd: Arc<PdClient>, store: StoreHandle<E>, mut rx: 
 fn on_operator<E: KvEngine>(store: &StoreHandle<E>, resp: pdpb::RegionHeartbeatResponse) {
     let epoch = resp.region_epoch.clone().unwrap_or_default();
     let msg = if let Some(split) = resp.split_region {
-        if split.keys.is_empty() {
-            return;
-        }
+        // No keys: split in half (the leader measures the region first).
         PeerMsg::SplitRegion { epoch, split_keys: split.keys, cb: None }
     } else if let Some(t) = resp.transfer_leader.and_then(|t| t.peer) {
         PeerMsg::TransferLeader { peer: t }

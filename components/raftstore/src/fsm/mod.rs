@@ -25,8 +25,9 @@ pub use store::StoreFsm;
 pub type RaftRouter<E> = Router<PeerFsm<E>, StoreFsm>;
 
 /// Registers a peer and its apply FSM (apply first, so the peer's first
-/// committed entries have somewhere to go); an initialized peer's range is
-/// recorded in the store meta.
+/// committed entries have somewhere to go). The caller records an
+/// initialized peer's range in the store meta, holding the meta lock across
+/// both so no other thread sees a range without its peer (or the reverse).
 pub fn register_region<E: KvEngine>(
     router: &RaftRouter<E>,
     apply_router: &ApplyRouter,
@@ -34,9 +35,6 @@ pub fn register_region<E: KvEngine>(
     peer: crate::peer::Peer<E>,
 ) {
     let region = peer.region().clone();
-    if peer.is_initialized() {
-        shared.meta.lock().set_region(&region);
-    }
     shared.ticking.insert(region.id);
     let apply_state = peer.raft.store().apply_state.clone();
     apply_router.register(region.id, apply::ApplyFsm::new(crate::apply::ApplyDelegate::new(region.clone(), apply_state)));

@@ -22,16 +22,16 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
     msg: RaftMessage,
     ctx: &mut PollContext<E, T, P>,
 ) -> Option<RaftMessage> {
-    let drop = |reason: &str| {
+    let reject = |reason: &str| {
         RAFT_MESSAGES_DROPPED.with_label_values(&[reason]).inc();
         None
     };
     let region_id = msg.region_id;
-    let Some(to) = msg.to_peer.clone() else { return drop("no_target") };
+    let Some(to) = msg.to_peer.clone() else { return reject("no_target") };
     if msg.is_tombstone {
-        return drop("tombstone_for_missing_peer");
+        return reject("tombstone_for_missing_peer");
     }
-    let Ok(m) = Message::decode(msg.message.as_slice()) else { return drop("undecodable") };
+    let Ok(m) = Message::decode(msg.message.as_slice()) else { return reject("undecodable") };
     // Only a leader or a candidate brings a new member to life; a late
     // response from an old incarnation must not.
     let creates = matches!(
@@ -43,7 +43,7 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
             | MessageType::MsgRequestPreVote
     );
     if !creates {
-        return drop("region_not_found");
+        return reject("region_not_found");
     }
     match load_pb::<RegionLocalState>(&ctx.engine, &keys::region_state_key(region_id)) {
         Ok(Some(state)) if state.state == PeerState::Tombstone as i32 => {
@@ -54,31 +54,40 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
             let sent_conf = msg.region_epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0);
             let old_peer = old.peers.iter().find(|p| p.store_id == ctx.store_id).map(|p| p.id).unwrap_or(0);
             if sent_conf <= old_conf || to.id <= old_peer {
-                return drop("tombstone");
+                return reject("tombstone");
             }
         }
         Ok(_) => {}
         Err(e) => {
             tracing::error!(region = region_id, "read region state: {e}");
-            return drop("engine_error");
+            return reject("engine_error");
         }
     }
-    let overlaps = ctx.shared.meta.lock().overlapping(&msg.start_key, &msg.end_key, region_id);
+    // Held until the peer is registered: a split applying concurrently on
+    // another poller updates ranges and registers peers under this lock.
+    let shared = ctx.shared.clone();
+    let meta = shared.meta.lock();
+    if ctx.router.mailbox(region_id).is_some() {
+        // Created (by a split, or an earlier message) meanwhile.
+        return Some(msg);
+    }
+    let overlaps = meta.overlapping(&msg.start_key, &msg.end_key, region_id);
     if !overlaps.is_empty() {
         // A split not yet applied here (it will create the peer), or a stale
         // local region that a snapshot or GC will replace.
         tracing::debug!(region = region_id, overlaps = overlaps[0].id, "not creating an overlapping peer");
-        return drop("overlap");
+        return reject("overlap");
     }
     let peer = match Peer::create_uninitialized(to, region_id, &ctx.cfg, ctx.engine.clone(), &ctx.logger) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(region = region_id, "create peer: {e}");
-            return drop("create_failed");
+            return reject("create_failed");
         }
     };
     tracing::info!(store = ctx.store_id, region = region_id, peer = peer.meta.id, "created peer from a raft message");
     register_region(&ctx.router, &ctx.apply_router, &ctx.shared, peer);
+    drop(meta);
     Some(msg)
 }
 

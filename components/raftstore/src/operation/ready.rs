@@ -83,6 +83,13 @@ impl<E: KvEngine> Peer<E> {
             if self.ticks % ctx.split_check_ticks == 0 {
                 self.on_split_check_tick(ctx);
             }
+            // PD waits for new peers to catch up before the next step of an
+            // operator: report as soon as the set of lagging peers changes.
+            let pending = self.pending_peers().len();
+            if pending != self.last_pending_count {
+                self.last_pending_count = pending;
+                self.heartbeat_pd(ctx);
+            }
         }
         self.retry_stale_reads(ctx.cfg.raft_election_timeout_ticks as u64 / 2);
     }

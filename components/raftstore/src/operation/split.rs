@@ -35,6 +35,10 @@ impl<E: KvEngine> Peer<E> {
         cb: Option<WriteCallback>,
         ctx: &mut PollContext<E, T, P>,
     ) {
+        if split_keys.is_empty() && cb.is_none() && self.check_epoch(Some(&epoch), false).is_ok() {
+            self.schedule_half_split(ctx);
+            return;
+        }
         let check = if !self.is_leader() {
             Err(self.not_leader())
         } else {
@@ -97,13 +101,18 @@ impl<E: KvEngine> Peer<E> {
     ) {
         tracing::info!("{} split into {} regions", self.tag, regions.len());
         self.set_region(derived.clone());
-        ctx.shared.meta.lock().set_region(&derived);
         // Sizes are unknown until measured again.
         self.approximate_size = None;
         self.approximate_keys = None;
         self.split_check_diff = u64::MAX / 2;
         let leader = self.is_leader();
+        // Ranges and peers change together under the meta lock: the store
+        // FSM, creating peers from messages, must see either the parent's
+        // old range or the new regions with their peers.
+        let mut meta = ctx.shared.meta.lock();
+        meta.set_region(&derived);
         for r in regions.iter().filter(|r| r.id != derived.id) {
+            meta.set_region(r);
             if ctx.router.mailbox(r.id).is_some() {
                 continue;
             }
@@ -117,6 +126,7 @@ impl<E: KvEngine> Peer<E> {
                 let _ = ctx.router.force_send(r.id, PeerMsg::Campaign);
             }
         }
+        drop(meta);
         if leader {
             self.heartbeat_pd(ctx);
             ctx.pd.schedule(PdTask::ReportBatchSplit { regions });

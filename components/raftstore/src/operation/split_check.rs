@@ -17,10 +17,15 @@ impl<E: KvEngine> Peer<E> {
         if !self.is_leader() || !self.is_initialized() || self.split_check_diff < ctx.cfg.region_split_check_diff.0 {
             return;
         }
-        if ctx.split_checker.schedule(SplitCheckTask { region: self.region().clone() }) {
+        if ctx.split_checker.schedule(SplitCheckTask { region: self.region().clone(), half: false }) {
             SPLIT_CHECKS.with_label_values(&["scheduled"]).inc();
             self.split_check_diff = 0;
         }
+    }
+
+    /// An admin asked to split without keys: split in half by size.
+    pub fn schedule_half_split<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) -> bool {
+        self.is_leader() && ctx.split_checker.schedule(SplitCheckTask { region: self.region().clone(), half: true })
     }
 
     pub fn on_split_check_result<T: Transport, P: PdSink>(

@@ -1,0 +1,228 @@
+//! Scheduling, as pure code: the schedulers map a view of the cluster (the
+//! routing table, store liveness, running operators) to new operators, and
+//! the controller tracks operators against heartbeats. No IO here: PD's
+//! service feeds heartbeats in and delivers the commands that come out.
+
+pub mod balance;
+pub mod operator;
+pub mod replica;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use atoll_proto::metapb;
+use atoll_proto::pdpb;
+
+use crate::cluster::{Cluster, RegionInfo};
+pub use operator::{OpKind, OpStatus, OpStep, Operator};
+
+/// The knobs of scheduling (from PD's config).
+#[derive(Clone, Debug)]
+pub struct ScheduleConfig {
+    pub max_replicas: usize,
+    /// A store without a heartbeat for this long is down: its replicas are
+    /// rebuilt elsewhere.
+    pub max_store_down_time: Duration,
+    /// Concurrent operators per kind.
+    pub leader_schedule_limit: usize,
+    pub region_schedule_limit: usize,
+    pub replica_schedule_limit: usize,
+    /// Balance only when the busiest and idlest store differ by more than this.
+    pub balance_tolerance: u64,
+    pub operator_timeout: Duration,
+}
+
+/// A store as the schedulers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreView {
+    pub id: u64,
+    pub up: bool,
+    pub region_count: u64,
+    pub leader_count: u64,
+}
+
+/// Store liveness: heartbeat within `max_store_down_time`. A store PD has
+/// not heard from since its own start counts as up until PD has been up
+/// that long (PD restarts must not trigger mass repair).
+pub fn store_views(c: &Cluster, now: Instant, pd_started: Instant, cfg: &ScheduleConfig) -> HashMap<u64, StoreView> {
+    let mut views: HashMap<u64, StoreView> = c
+        .stores
+        .values()
+        .filter(|s| s.store.state != metapb::StoreState::Tombstone as i32)
+        .map(|s| {
+            let last = s.last_heartbeat.unwrap_or(pd_started);
+            let up = now.saturating_duration_since(last) <= cfg.max_store_down_time;
+            (s.store.id, StoreView { id: s.store.id, up, region_count: 0, leader_count: 0 })
+        })
+        .collect();
+    for r in c.all_regions() {
+        for p in &r.region.peers {
+            if let Some(v) = views.get_mut(&p.store_id) {
+                v.region_count += 1;
+            }
+        }
+        if let Some(v) = r.leader.as_ref().and_then(|l| views.get_mut(&l.store_id)) {
+            v.leader_count += 1;
+        }
+    }
+    views
+}
+
+/// Running operators, at most one per region, with per-kind limits.
+#[derive(Default)]
+pub struct Operators {
+    ops: HashMap<u64, Operator>,
+}
+
+impl Operators {
+    pub fn get(&self, region_id: u64) -> Option<&Operator> {
+        self.ops.get(&region_id)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Operator> {
+        self.ops.values()
+    }
+
+    pub fn count(&self, kind: OpKind) -> usize {
+        self.ops.values().filter(|o| o.kind == kind).count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Adds `op` unless the region already has one; an admin operator
+    /// (`replace`) supersedes a running one.
+    pub fn add(&mut self, op: Operator, replace: bool) -> bool {
+        if !replace && self.ops.contains_key(&op.region_id) {
+            return false;
+        }
+        self.ops.insert(op.region_id, op);
+        true
+    }
+
+    /// Advances the region's operator with a heartbeat; returns the command
+    /// to send, and whether the operator ended (finished or timed out).
+    pub fn on_heartbeat(&mut self, r: &RegionInfo, now: Instant) -> (Option<pdpb::RegionHeartbeatResponse>, Option<(&'static str, OpStatus)>) {
+        let Some(op) = self.ops.get_mut(&r.region.id) else { return (None, None) };
+        match op.check(r, now) {
+            OpStatus::Running => (op.command(r), None),
+            status => {
+                let desc = op.desc;
+                self.ops.remove(&r.region.id);
+                (None, Some((desc, status)))
+            }
+        }
+    }
+
+    /// Region counts per store as they will be once running operators finish.
+    pub fn projected_region_counts(&self, views: &HashMap<u64, StoreView>) -> HashMap<u64, i64> {
+        let mut counts: HashMap<u64, i64> = views.iter().map(|(id, v)| (*id, v.region_count as i64)).collect();
+        for op in self.ops.values() {
+            for step in op.remaining() {
+                if let Some((store, d)) = step.region_delta() {
+                    *counts.entry(store).or_default() += d;
+                }
+            }
+        }
+        counts
+    }
+}
+
+/// Runs every scheduler once: replica repair first, then leader and region
+/// balance. `alloc_id` hands out peer ids (PD's id allocator; a counter in
+/// tests); `None` means "no id now", which skips that operator.
+pub fn schedule(
+    c: &Cluster,
+    ops: &Operators,
+    now: Instant,
+    pd_started: Instant,
+    cfg: &ScheduleConfig,
+    alloc_id: &mut dyn FnMut() -> Option<u64>,
+) -> Vec<Operator> {
+    let views = store_views(c, now, pd_started, cfg);
+    let mut out = replica::check_replicas(c, ops, &views, now, cfg, alloc_id);
+    let busy: std::collections::HashSet<u64> = out.iter().map(|o| o.region_id).collect();
+    out.extend(balance::balance_leaders(c, ops, &views, &busy, now, cfg));
+    let busy: std::collections::HashSet<u64> = out.iter().map(|o| o.region_id).collect();
+    out.extend(balance::balance_regions(c, ops, &views, &busy, now, cfg, alloc_id));
+    out
+}
+
+/// Stores that could take a new replica of `region`, best (fewest regions) first.
+pub(crate) fn candidate_stores(region: &metapb::Region, counts: &HashMap<u64, i64>, views: &HashMap<u64, StoreView>) -> Vec<u64> {
+    let mut c: Vec<u64> = views
+        .values()
+        .filter(|v| v.up && !region.peers.iter().any(|p| p.store_id == v.id))
+        .map(|v| v.id)
+        .collect();
+    c.sort_by_key(|id| (counts.get(id).copied().unwrap_or(0), *id));
+    c
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+    use crate::cluster::StoreInfo;
+
+    pub fn cfg() -> ScheduleConfig {
+        ScheduleConfig {
+            max_replicas: 3,
+            max_store_down_time: Duration::from_secs(30),
+            leader_schedule_limit: 4,
+            region_schedule_limit: 4,
+            replica_schedule_limit: 8,
+            balance_tolerance: 1,
+            operator_timeout: Duration::from_secs(600),
+        }
+    }
+
+    /// A cluster with `stores` (all heartbeating now) and regions given as
+    /// (leader store, [stores]) with contiguous ranges.
+    pub fn cluster(stores: &[u64], regions: &[(u64, &[u64])], now: Instant) -> Cluster {
+        let mut c = Cluster::default();
+        for s in stores {
+            c.stores.insert(*s, StoreInfo {
+                store: metapb::Store { id: *s, ..Default::default() },
+                stats: None,
+                last_heartbeat: Some(now),
+            });
+        }
+        for (i, (leader, peers)) in regions.iter().enumerate() {
+            let id = i as u64 + 1;
+            let start = if i == 0 { vec![] } else { vec![i as u8] };
+            let end = if i + 1 == regions.len() { vec![] } else { vec![i as u8 + 1] };
+            let peers: Vec<metapb::Peer> =
+                peers.iter().map(|s| metapb::Peer { id: id * 100 + s, store_id: *s, ..Default::default() }).collect();
+            let leader = peers.iter().find(|p| p.store_id == *leader).cloned();
+            c.put_region(RegionInfo {
+                region: metapb::Region {
+                    id,
+                    start_key: start,
+                    end_key: end,
+                    region_epoch: Some(metapb::RegionEpoch { conf_ver: 1, version: 1 }),
+                    peers,
+                    ..Default::default()
+                },
+                leader,
+                term: 1,
+                approximate_size: 0,
+                approximate_keys: 0,
+                pending_peers: vec![],
+            });
+        }
+        c
+    }
+
+    pub fn counter() -> impl FnMut() -> Option<u64> {
+        let mut n = 1000;
+        move || {
+            n += 1;
+            Some(n)
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Replica checker: every region should have `max_replicas` voters on live
+//! stores. Replicas on down stores are rebuilt elsewhere (add a learner,
+//! promote it, then remove the dead peer); missing ones are added, extra
+//! ones and stray learners removed.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use atoll_proto::metapb;
+
+use super::{candidate_stores, OpKind, OpStep, Operator, Operators, ScheduleConfig, StoreView};
+use crate::cluster::Cluster;
+
+fn is_learner(p: &metapb::Peer) -> bool {
+    p.role == metapb::PeerRole::Learner as i32
+}
+
+pub fn check_replicas(
+    c: &Cluster,
+    ops: &Operators,
+    views: &HashMap<u64, StoreView>,
+    now: Instant,
+    cfg: &ScheduleConfig,
+    alloc_id: &mut dyn FnMut() -> Option<u64>,
+) -> Vec<Operator> {
+    let mut out = vec![];
+    let mut budget = cfg.replica_schedule_limit.saturating_sub(ops.count(OpKind::Replica));
+    let mut counts = ops.projected_region_counts(views);
+    let up = |store: u64| views.get(&store).is_some_and(|v| v.up);
+    for r in c.all_regions() {
+        if budget == 0 {
+            break;
+        }
+        if ops.get(r.region.id).is_some() {
+            continue;
+        }
+        // Only regions with a live leader can change membership.
+        let Some(leader) = r.leader.as_ref().filter(|l| up(l.store_id)) else { continue };
+        let peers = &r.region.peers;
+        let voters: Vec<&metapb::Peer> = peers.iter().filter(|p| !is_learner(p)).collect();
+        let down: Vec<&metapb::Peer> = peers.iter().filter(|p| !up(p.store_id)).collect();
+        let add = |counts: &mut HashMap<u64, i64>, alloc_id: &mut dyn FnMut() -> Option<u64>| -> Option<Vec<OpStep>> {
+            let target = *candidate_stores(&r.region, counts, views).first()?;
+            let peer_id = alloc_id()?;
+            *counts.entry(target).or_default() += 1;
+            Some(vec![
+                OpStep::AddLearner { store_id: target, peer_id },
+                OpStep::PromoteLearner { store_id: target, peer_id },
+            ])
+        };
+        let plan: Option<(&'static str, Vec<OpStep>)> = if let Some(dead) = down.first() {
+            if is_learner(dead) {
+                Some(("remove-down-learner", vec![OpStep::RemovePeer { store_id: dead.store_id }]))
+            } else {
+                // Rebuild first, then drop the dead voter (never shrink below the quorum we have).
+                add(&mut counts, alloc_id).map(|mut steps| {
+                    steps.push(OpStep::RemovePeer { store_id: dead.store_id });
+                    ("replace-down-replica", steps)
+                })
+            }
+        } else if let Some(l) = peers.iter().find(|p| is_learner(p)) {
+            // A learner no operator owns (e.g. one that timed out half-way).
+            if voters.len() < cfg.max_replicas {
+                Some(("promote-learner", vec![OpStep::PromoteLearner { store_id: l.store_id, peer_id: l.id }]))
+            } else {
+                Some(("remove-extra-learner", vec![OpStep::RemovePeer { store_id: l.store_id }]))
+            }
+        } else if voters.len() < cfg.max_replicas {
+            add(&mut counts, alloc_id).map(|steps| ("add-replica", steps))
+        } else if voters.len() > cfg.max_replicas {
+            // Drop a follower on the busiest store.
+            voters
+                .iter()
+                .filter(|p| p.id != leader.id)
+                .max_by_key(|p| (counts.get(&p.store_id).copied().unwrap_or(0), p.store_id))
+                .map(|p| ("remove-extra-replica", vec![OpStep::RemovePeer { store_id: p.store_id }]))
+        } else {
+            None
+        };
+        if let Some((desc, steps)) = plan {
+            out.push(Operator::new(r.region.id, OpKind::Replica, desc, steps, now, cfg.operator_timeout));
+            budget -= 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::super::test_util::{cluster, counter, cfg};
+    use super::super::{schedule, store_views, OpStep, Operators};
+    use super::*;
+
+    #[test]
+    fn healthy_cluster_needs_nothing() {
+        let now = Instant::now();
+        let c = cluster(&[1, 2, 3], &[(1, &[1, 2, 3]), (2, &[1, 2, 3])], now);
+        let views = store_views(&c, now, now, &cfg());
+        assert!(check_replicas(&c, &Operators::default(), &views, now, &cfg(), &mut counter()).is_empty());
+    }
+
+    #[test]
+    fn replicas_on_a_down_store_are_rebuilt_on_a_live_one() {
+        let start = Instant::now();
+        let mut c = cluster(&[1, 2, 3, 4], &[(1, &[1, 2, 3]), (2, &[1, 2, 3]), (1, &[1, 2, 4])], start);
+        let now = start + Duration::from_secs(60);
+        for s in [1, 2, 4] {
+            c.stores.get_mut(&s).unwrap().last_heartbeat = Some(now);
+        }
+        // Store 3 last heartbeat 60s ago > 30s: down.
+        let ops = schedule(&c, &Operators::default(), now, start, &cfg(), &mut counter());
+        let repairs: Vec<_> = ops.iter().filter(|o| o.kind == OpKind::Replica).collect();
+        assert_eq!(repairs.len(), 2, "{ops:?}");
+        for op in repairs {
+            assert_eq!(op.steps[0], OpStep::AddLearner { store_id: 4, peer_id: op.steps[1].peer_id() });
+            assert_eq!(op.steps[2], OpStep::RemovePeer { store_id: 3 });
+        }
+    }
+
+    #[test]
+    fn a_store_not_heard_since_pd_start_is_not_down_yet() {
+        let start = Instant::now();
+        let mut c = cluster(&[1, 2, 3, 4], &[(1, &[1, 2, 3])], start);
+        c.stores.get_mut(&3).unwrap().last_heartbeat = None;
+        let views = store_views(&c, start + Duration::from_secs(5), start, &cfg());
+        assert!(views[&3].up);
+        let views = store_views(&c, start + Duration::from_secs(31), start, &cfg());
+        assert!(!views[&3].up);
+    }
+
+    #[test]
+    fn missing_and_extra_replicas() {
+        let now = Instant::now();
+        let c = cluster(&[1, 2, 3, 4], &[(1, &[1, 2]), (1, &[1, 2, 3, 4])], now);
+        let views = store_views(&c, now, now, &cfg());
+        let ops = check_replicas(&c, &Operators::default(), &views, now, &cfg(), &mut counter());
+        assert_eq!(ops.len(), 2);
+        assert_eq!(ops[0].desc, "add-replica");
+        assert!(matches!(ops[0].steps[0], OpStep::AddLearner { store_id: 3 | 4, .. }));
+        assert_eq!(ops[1].desc, "remove-extra-replica");
+        assert!(!matches!(ops[1].steps[0], OpStep::RemovePeer { store_id: 1 }), "never the leader");
+    }
+
+    #[test]
+    fn respects_the_replica_limit_and_running_operators() {
+        let start = Instant::now();
+        let regions: Vec<(u64, &[u64])> = (0..20).map(|_| (1u64, &[1u64, 2, 3][..])).collect();
+        let mut c = cluster(&[1, 2, 3, 4], &regions, start);
+        let now = start + Duration::from_secs(60);
+        for s in [1, 2, 4] {
+            c.stores.get_mut(&s).unwrap().last_heartbeat = Some(now);
+        }
+        let views = store_views(&c, now, start, &cfg());
+        let mut ops = Operators::default();
+        let first = check_replicas(&c, &ops, &views, now, &cfg(), &mut counter());
+        assert_eq!(first.len(), cfg().replica_schedule_limit);
+        for op in first {
+            assert!(ops.add(op, false));
+        }
+        assert!(check_replicas(&c, &ops, &views, now, &cfg(), &mut counter()).is_empty(), "limit reached");
+    }
+}

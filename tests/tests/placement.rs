@@ -1,0 +1,228 @@
+//! Placement over real processes: size-based splits, balancing onto a new
+//! store, and rebuilding the replicas of a store that died for good.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use atoll_client::{Config, RawClient};
+use atoll_tests::proc::{eventually, http_get, ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG};
+use serde_json::Value;
+
+async fn client(c: &ProcCluster) -> RawClient {
+    let client = RawClient::connect(Config::new(vec![c.pd_addr.clone()])).await.expect("connect");
+    assert!(
+        eventually(Duration::from_secs(60), || async { client.put(b"__ready", b"1").await.is_ok() }).await,
+        "cluster never became writable; pd log:\n{}",
+        c.log("pd.log")
+    );
+    client
+}
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key-{i:06}").into_bytes()
+}
+
+fn value(i: usize) -> Vec<u8> {
+    format!("value-{i:06}-{}", "x".repeat(64)).into_bytes()
+}
+
+fn pd_json(c: &ProcCluster, path: &str) -> Value {
+    let body = http_get(&c.pd_addr, path).unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+fn regions(c: &ProcCluster) -> Vec<Value> {
+    pd_json(c, "/pd/api/v1/regions")["regions"].as_array().cloned().unwrap_or_default()
+}
+
+/// store id -> (region count, leader count), from PD's routing table.
+fn store_counts(c: &ProcCluster) -> HashMap<u64, (u64, u64)> {
+    let mut m = HashMap::new();
+    for s in pd_json(c, "/pd/api/v1/stores")["stores"].as_array().cloned().unwrap_or_default() {
+        let id = s["id"].as_u64().unwrap();
+        m.insert(id, (s["region_count"].as_u64().unwrap_or(0), s["leader_count"].as_u64().unwrap_or(0)));
+    }
+    m
+}
+
+async fn store_id_of(client: &RawClient, c: &ProcCluster, i: usize) -> u64 {
+    let stores = client.pd().get_all_stores().await.unwrap();
+    stores.iter().find(|s| s.address == c.store_addr(i)).map(|s| s.id).expect("store registered")
+}
+
+async fn write_all(client: &RawClient, range: std::ops::Range<usize>) {
+    let idx: Vec<usize> = range.collect();
+    for chunk in idx.chunks(50) {
+        let pairs = chunk.iter().map(|i| (key(*i), value(*i))).collect();
+        client.batch_put(pairs).await.expect("batch put");
+    }
+}
+
+async fn check_all(client: &RawClient, n: usize) {
+    // One scan over everything: every key exactly once, in order.
+    let got = client.scan(b"key-", b"key.", (n + 10) as u32).await.expect("scan");
+    assert_eq!(got.len(), n, "scan returned {} of {n} keys", got.len());
+    for (i, (k, v)) in got.iter().enumerate() {
+        assert_eq!((k, v), (&key(i), &value(i)), "key {i}");
+    }
+}
+
+/// PD's regions, sorted, must tile the whole key space: no gap, no overlap.
+fn assert_ranges_tile_keyspace(regions: &[Value]) {
+    let mut ranges: Vec<(String, String)> = regions
+        .iter()
+        .map(|r| (r["start_key"].as_str().unwrap().to_owned(), r["end_key"].as_str().unwrap().to_owned()))
+        .collect();
+    ranges.sort();
+    assert_eq!(ranges.first().unwrap().0, "", "first region starts at -inf");
+    assert_eq!(ranges.last().unwrap().1, "", "last region ends at +inf");
+    for w in ranges.windows(2) {
+        assert_eq!(w[0].1, w[1].0, "regions must meet exactly: {w:?}");
+    }
+}
+
+const SPLIT_STORE_CONFIG: &str = r#"
+region-max-keys = 60
+region-split-keys = 40
+region-split-check-diff = "1KiB"
+split-region-check-tick-interval = "100ms"
+"#;
+
+fn store_config(extra: &str) -> String {
+    // Append to the [raftstore] table of the test config.
+    format!("{TEST_STORE_CONFIG}{extra}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regions_split_by_size_at_least_50_times_and_keep_every_key() {
+    let c = ProcCluster::start_with(3, TEST_PD_CONFIG, &store_config(SPLIT_STORE_CONFIG));
+    let client = client(&c).await;
+    assert!(eventually(Duration::from_secs(20), || async { regions(&c).len() >= 5 }).await, "keyspace split");
+    let initial = regions(&c).len();
+    const N: usize = 3000;
+    write_all(&client, 0..N).await;
+    // 3000 keys with a split every ~40 keys: well over 50 splits.
+    let enough = eventually(Duration::from_secs(90), || async { regions(&c).len() >= initial + 50 }).await;
+    let now = regions(&c);
+    assert!(enough, "only {} regions after the writes (started with {initial})", now.len());
+    // Let in-flight splits settle, then check the routing table and the data.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rs = regions(&c);
+    assert_ranges_tile_keyspace(&rs);
+    for r in &rs {
+        assert_eq!(r["peers"].as_array().unwrap().len(), 3, "every region keeps 3 replicas: {r}");
+    }
+    check_all(&client, N).await;
+    let keys: Vec<Vec<u8>> = (0..N).map(key).collect();
+    let mut n = 0;
+    for chunk in keys.chunks(500) {
+        n += client.batch_get(chunk.to_vec()).await.expect("batch get").len();
+    }
+    assert_eq!(n, N);
+    // The ctl path: ask PD to split one region in half.
+    let before = regions(&c).len();
+    let target = rs.iter().find(|r| r["approximate_keys"].as_u64().unwrap_or(0) > 4).expect("a measured region");
+    let body = format!(r#"{{"name":"split-region","region_id":{}}}"#, target["id"]);
+    let resp = http_post(&c.pd_addr, "/pd/api/v1/operators", &body);
+    assert!(resp.contains("\"ok\":true"), "{resp}");
+    assert!(eventually(Duration::from_secs(20), || async { regions(&c).len() > before }).await, "admin half split");
+}
+
+/// A plain HTTP POST with a JSON body on loopback, returning the body.
+fn http_post(addr: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+const BALANCE_STORE_CONFIG: &str = r#"
+region-max-keys = 150
+region-split-keys = 100
+region-split-check-diff = "1KiB"
+split-region-check-tick-interval = "100ms"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_store_receives_regions_and_leaders() {
+    let mut c = ProcCluster::start_with(3, TEST_PD_CONFIG, &store_config(BALANCE_STORE_CONFIG));
+    let client = client(&c).await;
+    const N: usize = 2000;
+    write_all(&client, 0..N).await;
+    assert!(eventually(Duration::from_secs(60), || async { regions(&c).len() >= 16 }).await, "splits");
+    let fourth = c.add_store();
+    let id4 = {
+        let mut id = None;
+        for _ in 0..100 {
+            if let Ok(stores) = client.pd().get_all_stores().await {
+                id = stores.iter().find(|s| s.address == c.store_addr(fourth)).map(|s| s.id);
+            }
+            if id.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        id.expect("4th store registered")
+    };
+    // Balanced: the new store holds about a quarter of all replicas and of
+    // the leaders (within the scheduler's tolerance).
+    let spread = eventually(Duration::from_secs(120), || async {
+        let counts = store_counts(&c);
+        let total_regions = regions(&c).len() as u64;
+        let (r4, l4) = counts.get(&id4).copied().unwrap_or_default();
+        r4 + 2 >= total_regions * 3 / 4 && l4 + 2 >= total_regions / 4 && l4 > 0
+    })
+    .await;
+    let counts = store_counts(&c);
+    assert!(spread, "4th store did not get its share: {counts:?} of {} regions", regions(&c).len());
+    // Once the moves in flight finish, every region is back to 3 voters.
+    let settled = eventually(Duration::from_secs(60), || async {
+        regions(&c).iter().all(|r| {
+            let peers = r["peers"].as_array().unwrap();
+            peers.len() == 3 && peers.iter().all(|p| p["role"] == "voter")
+        })
+    })
+    .await;
+    assert!(settled, "moves did not settle: {:?}", pd_json(&c, "/pd/api/v1/operators"));
+    check_all(&client, N).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_store_is_replaced_and_no_acknowledged_write_is_lost() {
+    let mut c = ProcCluster::start_with(4, TEST_PD_CONFIG, &store_config(BALANCE_STORE_CONFIG));
+    let client = client(&c).await;
+    const N: usize = 1500;
+    write_all(&client, 0..N).await;
+    assert!(eventually(Duration::from_secs(60), || async { regions(&c).len() >= 12 }).await, "splits");
+    // Balancing puts replicas on all four stores; kill one that holds some.
+    let victim_id = store_id_of(&client, &c, 0).await;
+    assert!(
+        eventually(Duration::from_secs(60), || async { store_counts(&c).get(&victim_id).is_some_and(|(r, _)| *r > 0) })
+            .await,
+        "store 0 holds replicas"
+    );
+    c.kill_store(0);
+    // Writes go on while PD notices (3s) and rebuilds the replicas.
+    write_all(&client, N..N + 300).await;
+    let repaired = eventually(Duration::from_secs(120), || async {
+        let rs = regions(&c);
+        !rs.is_empty()
+            && rs.iter().all(|r| {
+                let peers = r["peers"].as_array().unwrap();
+                peers.len() == 3
+                    && peers.iter().all(|p| p["store_id"].as_u64() != Some(victim_id) && p["role"] == "voter")
+            })
+    })
+    .await;
+    assert!(repaired, "regions not back to 3 replicas off store {victim_id}: {:?}", regions(&c));
+    assert_eq!(store_counts(&c).get(&victim_id).map(|c| c.0), Some(0));
+    check_all(&client, N + 300).await;
+}
