@@ -38,6 +38,7 @@ run: deps
 
 bench: build
 	$(BIN)/atoll-bench-engine
+	$(BIN)/atoll-bench-regions
 
 fmt:
 	$(CARGO) fmt --all

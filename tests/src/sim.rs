@@ -157,9 +157,6 @@ impl<E: KvEngine> Cluster<E> {
     /// Creates `engines.len()` stores (ids 1..=n) holding one region that
     /// covers the whole key space, with a peer on every store.
     pub fn new(cfg: Config, engines: Vec<E>) -> Self {
-        if let Ok(level) = std::env::var("ATOLL_TEST_LOG") {
-            atoll_util::logger::init(&level);
-        }
         let n = engines.len() as u64;
         let region = metapb::Region {
             id: FIRST_REGION_ID,
@@ -169,9 +166,20 @@ impl<E: KvEngine> Cluster<E> {
             peers: (1..=n).map(|s| metapb::Peer { id: 100 + s, store_id: s, ..Default::default() }).collect(),
             ..Default::default()
         };
+        Self::with_regions(cfg, engines, vec![region])
+    }
+
+    /// Stores 1..=n holding `regions` (which must tile the key space; each
+    /// region's peers name the stores that get it).
+    pub fn with_regions(cfg: Config, engines: Vec<E>, regions_in: Vec<metapb::Region>) -> Self {
+        if let Ok(level) = std::env::var("ATOLL_TEST_LOG") {
+            atoll_util::logger::init(&level);
+        }
         let engines: HashMap<u64, E> = engines.into_iter().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
-        for e in engines.values() {
-            write_initial_region(e, &region).unwrap();
+        for r in &regions_in {
+            for p in &r.peers {
+                write_initial_region(&engines[&p.store_id], r).unwrap();
+            }
         }
         let net = Arc::new(SimNetwork {
             stores: RwLock::new(HashMap::new()),
@@ -180,8 +188,7 @@ impl<E: KvEngine> Cluster<E> {
             dropped: AtomicU64::new(0),
         });
         let pd = SimPd { next_id: Arc::new(AtomicU64::new(1000)), net: net.clone(), heartbeats: Default::default() };
-        let mut regions = HashMap::new();
-        regions.insert(region.id, region);
+        let regions: HashMap<u64, metapb::Region> = regions_in.into_iter().map(|r| (r.id, r)).collect();
         let keepalive_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         spawn_keepalives(net.clone(), keepalive_stop.clone(), cfg.base_tick());
         Cluster {

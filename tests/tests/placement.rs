@@ -226,3 +226,48 @@ async fn a_dead_store_is_replaced_and_no_acknowledged_write_is_lost() {
     assert_eq!(store_counts(&c).get(&victim_id).map(|c| c.0), Some(0));
     check_all(&client, N + 300).await;
 }
+
+fn ctl(c: &ProcCluster, args: &[&str]) -> String {
+    let out = std::process::Command::new(atoll_tests::proc::binary("atoll-ctl"))
+        .arg("--pd")
+        .arg(&c.pd_addr)
+        .args(args)
+        .output()
+        .expect("run atoll-ctl");
+    assert!(out.status.success(), "atoll-ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctl_shows_the_cluster_and_asks_pd_to_split_and_transfer_leaders() {
+    let c = ProcCluster::start(3);
+    let client = client(&c).await;
+    write_all(&client, 0..200).await;
+    assert!(eventually(Duration::from_secs(20), || async { regions(&c).len() >= 5 }).await);
+
+    let stores = ctl(&c, &["stores"]);
+    assert_eq!(stores.lines().filter(|l| l.contains("\tUp\t")).count(), 3, "{stores}");
+    let listed = ctl(&c, &["regions"]);
+    assert_eq!(listed.lines().count() - 1, regions(&c).len(), "{listed}");
+    assert!(ctl(&c, &["operators"]).starts_with("REGION\tOPERATOR"));
+
+    // Split the region holding our keys at key-000100.
+    let target = client.pd().get_region(&atoll_codec::encode_bytes(&key(0))).await.unwrap().unwrap();
+    let before = regions(&c).len();
+    ctl(&c, &["split", "--region", &target.region.id.to_string(), "--key", "key-000100"]);
+    assert!(eventually(Duration::from_secs(20), || async { regions(&c).len() == before + 1 }).await, "split via ctl");
+    let right = client.pd().get_region(&atoll_codec::encode_bytes(&key(100))).await.unwrap().unwrap();
+    assert_eq!(right.region.start_key, atoll_codec::encode_bytes(b"key-000100"));
+
+    // Move that region's leader to another store.
+    let leader = right.leader.expect("leader").store_id;
+    let to = right.region.peers.iter().map(|p| p.store_id).find(|s| *s != leader).unwrap();
+    ctl(&c, &["transfer-leader", "--region", &right.region.id.to_string(), "--to-store", &to.to_string()]);
+    let moved = eventually(Duration::from_secs(20), || async {
+        let r = client.pd().get_region(&atoll_codec::encode_bytes(&key(100))).await.ok().flatten();
+        r.and_then(|r| r.leader).is_some_and(|l| l.store_id == to)
+    })
+    .await;
+    assert!(moved, "leader did not move to store {to}");
+    check_all(&client, 200).await;
+}

@@ -37,13 +37,50 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Stores and regions as PD sees them.
+    /// Stores and regions as PD sees them (gRPC view).
     Status,
+    /// Stores with their state, region and leader counts.
+    Stores,
+    /// Regions with range, epoch, leader, peers and approximate size.
+    Regions,
+    /// Operators PD is running (balance, repair, admin).
+    Operators,
+    /// Ask PD to split a region at the given keys (none: in half by size).
+    Split {
+        #[arg(long)]
+        region: u64,
+        /// A raw key where a new region starts (repeatable).
+        #[arg(long = "key")]
+        keys: Vec<String>,
+    },
+    /// Ask PD to move a region's leader to a store.
+    TransferLeader {
+        #[arg(long)]
+        region: u64,
+        #[arg(long)]
+        to_store: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    let pd_http = a.pd.first().cloned().context("no PD endpoint")?;
+    match a.cmd {
+        Cmd::Stores => return print_stores(&pd_http),
+        Cmd::Regions => return print_regions(&pd_http),
+        Cmd::Operators => return print_operators(&pd_http),
+        Cmd::Split { region, keys } => {
+            let keys: Vec<String> = keys.iter().map(|k| hex_upper(k.as_bytes())).collect();
+            let body = serde_json::json!({"name": "split-region", "region_id": region, "keys": keys});
+            return post_operator(&pd_http, body);
+        }
+        Cmd::TransferLeader { region, to_store } => {
+            let body = serde_json::json!({"name": "transfer-leader", "region_id": region, "to_store_id": to_store});
+            return post_operator(&pd_http, body);
+        }
+        _ => {}
+    }
     let client = RawClient::connect(Config::new(a.pd.clone())).await.context("connect to PD")?;
     match a.cmd {
         Cmd::Put { key, value, ttl } => {
@@ -65,6 +102,9 @@ async fn main() -> anyhow::Result<()> {
             for (k, v) in client.scan(start.as_bytes(), end.as_bytes(), limit).await? {
                 println!("{}\t{}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
             }
+        }
+        Cmd::Stores | Cmd::Regions | Cmd::Operators | Cmd::Split { .. } | Cmd::TransferLeader { .. } => {
+            unreachable!("handled above")
         }
         Cmd::Status => {
             let pd = client.pd();
@@ -97,4 +137,98 @@ fn hex(b: &[u8]) -> String {
         return "-".into();
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+/// One HTTP/1.1 request to PD's `/pd/api/v1` API; returns the JSON body.
+fn pd_http(addr: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connect to PD at {addr}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let v: serde_json::Value = serde_json::from_str(body).with_context(|| format!("PD answered: {head}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("PD refused: {}", v["error"].as_str().unwrap_or(body));
+    }
+    Ok(v)
+}
+
+fn post_operator(addr: &str, body: serde_json::Value) -> anyhow::Result<()> {
+    pd_http(addr, "POST", "/pd/api/v1/operators", Some(&body))?;
+    println!("OK");
+    Ok(())
+}
+
+fn print_stores(addr: &str) -> anyhow::Result<()> {
+    let v = pd_http(addr, "GET", "/pd/api/v1/stores", None)?;
+    println!("STORE\tADDRESS\tSTATE\tREGIONS\tLEADERS\tUSED_BYTES");
+    for s in v["stores"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            s["id"], s["address"].as_str().unwrap_or("-"), s["state_name"].as_str().unwrap_or("-"),
+            s["region_count"], s["leader_count"], s["used_size"]
+        );
+    }
+    Ok(())
+}
+
+fn print_regions(addr: &str) -> anyhow::Result<()> {
+    let v = pd_http(addr, "GET", "/pd/api/v1/regions", None)?;
+    println!("REGION\tSTART\tEND\tCONF_VER\tVERSION\tLEADER_STORE\tPEERS\tSIZE\tKEYS");
+    for r in v["regions"].as_array().cloned().unwrap_or_default() {
+        let leader = r["leader"]["id"].as_u64();
+        let peers: Vec<String> = r["peers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                let mark = if p["id"].as_u64() == leader { "*" } else if p["role"] == "learner" { "(L)" } else { "" };
+                format!("{}@{}{mark}", p["id"], p["store_id"])
+            })
+            .collect();
+        let or_dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            r["id"],
+            or_dash(r["start_key"].as_str().unwrap_or("")),
+            or_dash(r["end_key"].as_str().unwrap_or("")),
+            r["epoch"]["conf_ver"],
+            r["epoch"]["version"],
+            r["leader"]["store_id"].as_u64().map_or("-".into(), |s| s.to_string()),
+            peers.join(","),
+            r["approximate_size"],
+            r["approximate_keys"]
+        );
+    }
+    Ok(())
+}
+
+fn print_operators(addr: &str) -> anyhow::Result<()> {
+    let v = pd_http(addr, "GET", "/pd/api/v1/operators", None)?;
+    println!("REGION\tOPERATOR\tKIND\tSTEP\tSTEPS\tAGE_SECS");
+    for o in v["operators"].as_array().cloned().unwrap_or_default() {
+        let steps: Vec<String> = o["steps"].as_array().cloned().unwrap_or_default().iter().map(|s| s.to_string()).collect();
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{:.1}",
+            o["region_id"],
+            o["desc"].as_str().unwrap_or("-"),
+            o["kind"].as_str().unwrap_or("-"),
+            o["current_step"],
+            steps.join(" -> "),
+            o["age_secs"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
 }

@@ -41,7 +41,10 @@ pub(crate) trait Schedule<F: Fsm>: Send + Sync {
 }
 
 pub(crate) struct MailboxInner<F: Fsm> {
+    /// Bounded by `capacity`, checked on send: a preallocated bounded
+    /// channel would cost `capacity` slots of memory per idle region.
     tx: Sender<F::Message>,
+    capacity: usize,
     rx: Receiver<F::Message>,
     /// Internal lane for messages whose volume the sender bounds itself
     /// (e.g. apply tasks, bounded by raft's in-flight window); see `force_send`.
@@ -68,11 +71,12 @@ impl<F: Fsm> Mailbox<F> {
     /// Creates a mailbox holding `fsm` idle, with room for `capacity` messages.
     pub(crate) fn new(fsm: Box<F>, capacity: usize, scheduler: Arc<dyn Schedule<F>>) -> Self {
         assert!(capacity > 0, "mailbox capacity must be positive");
-        let (tx, rx) = channel::bounded(capacity);
+        let (tx, rx) = channel::unbounded();
         let (force_tx, force_rx) = channel::unbounded();
         Mailbox {
             inner: Arc::new(MailboxInner {
                 tx,
+                capacity,
                 rx,
                 force_tx,
                 force_rx,
@@ -87,6 +91,11 @@ impl<F: Fsm> Mailbox<F> {
     pub fn send(&self, msg: F::Message) -> Result<(), SendError<F::Message>> {
         if self.inner.status.load(Ordering::Acquire) == DROPPED {
             return Err(SendError::Disconnected(msg));
+        }
+        // Concurrent senders may overshoot by a few messages; the bound
+        // is about overload, not exact accounting.
+        if self.inner.rx.len() >= self.inner.capacity {
+            return Err(SendError::Full(msg));
         }
         match self.inner.tx.try_send(msg) {
             Ok(()) => {
