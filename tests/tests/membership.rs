@@ -122,3 +122,35 @@ fn idle_regions_hibernate_wake_on_writes_and_on_leader_loss() {
     assert_eq!(c.must_get(b"a").as_deref(), Some(&b"1"[..]));
     assert_ne!(c.leader_store(b"a"), leader);
 }
+
+/// A follower that was down while the leader compacted past it catches up
+/// from a snapshot when it returns.
+#[test]
+fn lagging_follower_catches_up_by_snapshot() {
+    let cfg = Config { raft_log_gc_threshold: 5, raft_log_gc_count_limit: 50, ..Config::for_tests() };
+    let mut c = Cluster::new(cfg, (0..3).map(|_| MemoryEngine::new()).collect());
+    c.start_all();
+    c.must_put(&key(0), b"v");
+    let leader = c.leader_store(&key(0));
+    let lagger = (1..=3).find(|s| *s != leader).unwrap();
+    c.stop_store(lagger);
+    for i in 0..400 {
+        c.must_put(&key(i), b"v");
+    }
+    // The leader compacted entries the stopped follower never received.
+    let follower_applied = atoll_raftstore::storage::PeerStorage::load(
+        c.engines[&lagger].clone(),
+        c.region_for_key(&key(0)),
+        16,
+    )
+    .unwrap()
+    .applied_index();
+    assert!(wait_until(WAIT, || {
+        c.engines[&leader].get_value_cf(CF_RAFT, &keys::raft_log_key(FIRST_REGION_ID, follower_applied + 1)).unwrap().is_none()
+    }));
+    c.start_store(lagger);
+    assert!(
+        wait_until(WAIT, || (0..400).all(|i| c.engine_get(lagger, &key(i)).is_some())),
+        "the returning follower never caught up"
+    );
+}

@@ -94,3 +94,40 @@ async fn tikv_client_raw_api_in_keyspace_mode() {
     assert_eq!(ours.get(b"r\0\0\0b050").await.unwrap(), Some(b"v50".to_vec()));
     assert_eq!(ours.get(b"b050").await.unwrap(), None);
 }
+
+/// Regions split under tikv-client's feet (tiny split thresholds): its
+/// region cache must follow EpochNotMatch / region errors, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tikv_client_keeps_working_across_splits() {
+    let store_cfg = format!(
+        "{}{}",
+        atoll_tests::proc::TEST_STORE_CONFIG,
+        r#"
+region-max-keys = 60
+region-split-keys = 40
+region-split-check-diff = "1KiB"
+split-region-check-tick-interval = "100ms"
+"#
+    );
+    let c = ProcCluster::start_with(3, atoll_tests::proc::TEST_PD_CONFIG, &store_cfg);
+    let client = connect(&c).await;
+    const N: usize = 1500;
+    for chunk in (0..N).collect::<Vec<_>>().chunks(50) {
+        let pairs: Vec<KvPair> = chunk.iter().map(|i| KvPair::new(format!("s{i:05}"), format!("v{i}"))).collect();
+        client.batch_put(pairs).await.expect("batch put across splits");
+    }
+    for i in (0..N).step_by(7) {
+        client.put(format!("s{i:05}"), format!("w{i}")).await.expect("put across splits");
+    }
+    let regions = atoll_tests::proc::http_get(&c.pd_addr, "/pd/api/v1/regions").unwrap();
+    let count = serde_json::from_str::<serde_json::Value>(&regions).unwrap()["count"].as_u64().unwrap();
+    assert!(count >= 20, "expected many splits, PD has {count} regions");
+    let got = client.batch_get((0..N).map(|i| format!("s{i:05}")).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(got.len(), N);
+    let all = client.scan("s".to_owned().."t".to_owned(), (N + 1) as u32).await.unwrap();
+    assert_eq!(all.len(), N);
+    for (i, p) in all.iter().enumerate() {
+        let want = if i % 7 == 0 { format!("w{i}") } else { format!("v{i}") };
+        assert_eq!((s(p.key().into()), s(p.value())), (format!("s{i:05}"), want));
+    }
+}

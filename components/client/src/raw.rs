@@ -181,7 +181,14 @@ impl RawClient {
                 Ok(Attempt::Done(v)) => return Ok((r, v)),
                 Ok(Attempt::Region(e)) => {
                     last = e.message.clone();
-                    let immediate = e.not_leader.as_ref().is_some_and(|n| n.leader.is_some());
+                    // A hint to another store: go there now. A hint to the
+                    // store we asked means it cannot lead right now (e.g. a
+                    // leader transfer in progress): back off.
+                    let immediate = e
+                        .not_leader
+                        .as_ref()
+                        .and_then(|n| n.leader.as_ref())
+                        .is_some_and(|l| l.store_id != peer.store_id);
                     self.on_region_error(&r, &e);
                     if !immediate {
                         self.backoff(attempt).await;

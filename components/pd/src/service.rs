@@ -198,7 +198,14 @@ impl PdCore {
         let now = Instant::now();
         let new_ops = {
             let c = self.cluster.read();
-            let ops = self.operators.lock();
+            let mut ops = self.operators.lock();
+            let views = crate::schedule::store_views(&c, now, self.started, &cfg);
+            for region_id in ops.doomed(&views) {
+                if let Some(op) = ops.remove(region_id) {
+                    PD_OPERATOR_EVENTS.with_label_values(&[op.desc, "cancelled"]).inc();
+                    tracing::info!(region = region_id, "operator {} cancelled: its target store is down", op.desc);
+                }
+            }
             let mut alloc = || self.ids.alloc().ok();
             crate::schedule::schedule(&c, &ops, now, self.started, &cfg, &mut alloc)
         };

@@ -119,6 +119,28 @@ impl Operators {
         }
     }
 
+    /// Drops an operator (e.g. one that can no longer finish).
+    pub fn remove(&mut self, region_id: u64) -> Option<Operator> {
+        self.ops.remove(&region_id)
+    }
+
+    /// Operators that still have to put a replica or leadership on a store
+    /// that is now down: they cannot finish and must make way for repair.
+    pub fn doomed(&self, views: &HashMap<u64, StoreView>) -> Vec<u64> {
+        let down = |s: &u64| !views.get(s).is_some_and(|v| v.up);
+        self.ops
+            .values()
+            .filter(|op| {
+                op.remaining().iter().any(|step| match step {
+                    OpStep::TransferLeader { to_store } => down(to_store),
+                    OpStep::AddLearner { store_id, .. } | OpStep::PromoteLearner { store_id, .. } => down(store_id),
+                    OpStep::RemovePeer { .. } => false,
+                })
+            })
+            .map(|op| op.region_id)
+            .collect()
+    }
+
     /// Region counts per store as they will be once running operators finish.
     pub fn projected_region_counts(&self, views: &HashMap<u64, StoreView>) -> HashMap<u64, i64> {
         let mut counts: HashMap<u64, i64> = views.iter().map(|(id, v)| (*id, v.region_count as i64)).collect();
@@ -224,5 +246,28 @@ pub(crate) mod test_util {
             n += 1;
             Some(n)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::{cfg, cluster};
+    use super::*;
+
+    #[test]
+    fn operators_aimed_at_a_down_store_are_doomed() {
+        let start = Instant::now();
+        let mut c = cluster(&[1, 2, 3, 4], &[(1, &[1, 2, 3]), (1, &[1, 2, 3])], start);
+        let now = start + Duration::from_secs(60);
+        for s in [1, 2, 3] {
+            c.stores.get_mut(&s).unwrap().last_heartbeat = Some(now);
+        }
+        let mut ops = Operators::default();
+        let to4 = vec![OpStep::AddLearner { store_id: 4, peer_id: 9 }, OpStep::RemovePeer { store_id: 1 }];
+        ops.add(Operator::new(1, OpKind::Region, "balance-region", to4, now, Duration::from_secs(60)), false);
+        let leader_to2 = vec![OpStep::TransferLeader { to_store: 2 }];
+        ops.add(Operator::new(2, OpKind::Leader, "balance-leader", leader_to2, now, Duration::from_secs(60)), false);
+        let views = store_views(&c, now, start, &cfg());
+        assert_eq!(ops.doomed(&views), vec![1]);
     }
 }

@@ -51,6 +51,9 @@ pub fn check_replicas(
         let plan: Option<(&'static str, Vec<OpStep>)> = if let Some(dead) = down.first() {
             if is_learner(dead) {
                 Some(("remove-down-learner", vec![OpStep::RemovePeer { store_id: dead.store_id }]))
+            } else if voters.len() > cfg.max_replicas {
+                // Enough voters without it (e.g. a move was cut short).
+                Some(("remove-down-replica", vec![OpStep::RemovePeer { store_id: dead.store_id }]))
             } else {
                 // Rebuild first, then drop the dead voter (never shrink below the quorum we have).
                 add(&mut counts, alloc_id).map(|mut steps| {
@@ -128,6 +131,21 @@ mod tests {
         assert!(views[&3].up);
         let views = store_views(&c, start + Duration::from_secs(31), start, &cfg());
         assert!(!views[&3].up);
+    }
+
+    #[test]
+    fn a_down_extra_voter_is_just_removed() {
+        let start = Instant::now();
+        // A move to store 4 got as far as promoting, then store 4 died.
+        let mut c = cluster(&[1, 2, 3, 4], &[(1, &[1, 2, 3, 4])], start);
+        let now = start + Duration::from_secs(60);
+        for s in [1, 2, 3] {
+            c.stores.get_mut(&s).unwrap().last_heartbeat = Some(now);
+        }
+        let views = store_views(&c, now, start, &cfg());
+        let ops = check_replicas(&c, &Operators::default(), &views, now, &cfg(), &mut counter());
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops[0].steps, vec![OpStep::RemovePeer { store_id: 4 }]);
     }
 
     #[test]

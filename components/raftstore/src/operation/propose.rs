@@ -124,6 +124,11 @@ impl<E: KvEngine> Peer<E> {
             return fail(cb, Error::Busy(format!("{} has too many pending proposals", self.tag)));
         }
         self.wake(ctx);
+        if let Some(to) = self.raft.raft.lead_transferee {
+            // Raft drops proposals while leadership moves; point at the new leader.
+            let leader = self.peer_cache.get(&to).cloned();
+            return fail(cb, Error::NotLeader { region_id: self.region_id(), leader });
+        }
         let before = self.raft.raft.raft_log.last_index();
         if let Err(e) = f(&mut self.raft) {
             return fail(cb, match e {
