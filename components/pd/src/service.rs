@@ -188,6 +188,34 @@ impl PdCore {
         Some(resp)
     }
 
+    /// A leader reports the regions a split produced: record them all at
+    /// once, so the routing table never has a gap where the parent was
+    /// (the children's own heartbeats fill in their leaders).
+    pub fn on_split_report(&self, regions: Vec<metapb::Region>) {
+        let mut c = self.cluster.write();
+        for region in regions {
+            let leader = c.region_by_id(region.id).and_then(|r| r.leader.clone());
+            let info = RegionInfo {
+                region: region.clone(),
+                leader,
+                term: 0,
+                approximate_size: 0,
+                approximate_keys: 0,
+                pending_peers: vec![],
+            };
+            let Some(removed) = c.put_region(info) else { continue };
+            for id in removed {
+                if let Err(e) = self.storage.delete_region(id) {
+                    tracing::error!("delete region {id}: {e}");
+                }
+            }
+            if let Err(e) = self.storage.save_region(&region) {
+                tracing::error!("save region {}: {e}", region.id);
+            }
+        }
+        PD_REGIONS.set(c.region_count() as i64);
+    }
+
     /// One scheduling round: new operators from the schedulers, each with
     /// its first command pushed to the region's leader right away.
     pub fn run_schedulers(&self) {
@@ -568,6 +596,7 @@ impl Pd for PdService {
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
         tracing::info!("split reported: {} regions", req.regions.len());
+        self.core.on_split_report(req.regions);
         Ok(Response::new(pdpb::ReportBatchSplitResponse { header: self.core.header() }))
     }
 

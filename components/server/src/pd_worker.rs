@@ -113,12 +113,13 @@ pub async fn run<E: KvEngine>(pd: Arc<PdClient>, store: StoreHandle<E>, mut rx: 
                 });
             }
             PdTask::ReportBatchSplit { regions } => {
-                let pd = pd.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = pd.report_batch_split(regions).await {
-                        tracing::debug!("report batch split: {e}");
-                    }
-                });
+                // Inline, so the heartbeat queued right after it (the parent's
+                // new shape) reaches PD only once the children are known.
+                match tokio::time::timeout(Duration::from_secs(2), pd.report_batch_split(regions)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!("report batch split: {e}"),
+                    Err(_) => tracing::debug!("report batch split timed out"),
+                }
             }
             PdTask::StoreHeartbeat { store_id, region_count, leader_count: _, used_size } => {
                 let pd = pd.clone();

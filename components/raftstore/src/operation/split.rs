@@ -128,8 +128,9 @@ impl<E: KvEngine> Peer<E> {
         }
         drop(meta);
         if leader {
-            self.heartbeat_pd(ctx);
+            // The report first: PD swaps the parent for all children at once.
             ctx.pd.schedule(PdTask::ReportBatchSplit { regions });
+            self.heartbeat_pd(ctx);
         }
     }
 }
