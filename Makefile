@@ -21,6 +21,10 @@ deps:
 		echo "installing protobuf-compiler and clang"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq protobuf-compiler clang libclang-dev; \
 	fi
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; then \
+		echo "installing prometheus and etcd-server (dashboard test, benchmark baseline)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus etcd-server; \
+	fi
 
 build: deps
 	$(CARGO) build --release --workspace --all-targets

@@ -60,6 +60,8 @@ struct StoreProc {
 pub struct ProcCluster {
     pub dir: tempfile::TempDir,
     pub pd_addr: String,
+    /// PD's `/metrics` + `/status` address.
+    pub pd_status: String,
     pd: Option<Child>,
     stores: Vec<StoreProc>,
 }
@@ -80,6 +82,7 @@ impl ProcCluster {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pd.toml"), pd_toml).unwrap();
         let pd_addr = format!("127.0.0.1:{}", free_port());
+        let pd_status = format!("127.0.0.1:{}", free_port());
         let pd = spawn(
             Command::new(binary("atoll-pd"))
                 .arg("--config")
@@ -87,7 +90,7 @@ impl ProcCluster {
                 .arg("--client-addr")
                 .arg(&pd_addr)
                 .arg("--status-addr")
-                .arg(format!("127.0.0.1:{}", free_port()))
+                .arg(&pd_status)
                 .arg("--data-dir")
                 .arg(dir.path().join("pd"))
                 .arg("--max-replicas")
@@ -95,7 +98,7 @@ impl ProcCluster {
             &dir.path().join("pd.log"),
         );
         std::fs::write(dir.path().join("store.toml"), store_toml).unwrap();
-        let mut c = ProcCluster { pd_addr, pd: Some(pd), stores: vec![], dir };
+        let mut c = ProcCluster { pd_addr, pd_status, pd: Some(pd), stores: vec![], dir };
         for _ in 0..n {
             c.add_store();
         }
@@ -151,6 +154,10 @@ impl ProcCluster {
     /// Index of the store listening on `addr`.
     pub fn store_index_by_addr(&self, addr: &str) -> Option<usize> {
         self.stores.iter().position(|s| s.addr == addr)
+    }
+
+    pub fn store_count(&self) -> usize {
+        self.stores.len()
     }
 
     pub fn status_addr(&self, i: usize) -> &str {

@@ -10,7 +10,7 @@ use raft::StateRole;
 
 use crate::apply::{ApplyRes, ExecResult};
 use crate::fsm::{ApplyMsg, PollContext};
-use crate::metrics::{LEADER_COUNT, RAFT_MESSAGES_DROPPED, RAFT_MESSAGES_SENT, READY_HANDLED, SNAPSHOTS};
+use crate::metrics::{COMMIT_LOG_DURATION, LEADER_COUNT, RAFT_MESSAGES_DROPPED, RAFT_MESSAGES_SENT, READY_HANDLED, SNAPSHOTS};
 use crate::peer::Peer;
 use crate::transport::{PdSink, PdTask, RegionStats, Transport};
 
@@ -233,7 +233,9 @@ impl<E: KvEngine> Peer<E> {
         self.apply_sent_index = self.apply_sent_index.max(last);
         let mut proposals = vec![];
         while self.proposals.front().is_some_and(|p| p.index <= last) {
-            proposals.push(self.proposals.pop_front().expect("front exists"));
+            let p = self.proposals.pop_front().expect("front exists");
+            COMMIT_LOG_DURATION.observe(p.proposed_at.elapsed().as_secs_f64());
+            proposals.push(p);
         }
         // force_send: bounded by raft's own in-flight limits, and dropping
         // committed entries is never an option.
