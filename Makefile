@@ -43,6 +43,7 @@ run: deps
 bench: build
 	$(BIN)/atoll-bench-engine
 	$(BIN)/atoll-bench-regions
+	$(BIN)/atoll-bench-ycsb
 
 fmt:
 	$(CARGO) fmt --all

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 /// `make test` builds the binaries first.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // Tests run from `target/release/deps`, benchmark binaries from `target/release`.
+    let own = exe.parent().expect("exe dir");
+    let dir = if own.join(name).exists() { own } else { own.parent().expect("target dir") };
     let p = dir.join(name);
     assert!(p.exists(), "{} not built; run `make test` (it builds the binaries first)", p.display());
     p

@@ -69,7 +69,14 @@ impl PdServer {
             .add_service(PdGrpc::new(PdService { core: core.clone() }))
             .add_service(KeyspaceServer::new(KeyspaceService { core: core.clone() }))
             .add_service(HttpApi { core: core.clone() });
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // `serve_with_incoming` ignores the builder's `tcp_nodelay`: set it on
+        // each accepted socket, or small responses wait out delayed ACKs (~40 ms).
+        let incoming = futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
+            if let Ok(s) = &s {
+                let _ = s.set_nodelay(true);
+            }
+            s
+        });
         let task = tokio::spawn(async move {
             if let Err(e) = router.serve_with_incoming_shutdown(incoming, async { drop(rx.await) }).await {
                 tracing::error!("pd server: {e}");

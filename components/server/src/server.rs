@@ -122,7 +122,14 @@ impl Server {
             .max_decoding_message_size(max_msg)
             .max_encoding_message_size(max_msg);
         let (tx, rx) = oneshot::channel();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // `serve_with_incoming` ignores the builder's `tcp_nodelay`: set it on
+        // each accepted socket, or small responses wait out delayed ACKs (~40 ms).
+        let incoming = futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
+            if let Ok(s) = &s {
+                let _ = s.set_nodelay(true);
+            }
+            s
+        });
         let grpc = tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
