@@ -383,3 +383,31 @@ async fn main() {
     });
     println!("JSON {json}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_stays_in_range_and_favours_low_ranks() {
+        let z = Zipf::new(1000);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut counts = vec![0u32; 1000];
+        for _ in 0..100_000 {
+            counts[z.sample(&mut rng) as usize] += 1;
+        }
+        assert!(counts[0] > counts[10] && counts[10] > counts[500], "{:?}", &counts[..12]);
+        assert!(counts.iter().filter(|c| **c > 0).count() > 500, "the tail is reached too");
+    }
+
+    #[test]
+    fn mixes_sum_to_one_and_keys_have_the_asked_size() {
+        for w in ["a", "b", "c", "e"] {
+            let total: f64 = mix(w).unwrap().iter().map(|(p, _)| p).sum();
+            assert!((total - 1.0).abs() < 1e-9, "{w}");
+        }
+        assert!(mix("z").is_none());
+        assert_eq!(key(42, 16).len(), 16);
+        assert_eq!(key(42, 16), b"user000000000042");
+    }
+}
