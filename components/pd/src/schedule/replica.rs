@@ -54,6 +54,15 @@ pub fn check_replicas(
             } else if voters.len() > cfg.max_replicas {
                 // Enough voters without it (e.g. a move was cut short).
                 Some(("remove-down-replica", vec![OpStep::RemovePeer { store_id: dead.store_id }]))
+            } else if let Some(l) = peers.iter().find(|p| is_learner(p) && up(p.store_id)) {
+                // A live learner (e.g. inherited from a split mid-move) takes its place.
+                Some((
+                    "replace-down-replica",
+                    vec![
+                        OpStep::PromoteLearner { store_id: l.store_id, peer_id: l.id },
+                        OpStep::RemovePeer { store_id: dead.store_id },
+                    ],
+                ))
             } else {
                 // Rebuild first, then drop the dead voter (never shrink below the quorum we have).
                 add(&mut counts, alloc_id).map(|mut steps| {
@@ -146,6 +155,29 @@ mod tests {
         let ops = check_replicas(&c, &Operators::default(), &views, now, &cfg(), &mut counter());
         assert_eq!(ops.len(), 1);
         assert_eq!(ops[0].steps, vec![OpStep::RemovePeer { store_id: 4 }]);
+    }
+
+    #[test]
+    fn a_live_learner_replaces_a_down_voter() {
+        let start = Instant::now();
+        let mut c = cluster(&[1, 2, 3, 4], &[(1, &[1, 2, 3, 4])], start);
+        let r = c.region_by_id(1).unwrap().clone();
+        let mut region = r.region.clone();
+        region.peers[3].role = metapb::PeerRole::Learner as i32;
+        let mut info = r;
+        info.region = region;
+        c.put_region(info);
+        let now = start + Duration::from_secs(60);
+        for s in [1, 3, 4] {
+            c.stores.get_mut(&s).unwrap().last_heartbeat = Some(now);
+        }
+        let views = store_views(&c, now, start, &cfg());
+        let ops = check_replicas(&c, &Operators::default(), &views, now, &cfg(), &mut counter());
+        assert_eq!(ops.len(), 1);
+        assert_eq!(
+            ops[0].steps,
+            vec![OpStep::PromoteLearner { store_id: 4, peer_id: 104 }, OpStep::RemovePeer { store_id: 2 }]
+        );
     }
 
     #[test]
