@@ -325,9 +325,11 @@ impl<E: KvEngine> RaftSystem<E> {
             let _ = h.join();
         }
         let n = self.router.len() as i64;
+        let asleep = n - self.shared.ticking.len() as i64;
         self.raft.shutdown();
         self.apply.shutdown();
         REGION_COUNT.sub(n);
+        crate::metrics::HIBERNATED_REGIONS.sub(asleep.max(0));
         crate::metrics::LEADER_COUNT.sub(self.leader_count.swap(0, Ordering::Relaxed) as i64);
     }
 }

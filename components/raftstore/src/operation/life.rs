@@ -131,6 +131,10 @@ impl<E: KvEngine> Peer<E> {
         // The apply FSM stops itself after this message; unregistering it
         // now would drop it with the message unprocessed.
         let _ = ctx.apply_router.force_send(id, ApplyMsg::Destroy { clear_data: initialized });
+        if self.hibernated {
+            crate::metrics::HIBERNATED_REGIONS.dec();
+            self.hibernated = false;
+        }
         ctx.shared.meta.lock().remove(id);
         ctx.shared.ticking.remove(&id);
         ctx.shared.sleeping_followers.remove(&id);
