@@ -26,6 +26,34 @@ pub struct RegionInfo {
     pub pending_peers: Vec<metapb::Peer>,
 }
 
+impl RegionInfo {
+    /// A region known only by its shape (from storage, bootstrap or a split
+    /// report); heartbeats fill in the rest.
+    pub fn new(region: metapb::Region, leader: Option<metapb::Peer>) -> Self {
+        RegionInfo { region, leader, term: 0, approximate_size: 0, approximate_keys: 0, pending_peers: vec![] }
+    }
+
+    /// A heartbeat response addressed to this region's leader, with no command yet.
+    pub fn response(&self) -> pdpb::RegionHeartbeatResponse {
+        pdpb::RegionHeartbeatResponse {
+            region_id: self.region.id,
+            region_epoch: self.region.region_epoch.clone(),
+            target_peer: self.leader.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// A split command: at `keys` (encoded) with `Usekey`, or in half with
+    /// `Approximate` when there are none.
+    pub fn split_command(&self, keys: Vec<Vec<u8>>) -> pdpb::RegionHeartbeatResponse {
+        let policy = if keys.is_empty() { pdpb::CheckPolicy::Approximate } else { pdpb::CheckPolicy::Usekey };
+        pdpb::RegionHeartbeatResponse {
+            split_region: Some(pdpb::SplitRegion { policy: policy as i32, keys }),
+            ..self.response()
+        }
+    }
+}
+
 /// What a region heartbeat changed.
 #[derive(Debug, Default)]
 pub struct HeartbeatOutcome {
@@ -159,25 +187,16 @@ impl Cluster {
         let Some(removed) = self.put_region(info) else {
             return HeartbeatOutcome { stale: true, ..Default::default() };
         };
-        let response = split_for_keyspaces(&region, req.leader.as_ref());
+        let response = split_for_keyspaces(&self.regions[&region.id]);
         HeartbeatOutcome { save: changed.then_some(region), removed, response, stale: false }
     }
 }
 
 /// Keyspaces must not share regions: ask the leader to split at any keyspace
 /// boundary strictly inside the region.
-pub fn split_for_keyspaces(region: &metapb::Region, leader: Option<&metapb::Peer>) -> Option<pdpb::RegionHeartbeatResponse> {
-    let keys = keyspace::split_keys_inside(&region.start_key, &region.end_key);
-    if keys.is_empty() {
-        return None;
-    }
-    Some(pdpb::RegionHeartbeatResponse {
-        region_id: region.id,
-        region_epoch: region.region_epoch.clone(),
-        target_peer: leader.cloned(),
-        split_region: Some(pdpb::SplitRegion { policy: pdpb::CheckPolicy::Usekey as i32, keys }),
-        ..Default::default()
-    })
+pub fn split_for_keyspaces(r: &RegionInfo) -> Option<pdpb::RegionHeartbeatResponse> {
+    let keys = keyspace::split_keys_inside(&r.region.start_key, &r.region.end_key);
+    (!keys.is_empty()).then(|| r.split_command(keys))
 }
 
 #[cfg(test)]

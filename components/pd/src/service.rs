@@ -72,14 +72,7 @@ impl PdCore {
             cluster.put_store(s);
         }
         for r in storage.load_regions()? {
-            cluster.put_region(RegionInfo {
-                region: r,
-                leader: None,
-                term: 0,
-                approximate_size: 0,
-                approximate_keys: 0,
-                pending_peers: vec![],
-            });
+            cluster.put_region(RegionInfo::new(r, None));
         }
         PD_REGIONS.set(cluster.region_count() as i64);
         PD_STORES.set(cluster.stores.len() as i64);
@@ -160,16 +153,7 @@ impl PdCore {
         if out.stale {
             return None;
         }
-        for id in &out.removed {
-            if let Err(e) = self.storage.delete_region(*id) {
-                tracing::error!("delete region {id}: {e}");
-            }
-        }
-        if let Some(r) = &out.save {
-            if let Err(e) = self.storage.save_region(r) {
-                tracing::error!("save region {}: {e}", r.id);
-            }
-        }
+        self.persist_region_change(out.save.as_ref(), &out.removed);
         PD_REGIONS.set(self.cluster.read().region_count() as i64);
         if let Some(mut resp) = out.response {
             PD_OPERATORS.with_label_values(&["keyspace-split"]).inc();
@@ -188,6 +172,21 @@ impl PdCore {
         Some(resp)
     }
 
+    /// Writes a routing-table change to storage: the new or changed region,
+    /// and deletion of the regions it replaced.
+    fn persist_region_change(&self, save: Option<&metapb::Region>, removed: &[u64]) {
+        for id in removed {
+            if let Err(e) = self.storage.delete_region(*id) {
+                tracing::error!("delete region {id}: {e}");
+            }
+        }
+        if let Some(r) = save {
+            if let Err(e) = self.storage.save_region(r) {
+                tracing::error!("save region {}: {e}", r.id);
+            }
+        }
+    }
+
     /// A leader reports the regions a split produced: record them all at
     /// once, so the routing table never has a gap where the parent was
     /// (the children's own heartbeats fill in their leaders).
@@ -195,23 +194,8 @@ impl PdCore {
         let mut c = self.cluster.write();
         for region in regions {
             let leader = c.region_by_id(region.id).and_then(|r| r.leader.clone());
-            let info = RegionInfo {
-                region: region.clone(),
-                leader,
-                term: 0,
-                approximate_size: 0,
-                approximate_keys: 0,
-                pending_peers: vec![],
-            };
-            let Some(removed) = c.put_region(info) else { continue };
-            for id in removed {
-                if let Err(e) = self.storage.delete_region(id) {
-                    tracing::error!("delete region {id}: {e}");
-                }
-            }
-            if let Err(e) = self.storage.save_region(&region) {
-                tracing::error!("save region {}: {e}", region.id);
-            }
+            let Some(removed) = c.put_region(RegionInfo::new(region.clone(), leader)) else { continue };
+            self.persist_region_change(Some(&region), &removed);
         }
         PD_REGIONS.set(c.region_count() as i64);
     }
@@ -297,14 +281,7 @@ impl PdCore {
                 return Err(format!("split key {} is not inside region {region_id}", crate::http::hex(k)));
             }
         }
-        let policy = if keys.is_empty() { pdpb::CheckPolicy::Approximate } else { pdpb::CheckPolicy::Usekey };
-        let cmd = pdpb::RegionHeartbeatResponse {
-            region_id,
-            region_epoch: r.region_epoch.clone(),
-            target_peer: info.leader.clone(),
-            split_region: Some(pdpb::SplitRegion { policy: policy as i32, keys }),
-            ..Default::default()
-        };
+        let cmd = info.split_command(keys);
         PD_OPERATORS.with_label_values(&["admin-split-region"]).inc();
         self.push_to_leader(&info, cmd);
         Ok(())
@@ -394,7 +371,7 @@ impl Pd for PdService {
         drop(meta);
         let mut c = self.core.cluster.write();
         c.put_store(store);
-        c.put_region(RegionInfo { region, leader: None, term: 0, approximate_size: 0, approximate_keys: 0, pending_peers: vec![] });
+        c.put_region(RegionInfo::new(region, None));
         tracing::info!("cluster {} bootstrapped", self.core.cluster_id());
         Ok(Response::new(pdpb::BootstrapResponse { header: self.core.header() }))
     }

@@ -50,6 +50,8 @@ lazy_static! {
         exponential_buckets(0.00005, 2.0, 20).unwrap()
     )
     .unwrap();
+    pub static ref ENGINE_SIZE: IntGauge =
+        register_int_gauge!("atoll_engine_size_bytes", "Approximate engine size (measured each store heartbeat)").unwrap();
     pub static ref ENGINE_FSYNCS: IntCounter =
         register_int_counter!("atoll_engine_fsyncs_total", "Synced engine writes").unwrap();
     pub static ref ENGINE_WRITE_BYTES: IntCounterVec = register_int_counter_vec!(

@@ -25,6 +25,4 @@ lazy_static! {
         register_int_counter!("atoll_transport_reconnects_total", "Store-to-store stream (re)connections").unwrap();
     pub static ref TRANSPORT_RECEIVED: IntCounter =
         register_int_counter!("atoll_transport_messages_received_total", "Raft messages received from other stores").unwrap();
-    pub static ref ENGINE_SIZE: IntGauge =
-        register_int_gauge!("atoll_engine_size_bytes", "Approximate engine size").unwrap();
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_engine_rocks::{RocksConfig, RocksEngine};
-use atoll_engine_traits::KvEngine;
 use atoll_pd_client::PdClient;
 use atoll_proto::atollpb::raft_transport_server::RaftTransportServer;
 use atoll_proto::metapb;
@@ -141,15 +140,6 @@ impl Server {
                 tracing::error!("grpc server: {e}");
             }
         });
-        let size_engine = engine.clone();
-        let size_task = tokio::spawn(async move {
-            loop {
-                if let Ok(n) = size_engine.approximate_size_cf(atoll_engine_traits::CF_DEFAULT, b"", b"") {
-                    crate::metrics::ENGINE_SIZE.set(n as i64);
-                }
-                tokio::time::sleep(Duration::from_secs(10)).await;
-            }
-        });
         tracing::info!(store_id, %addr, %status_addr, "store serving");
         Ok(Server {
             store_id,
@@ -159,7 +149,7 @@ impl Server {
             transport,
             stop: Some(tx),
             grpc: Some(grpc),
-            tasks: vec![pd_task, status_task, size_task],
+            tasks: vec![pd_task, status_task],
         })
     }
 

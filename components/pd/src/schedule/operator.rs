@@ -113,12 +113,7 @@ impl Operator {
     /// while waiting (a learner still receiving its snapshot).
     pub fn command(&self, r: &RegionInfo) -> Option<pdpb::RegionHeartbeatResponse> {
         let step = self.steps.get(self.current)?;
-        let mut resp = pdpb::RegionHeartbeatResponse {
-            region_id: r.region.id,
-            region_epoch: r.region.region_epoch.clone(),
-            target_peer: r.leader.clone(),
-            ..Default::default()
-        };
+        let mut resp = r.response();
         let change = |peer: metapb::Peer, change_type: i32| Some(pdpb::ChangePeer { peer: Some(peer), change_type });
         match step {
             OpStep::TransferLeader { to_store } => {

@@ -39,6 +39,7 @@ impl StoreFsm {
                     .engine
                     .approximate_size_cf(atoll_engine_traits::CF_DEFAULT, b"", b"")
                     .unwrap_or_default();
+                crate::metrics::ENGINE_SIZE.set(used_size as i64);
                 ctx.pd.schedule(PdTask::StoreHeartbeat {
                     store_id: self.store_id,
                     region_count: ctx.router.len() as u32,

@@ -3,7 +3,7 @@
 //! the region (conf_ver + 1) and to raft.
 
 use atoll_engine_traits::KvEngine;
-use atoll_proto::atollpb::{AdminCmdType, AdminRequest, ChangePeerRequest, RaftCmdRequest, RaftRequestHeader};
+use atoll_proto::atollpb::{AdminCmdType, AdminRequest, ChangePeerRequest};
 use atoll_proto::metapb;
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType};
@@ -91,20 +91,11 @@ impl<E: KvEngine> Peer<E> {
             }
             return;
         }
-        let req = RaftCmdRequest {
-            header: Some(RaftRequestHeader {
-                region_id: self.region_id(),
-                peer: Some(self.meta.clone()),
-                region_epoch: Some(self.epoch()),
-                term: self.term(),
-            }),
-            requests: vec![],
-            admin_request: Some(AdminRequest {
-                cmd_type: AdminCmdType::ChangePeer as i32,
-                change_peer: Some(ChangePeerRequest { change_type, peer: Some(peer.clone()) }),
-                ..Default::default()
-            }),
-        };
+        let req = self.admin_cmd(AdminRequest {
+            cmd_type: AdminCmdType::ChangePeer as i32,
+            change_peer: Some(ChangePeerRequest { change_type, peer: Some(peer.clone()) }),
+            ..Default::default()
+        });
         let cc = ConfChange { change_type, node_id: peer.id, context: req.encode_to_vec(), id: 0 };
         tracing::info!("{} proposing conf change {:?} {peer:?}", self.tag, cc.get_change_type());
         CONF_CHANGES.with_label_values(&["proposed"]).inc();

@@ -12,7 +12,6 @@
 
 use atoll_engine_traits::KvEngine;
 use atoll_proto::atollpb::RaftMessage;
-use prost011::Message as _;
 use raft::eraftpb::{Message, MessageType};
 
 use crate::fsm::PollContext;
@@ -98,18 +97,7 @@ impl<E: KvEngine> Peer<E> {
                 commit: committed,
                 ..Default::default()
             };
-            let region = self.region();
-            let msg = RaftMessage {
-                region_id: region.id,
-                from_peer: Some(self.meta.clone()),
-                to_peer: Some(to),
-                region_epoch: region.region_epoch.clone(),
-                message: m.encode_to_vec(),
-                start_key: region.start_key.clone(),
-                end_key: region.end_key.clone(),
-                hibernate: true,
-                ..Default::default()
-            };
+            let msg = RaftMessage { hibernate: true, ..self.raft_message(to, &m) };
             let _ = ctx.trans.send(msg);
         }
         self.sleep(ctx, None);

@@ -71,14 +71,9 @@ impl<E: KvEngine> Peer<E> {
         }
     }
 
-    /// Proposes an admin command with the current epoch.
-    pub fn propose_admin<T: Transport, P: PdSink>(
-        &mut self,
-        admin: AdminRequest,
-        cb: Option<WriteCallback>,
-        ctx: &mut PollContext<E, T, P>,
-    ) {
-        let req = RaftCmdRequest {
+    /// An admin command from this peer, carrying the current epoch.
+    pub fn admin_cmd(&self, admin: AdminRequest) -> RaftCmdRequest {
+        RaftCmdRequest {
             header: Some(RaftRequestHeader {
                 region_id: self.region_id(),
                 peer: Some(self.meta.clone()),
@@ -87,7 +82,17 @@ impl<E: KvEngine> Peer<E> {
             }),
             requests: vec![],
             admin_request: Some(admin),
-        };
+        }
+    }
+
+    /// Proposes an admin command with the current epoch.
+    pub fn propose_admin<T: Transport, P: PdSink>(
+        &mut self,
+        admin: AdminRequest,
+        cb: Option<WriteCallback>,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
+        let req = self.admin_cmd(admin);
         PROPOSALS.with_label_values(&["admin"]).inc();
         self.propose(req, cb, ctx);
     }

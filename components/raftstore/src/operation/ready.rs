@@ -85,7 +85,7 @@ impl<E: KvEngine> Peer<E> {
             }
             // PD waits for new peers to catch up before the next step of an
             // operator: report as soon as the set of lagging peers changes.
-            let pending = self.pending_peers().len();
+            let pending = self.pending_peer_ids().count();
             if pending != self.last_pending_count {
                 self.last_pending_count = pending;
                 self.heartbeat_pd(ctx);
@@ -200,18 +200,7 @@ impl<E: KvEngine> Peer<E> {
                 continue;
             };
             let is_snapshot = m.msg_type == MessageType::MsgSnapshot as i32;
-            let region = self.region();
-            let msg = RaftMessage {
-                region_id: region.id,
-                from_peer: Some(self.meta.clone()),
-                to_peer: Some(to.clone()),
-                region_epoch: region.region_epoch.clone(),
-                message: m.encode_to_vec(),
-                is_tombstone: false,
-                start_key: region.start_key.clone(),
-                end_key: region.end_key.clone(),
-                hibernate: false,
-            };
+            let msg = self.raft_message(to.clone(), &m);
             if is_snapshot {
                 self.send_snapshot(&m, msg, ctx);
                 continue;
@@ -224,6 +213,23 @@ impl<E: KvEngine> Peer<E> {
                     self.raft.report_unreachable(to.id);
                 }
             }
+        }
+    }
+
+    /// Wraps a raft-rs message for the transport, with this region's id,
+    /// epoch and range (the target uses them to create or refuse a peer).
+    pub fn raft_message(&self, to: atoll_proto::metapb::Peer, m: &Message) -> RaftMessage {
+        let region = self.region();
+        RaftMessage {
+            region_id: region.id,
+            from_peer: Some(self.meta.clone()),
+            to_peer: Some(to),
+            region_epoch: region.region_epoch.clone(),
+            message: m.encode_to_vec(),
+            is_tombstone: false,
+            start_key: region.start_key.clone(),
+            end_key: region.end_key.clone(),
+            hibernate: false,
         }
     }
 
@@ -287,15 +293,18 @@ impl<E: KvEngine> Peer<E> {
     }
 
     /// Followers whose log is behind the truncated index (they need a snapshot).
-    fn pending_peers(&self) -> Vec<atoll_proto::metapb::Peer> {
+    fn pending_peer_ids(&self) -> impl Iterator<Item = u64> + '_ {
         let truncated = self.raft.store().truncated().index;
         self.raft
             .raft
             .prs()
             .iter()
-            .filter(|(id, p)| **id != self.meta.id && (p.matched < truncated || p.matched == 0))
-            .filter_map(|(id, _)| self.peer_cache.get(id).cloned())
-            .collect()
+            .filter(move |(id, p)| **id != self.meta.id && (p.matched < truncated || p.matched == 0))
+            .map(|(id, _)| *id)
+    }
+
+    fn pending_peers(&self) -> Vec<atoll_proto::metapb::Peer> {
+        self.pending_peer_ids().filter_map(|id| self.peer_cache.get(&id).cloned()).collect()
     }
 }
 
