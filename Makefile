@@ -10,8 +10,11 @@ export CARGO_TARGET_DIR
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(CARGO_TARGET_DIR)/release
+# A virtualenv with tikv-python, the pure-Python TiKV client the API V1 test drives.
+PYENV := $(CARGO_TARGET_DIR)/pyenv
+TIKV_PYTHON_VERSION := 0.1.1
 
-.PHONY: all deps build test run bench clean fmt
+.PHONY: all deps pyenv build test run bench clean fmt
 
 all: build
 
@@ -21,6 +24,10 @@ deps:
 		echo "installing protobuf-compiler and clang"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq protobuf-compiler clang libclang-dev; \
 	fi
+	@if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+		echo "installing python3 and python3-venv (tikv-python test)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv; \
+	fi
 	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; then \
 		echo "installing prometheus and etcd-server (dashboard test, benchmark baseline)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus etcd-server; \
@@ -29,10 +36,17 @@ deps:
 build: deps
 	$(CARGO) build --release --workspace --all-targets
 
+# tikv-python from PyPI, pinned, in a virtualenv kept with the target dir.
+pyenv: deps
+	@if ! $(PYENV)/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("tikv-python") != "$(TIKV_PYTHON_VERSION)")' >/dev/null 2>&1; then \
+		echo "installing tikv-python $(TIKV_PYTHON_VERSION) into $(PYENV)"; \
+		rm -rf $(PYENV) && python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check tikv-python==$(TIKV_PYTHON_VERSION); \
+	fi
+
 # Builds the binaries first: the multi-process tests run them. Ends with one
 # summary line over every test binary.
-test: build
-	$(CARGO) test --release --workspace 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
+test: build pyenv
+	ATOLL_TEST_PYTHON=$(PYENV)/bin/python $(CARGO) test --release --workspace 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' $(CARGO_TARGET_DIR)/test-output.log
 
 # PD + 3 stores on 127.0.0.1, data under ./data; Ctrl-C stops them cleanly.

@@ -56,6 +56,7 @@ struct StoreProc {
     addr: String,
     status: String,
     data: PathBuf,
+    config: PathBuf,
     child: Option<Child>,
 }
 
@@ -109,15 +110,52 @@ impl ProcCluster {
 
     /// Starts one more store (a new machine joining); returns its index.
     pub fn add_store(&mut self) -> usize {
+        let config = self.dir.path().join("store.toml");
+        self.add_store_with_config(config)
+    }
+
+    /// Starts one more store with its own config file contents.
+    pub fn add_store_with(&mut self, store_toml: &str) -> usize {
+        let config = self.dir.path().join(format!("store{}.toml", self.stores.len()));
+        std::fs::write(&config, store_toml).unwrap();
+        self.add_store_with_config(config)
+    }
+
+    fn add_store_with_config(&mut self, config: PathBuf) -> usize {
         let i = self.stores.len();
         self.stores.push(StoreProc {
             addr: format!("127.0.0.1:{}", free_port()),
             status: format!("127.0.0.1:{}", free_port()),
             data: self.dir.path().join(format!("store{i}")),
+            config,
             child: None,
         });
         self.start_store(i);
         i
+    }
+
+    /// Replaces store `i`'s config file (used at its next start).
+    pub fn set_store_config(&mut self, i: usize, store_toml: &str) {
+        let config = self.dir.path().join(format!("store{i}.toml"));
+        std::fs::write(&config, store_toml).unwrap();
+        self.stores[i].config = config;
+    }
+
+    /// Waits up to `timeout` for store `i`'s process to exit by itself;
+    /// returns whether it exited successfully, `None` if it still runs.
+    pub fn wait_store_exit(&mut self, i: usize, timeout: Duration) -> Option<bool> {
+        let deadline = Instant::now() + timeout;
+        let child = self.stores[i].child.as_mut().expect("store was started");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for store") {
+                self.stores[i].child = None;
+                return Some(status.success());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn store_addr(&self, i: usize) -> &str {
@@ -131,7 +169,7 @@ impl ProcCluster {
         let child = spawn(
             Command::new(binary("atoll-server"))
                 .arg("--config")
-                .arg(self.dir.path().join("store.toml"))
+                .arg(&s.config)
                 .arg("--addr")
                 .arg(&s.addr)
                 .arg("--status-addr")
@@ -213,4 +251,51 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+}
+
+/// A plain HTTP POST of a JSON body on loopback, returning the body.
+pub fn http_post(addr: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+/// Uppercase hex, as PD's HTTP API takes keys.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+/// Splits the region holding `region_key` so that a region starts exactly
+/// there, through PD's HTTP API (`wire_key` is the same key as a raw
+/// request carries it, which is what PD takes), and waits until PD routes
+/// `region_key` to the new region.
+pub async fn split_at(pd: &atoll_pd_client::PdClient, pd_addr: &str, region_key: &[u8], wire_key: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut asked: Option<Instant> = None;
+    loop {
+        let r = pd.get_region(region_key).await.ok().flatten();
+        if let Some(r) = &r {
+            if r.region.start_key == region_key {
+                return;
+            }
+            // PD pushes the split to the region's leader, once it knows one;
+            // ask again if it did not happen in a while.
+            if r.leader.is_some() && asked.is_none_or(|t| t.elapsed() > Duration::from_secs(3)) {
+                asked = Some(Instant::now());
+                let body = format!(r#"{{"name":"split-region","region_id":{},"keys":["{}"]}}"#, r.region.id, hex(wire_key));
+                http_post(pd_addr, "/pd/api/v1/operators", &body);
+            }
+        }
+        assert!(Instant::now() < deadline, "no split at {region_key:?}; PD has {:?}", r.map(|r| r.region));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -394,7 +394,8 @@ impl<E: KvEngine> Cluster<E> {
         self.engines[&store].get_value(&keys::data_key(key)).unwrap()
     }
 
-    /// Asks the leader of `key`'s region to split at (encoded) `split_key`.
+    /// Asks the leader of `key`'s region to split at `split_key` (keys here
+    /// are region keys: the simulated stores have no request boundary).
     pub fn split(&self, key: &[u8], split_key: &[u8]) -> Result<(), Error> {
         self.retry(key, Duration::from_secs(10), |h, region| {
             let (tx, rx) = mpsc::channel();

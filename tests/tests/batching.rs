@@ -8,7 +8,6 @@ use std::time::Duration;
 use atoll_engine_memory::MemoryEngine;
 use atoll_engine_traits::*;
 use atoll_proto::atollpb::{CmdType, PutRequest, RaftCmdRequest, Request};
-use atoll_raftstore::codec::encode_bytes;
 use atoll_raftstore::Config;
 use atoll_tests::sim::{header, Cluster};
 
@@ -68,7 +67,7 @@ fn one_fsync_covers_many_regions_per_poll_round() {
     // 16 regions: split at k01..k15.
     for i in 1..16 {
         let k = format!("k{i:02}").into_bytes();
-        c.split(&k, &encode_bytes(&k)).unwrap();
+        c.split(&k, &k).unwrap();
     }
     let regions: Vec<_> = (0..16).map(|i| c.region_for_key(format!("k{i:02}-x").as_bytes())).collect();
     // Every region has a leader before the burst.

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use atoll_client::{Config, RawClient};
-use atoll_codec::encode_bytes as encode;
 use atoll_tests::proc::{eventually, http_get, ProcCluster};
 
 async fn client(c: &ProcCluster) -> RawClient {
@@ -27,8 +26,7 @@ fn value(i: usize) -> Vec<u8> {
 }
 
 async fn leader_store_addr(client: &RawClient, k: &[u8]) -> String {
-    let enc = encode(k);
-    let r = client.pd().get_region(&enc).await.unwrap().expect("region");
+    let r = client.pd().get_region(&client.region_key(k)).await.unwrap().expect("region");
     let leader = r.leader.expect("leader reported");
     client.pd().get_store(leader.store_id).await.unwrap().address
 }
@@ -44,7 +42,7 @@ async fn kill_leader_store_keeps_acknowledged_writes_and_restart_catches_up() {
     }
     // PD learns the leader from heartbeats.
     assert!(eventually(Duration::from_secs(10), || async {
-        client.pd().get_region(&encode(&key(0))).await.ok().flatten().and_then(|r| r.leader).is_some()
+        client.pd().get_region(&client.region_key(&key(0))).await.ok().flatten().and_then(|r| r.leader).is_some()
     })
     .await);
     let leader_addr = leader_store_addr(&client, &key(0)).await;
@@ -136,7 +134,8 @@ async fn client_operations_and_bad_input() {
     // Unknown region and stale epoch, straight over gRPC.
     use atoll_proto::kvrpcpb::{Context, RawGetRequest};
     use atoll_proto::tikvpb::tikv_client::TikvClient;
-    let region = client.pd().get_region(&encode(b"a")).await.unwrap().unwrap();
+    let region = client.pd().get_region(&client.region_key(b"a")).await.unwrap().unwrap();
+    let a = client.wire_key(b"a");
     let leader = region.leader.clone().unwrap();
     let addr = client.pd().get_store(leader.store_id).await.unwrap().address;
     let mut raw = TikvClient::connect(format!("http://{addr}")).await.unwrap();
@@ -144,20 +143,21 @@ async fn client_operations_and_bad_input() {
         region_id: 987_654_321,
         region_epoch: region.region.region_epoch.clone(),
         peer: Some(leader.clone()),
+        api_version: client.api_version().to_proto(),
         ..Default::default()
     };
-    let resp = raw.raw_get(RawGetRequest { context: Some(ctx.clone()), key: b"a".to_vec(), cf: String::new() }).await.unwrap().into_inner();
+    let resp = raw.raw_get(RawGetRequest { context: Some(ctx.clone()), key: a.clone(), cf: String::new() }).await.unwrap().into_inner();
     assert!(resp.region_error.unwrap().region_not_found.is_some());
     ctx.region_id = region.region.id;
     let mut stale = region.region.region_epoch.clone().unwrap();
     stale.version -= 1;
     ctx.region_epoch = Some(stale);
-    let resp = raw.raw_get(RawGetRequest { context: Some(ctx), key: b"a".to_vec(), cf: String::new() }).await.unwrap().into_inner();
+    let resp = raw.raw_get(RawGetRequest { context: Some(ctx.clone()), key: a.clone(), cf: String::new() }).await.unwrap().into_inner();
     let en = resp.region_error.unwrap().epoch_not_match.expect("epoch_not_match");
     assert_eq!(en.current_regions[0].id, region.region.id);
     // Clients may not write raft metadata.
-    let ctx = Context { region_id: region.region.id, region_epoch: region.region.region_epoch.clone(), peer: Some(leader.clone()), ..Default::default() };
-    let put = atoll_proto::kvrpcpb::RawPutRequest { context: Some(ctx), key: b"a".to_vec(), value: b"x".to_vec(), cf: "raft".into(), ..Default::default() };
+    let ctx = Context { region_epoch: region.region.region_epoch.clone(), ..ctx };
+    let put = atoll_proto::kvrpcpb::RawPutRequest { context: Some(ctx), key: a.clone(), value: b"x".to_vec(), cf: "raft".into(), ..Default::default() };
     let resp = raw.raw_put(put).await.unwrap().into_inner();
     assert!(resp.error.contains("column family"), "{}", resp.error);
     assert_eq!(client.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]), "data intact after bad requests");

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use atoll_client::{Config, RawClient};
-use atoll_tests::proc::{eventually, http_get, ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG};
+use atoll_tests::proc::{eventually, http_get, http_post, ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG};
 use serde_json::Value;
 
 async fn client(c: &ProcCluster) -> RawClient {
@@ -129,20 +129,6 @@ async fn regions_split_by_size_at_least_50_times_and_keep_every_key() {
 }
 
 /// A plain HTTP POST with a JSON body on loopback, returning the body.
-fn http_post(addr: &str, path: &str, body: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
-}
 
 const BALANCE_STORE_CONFIG: &str = r#"
 region-max-keys = 150
@@ -253,19 +239,19 @@ async fn ctl_shows_the_cluster_and_asks_pd_to_split_and_transfer_leaders() {
     assert!(ctl(&c, &["operators"]).starts_with("REGION\tOPERATOR"));
 
     // Split the region holding our keys at key-000100.
-    let target = client.pd().get_region(&atoll_codec::encode_bytes(&key(0))).await.unwrap().unwrap();
+    let target = client.pd().get_region(&client.region_key(&key(0))).await.unwrap().unwrap();
     let before = regions(&c).len();
     ctl(&c, &["split", "--region", &target.region.id.to_string(), "--key", "key-000100"]);
     assert!(eventually(Duration::from_secs(20), || async { regions(&c).len() == before + 1 }).await, "split via ctl");
-    let right = client.pd().get_region(&atoll_codec::encode_bytes(&key(100))).await.unwrap().unwrap();
-    assert_eq!(right.region.start_key, atoll_codec::encode_bytes(b"key-000100"));
+    let right = client.pd().get_region(&client.region_key(&key(100))).await.unwrap().unwrap();
+    assert_eq!(right.region.start_key, client.region_key(b"key-000100"));
 
     // Move that region's leader to another store.
     let leader = right.leader.expect("leader").store_id;
     let to = right.region.peers.iter().map(|p| p.store_id).find(|s| *s != leader).unwrap();
     ctl(&c, &["transfer-leader", "--region", &right.region.id.to_string(), "--to-store", &to.to_string()]);
     let moved = eventually(Duration::from_secs(20), || async {
-        let r = client.pd().get_region(&atoll_codec::encode_bytes(&key(100))).await.ok().flatten();
+        let r = client.pd().get_region(&client.region_key(&key(100))).await.ok().flatten();
         r.and_then(|r| r.leader).is_some_and(|l| l.store_id == to)
     })
     .await;

@@ -5,7 +5,6 @@ use std::time::Duration;
 use atoll_engine_memory::MemoryEngine;
 use atoll_engine_rocks::{RocksConfig, RocksEngine};
 use atoll_engine_traits::{Peekable, CF_RAFT};
-use atoll_raftstore::codec::encode_bytes;
 use atoll_raftstore::{keys, Config};
 use atoll_tests::sim::{wait_until, Cluster, FIRST_REGION_ID};
 
@@ -154,7 +153,7 @@ fn split_creates_regions_on_every_store() {
     for i in 0..100 {
         c.must_put(&key(i), b"v");
     }
-    c.split(&key(0), &encode_bytes(&key(50))).unwrap();
+    c.split(&key(0), &key(50)).unwrap();
     // Each store now has two regions.
     assert!(wait_until(WAIT, || (1..=3).all(|s| {
         atoll_raftstore::system::load_regions(&c.engines[&s]).unwrap().len() == 2
@@ -178,7 +177,7 @@ fn stale_epoch_and_wrong_region_are_rejected() {
     let c = memory_cluster(3);
     c.must_put(&key(1), b"v");
     let old = c.region_for_key(&key(1));
-    c.split(&key(1), &encode_bytes(&key(50))).unwrap();
+    c.split(&key(1), &key(50)).unwrap();
     // The original region id keeps the right half (right-derive): ask its leader.
     assert_eq!(c.region_for_key(&key(60)).id, old.id);
     let leader = c.leader_store(&key(60));

@@ -37,6 +37,13 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Fingerprint of the pairs in [start, end): crc64-xor, pairs, bytes (RawChecksum).
+    Checksum {
+        #[arg(default_value = "")]
+        start: String,
+        #[arg(default_value = "")]
+        end: String,
+    },
     /// Stores and regions as PD sees them (gRPC view).
     Status,
     /// Stores with their state, region and leader counts.
@@ -49,7 +56,7 @@ enum Cmd {
     Split {
         #[arg(long)]
         region: u64,
-        /// A raw key where a new region starts (repeatable).
+        /// A key where a new region starts, as `put` takes it (repeatable).
         #[arg(long = "key")]
         keys: Vec<String>,
     },
@@ -70,11 +77,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Stores => return print_stores(&pd_http),
         Cmd::Regions => return print_regions(&pd_http),
         Cmd::Operators => return print_operators(&pd_http),
-        Cmd::Split { region, keys } => {
-            let keys: Vec<String> = keys.iter().map(|k| hex_upper(k.as_bytes())).collect();
-            let body = serde_json::json!({"name": "split-region", "region_id": region, "keys": keys});
-            return post_operator(&pd_http, body);
-        }
         Cmd::TransferLeader { region, to_store } => {
             let body = serde_json::json!({"name": "transfer-leader", "region_id": region, "to_store_id": to_store});
             return post_operator(&pd_http, body);
@@ -103,12 +105,22 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}\t{}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
             }
         }
-        Cmd::Stores | Cmd::Regions | Cmd::Operators | Cmd::Split { .. } | Cmd::TransferLeader { .. } => {
+        Cmd::Checksum { start, end } => {
+            let (crc, kvs, bytes) = client.checksum(start.as_bytes(), end.as_bytes()).await?;
+            println!("crc64_xor {crc:#018x}\tkeys {kvs}\tbytes {bytes}");
+        }
+        Cmd::Split { region, keys } => {
+            // PD takes the keys as raw requests carry them (API V2: with the keyspace prefix).
+            let keys: Vec<String> = keys.iter().map(|k| hex_upper(&client.wire_key(k.as_bytes()))).collect();
+            let body = serde_json::json!({"name": "split-region", "region_id": region, "keys": keys});
+            post_operator(&pd_http, body)?;
+        }
+        Cmd::Stores | Cmd::Regions | Cmd::Operators | Cmd::TransferLeader { .. } => {
             unreachable!("handled above")
         }
         Cmd::Status => {
             let pd = client.pd();
-            println!("cluster {} (pd {})", pd.cluster_id(), pd.leader_url());
+            println!("cluster {} (pd {}, API {})", pd.cluster_id(), pd.leader_url(), client.api_version());
             println!("STORE\tADDRESS\tSTATE");
             for s in pd.get_all_stores().await? {
                 println!("{}\t{}\t{}", s.id, s.address, if s.state == 0 { "Up" } else { "Offline/Tombstone" });

@@ -1,5 +1,5 @@
-//! The region cache: encoded start key -> region, filled from PD on a miss,
-//! corrected by region errors.
+//! The region cache: start key (region key space) -> region, filled from PD
+//! on a miss, corrected by region errors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -19,7 +19,8 @@ impl CachedRegion {
         self.leader.clone().or_else(|| self.region.peers.first().cloned())
     }
 
-    pub fn contains_encoded(&self, key: &[u8]) -> bool {
+    /// Does the region hold `key` (a region key)?
+    pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.region.start_key.as_slice() && (self.region.end_key.is_empty() || key < self.region.end_key.as_slice())
     }
 }
@@ -34,10 +35,10 @@ pub struct RegionCache {
 }
 
 impl RegionCache {
-    pub fn lookup(&self, encoded: &[u8]) -> Option<CachedRegion> {
+    pub fn lookup(&self, region_key: &[u8]) -> Option<CachedRegion> {
         let m = self.by_start.read();
-        let (_, r) = m.range::<[u8], _>((Bound::Unbounded, Bound::Included(encoded))).next_back()?;
-        r.contains_encoded(encoded).then(|| r.clone())
+        let (_, r) = m.range::<[u8], _>((Bound::Unbounded, Bound::Included(region_key))).next_back()?;
+        r.contains(region_key).then(|| r.clone())
     }
 
     pub fn insert(&self, r: CachedRegion) {

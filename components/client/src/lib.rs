@@ -1,10 +1,14 @@
 //! Atoll's Rust client: raw KV operations over TiKV's protocol, with a
 //! region cache filled from PD and retries on region errors (NotLeader,
-//! EpochNotMatch, RegionNotFound, KeyNotInRegion, stale commands).
+//! EpochNotMatch, RegionNotFound, KeyNotInRegion, stale commands). It
+//! speaks the cluster's API version (asked from PD): raw keys as they are in
+//! API V1, the `DEFAULT` keyspace in API V2.
 //!
 //! Depends only on `proto`, `codec` and `pd_client`.
 
 mod cache;
+mod keys;
 mod raw;
 
+pub use atoll_codec::api::ApiVersion;
 pub use raw::{Config, Error, RawClient, Result};

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cache::{CachedRegion, RegionCache};
-use atoll_codec::encode_bytes;
+use crate::keys::KeyMap;
+use atoll_codec::api::ApiVersion;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -24,11 +25,26 @@ pub struct Config {
     pub max_attempts: usize,
     /// Ceiling of the exponential backoff between attempts.
     pub max_backoff: Duration,
+    /// The API version to speak; `None` asks PD for the cluster's (waiting
+    /// up to `timeout` for the cluster to be bootstrapped). In API V2 the
+    /// client works in the `DEFAULT` keyspace.
+    pub api_version: Option<ApiVersion>,
 }
 
 impl Config {
     pub fn new(pd_endpoints: Vec<String>) -> Self {
-        Config { pd_endpoints, timeout: Duration::from_secs(10), max_attempts: 40, max_backoff: Duration::from_millis(1000) }
+        Config {
+            pd_endpoints,
+            timeout: Duration::from_secs(10),
+            max_attempts: 40,
+            max_backoff: Duration::from_millis(1000),
+            api_version: None,
+        }
+    }
+
+    pub fn with_api_version(mut self, v: ApiVersion) -> Self {
+        self.api_version = Some(v);
+        self
     }
 }
 
@@ -57,18 +73,16 @@ enum Attempt<T> {
 
 pub struct RawClient {
     pd: Arc<PdClient>,
+    keys: KeyMap,
     cache: RegionCache,
     conns: RwLock<HashMap<String, TikvClient<Channel>>>,
     cfg: Config,
 }
 
-fn ctx(r: &CachedRegion, peer: &atoll_proto::metapb::Peer) -> Context {
-    Context { region_id: r.region.id, region_epoch: r.region.region_epoch.clone(), peer: Some(peer.clone()), ..Default::default() }
-}
-
-fn region_end_raw(r: &CachedRegion) -> Vec<u8> {
-    atoll_codec::decode_bound(&r.region.end_key).unwrap_or_default()
-}
+/// The keyspace Atoll's client works in on an API V2 cluster.
+const KEYSPACE: &str = "DEFAULT";
+/// Pause between asking PD whether the cluster is bootstrapped yet.
+const BOOTSTRAP_POLL: Duration = Duration::from_millis(200);
 
 /// Turns `(region_error, error)` into an attempt result.
 fn outcome<T>(region_error: Option<errorpb::Error>, error: String, value: T) -> Result<Attempt<T>> {
@@ -84,19 +98,75 @@ fn outcome<T>(region_error: Option<errorpb::Error>, error: String, value: T) -> 
 impl RawClient {
     pub async fn connect(cfg: Config) -> Result<RawClient> {
         let pd = PdClient::connect(&cfg.pd_endpoints, cfg.timeout).await?;
-        Ok(RawClient { pd: Arc::new(pd), cache: RegionCache::default(), conns: RwLock::new(HashMap::new()), cfg })
+        let api = match cfg.api_version {
+            Some(v) => v,
+            None => Self::cluster_api_version(&pd, cfg.timeout).await?,
+        };
+        let keys = match api {
+            ApiVersion::V1 => KeyMap::v1(),
+            ApiVersion::V2 => KeyMap::v2(pd.load_keyspace(KEYSPACE).await?.id),
+        };
+        Ok(RawClient { pd: Arc::new(pd), keys, cache: RegionCache::default(), conns: RwLock::new(HashMap::new()), cfg })
+    }
+
+    /// The cluster's API version, once it is bootstrapped.
+    async fn cluster_api_version(pd: &PdClient, wait: Duration) -> Result<ApiVersion> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(v) = pd.api_version().await? {
+                return Ok(v);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Exhausted {
+                    attempts: 1,
+                    last: format!("the cluster was not bootstrapped within {wait:?}, so its API version is unknown"),
+                });
+            }
+            tokio::time::sleep(BOOTSTRAP_POLL).await;
+        }
     }
 
     pub fn pd(&self) -> &PdClient {
         &self.pd
     }
 
+    /// The API version this client speaks.
+    pub fn api_version(&self) -> ApiVersion {
+        self.keys.api_version()
+    }
+
+    /// The region key (PD routing, region bounds) of a user key.
+    pub fn region_key(&self, key: &[u8]) -> Vec<u8> {
+        self.keys.region_key(&self.keys.wire(key))
+    }
+
+    /// The key a raw request carries for a user key (in API V2 with the
+    /// keyspace prefix).
+    pub fn wire_key(&self, key: &[u8]) -> Vec<u8> {
+        self.keys.wire(key)
+    }
+
+    fn ctx(&self, r: &CachedRegion, peer: &atoll_proto::metapb::Peer) -> Context {
+        Context {
+            region_id: r.region.id,
+            region_epoch: r.region.region_epoch.clone(),
+            peer: Some(peer.clone()),
+            api_version: self.keys.api_version().to_proto(),
+            ..Default::default()
+        }
+    }
+
+    /// Does the region hold the wire key?
+    fn holds(&self, r: &CachedRegion, wire: &[u8]) -> bool {
+        r.contains(&self.keys.region_key(wire))
+    }
+
     async fn locate(&self, key: &[u8]) -> Result<CachedRegion> {
-        let enc = encode_bytes(key);
-        if let Some(r) = self.cache.lookup(&enc) {
+        let region_key = self.keys.region_key(key);
+        if let Some(r) = self.cache.lookup(&region_key) {
             return Ok(r);
         }
-        let info = self.pd.get_region(&enc).await?.ok_or_else(|| Error::Exhausted {
+        let info = self.pd.get_region(&region_key).await?.ok_or_else(|| Error::Exhausted {
             attempts: 1,
             last: format!("PD knows no region for key {key:?} yet"),
         })?;
@@ -156,7 +226,7 @@ impl RawClient {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    /// Runs `f` against the region holding `key`, retrying on region errors.
+    /// Runs `f` against the region holding the wire `key`, retrying on region errors.
     async fn on_region<T, F, Fut>(&self, key: &[u8], f: F) -> Result<(CachedRegion, T)>
     where
         F: Fn(TikvClient<Channel>, CachedRegion, Context) -> Fut,
@@ -177,7 +247,7 @@ impl RawClient {
                 continue;
             };
             let client = self.client_for(peer.store_id).await?;
-            match f(client, r.clone(), ctx(&r, &peer)).await {
+            match f(client, r.clone(), self.ctx(&r, &peer)).await {
                 Ok(Attempt::Done(v)) => return Ok((r, v)),
                 Ok(Attempt::Region(e)) => {
                     last = e.message.clone();
@@ -209,6 +279,7 @@ impl RawClient {
     }
 
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let key = &self.keys.wire(key);
         let (_, v) = self
             .on_region(key, |mut c, _, ctx| async move {
                 let r = c.raw_get(RawGetRequest { context: Some(ctx), key: key.to_vec(), cf: String::new() }).await?.into_inner();
@@ -224,6 +295,7 @@ impl RawClient {
 
     /// `ttl_secs == 0` means no expiry.
     pub async fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl_secs: u64) -> Result<()> {
+        let key = &self.keys.wire(key);
         self.on_region(key, |mut c, _, ctx| async move {
             let req = RawPutRequest { context: Some(ctx), key: key.to_vec(), value: value.to_vec(), ttl: ttl_secs, ..Default::default() };
             let r = c.raw_put(req).await?.into_inner();
@@ -234,6 +306,7 @@ impl RawClient {
     }
 
     pub async fn delete(&self, key: &[u8]) -> Result<()> {
+        let key = &self.keys.wire(key);
         self.on_region(key, |mut c, _, ctx| async move {
             let req = RawDeleteRequest { context: Some(ctx), key: key.to_vec(), ..Default::default() };
             let r = c.raw_delete(req).await?.into_inner();
@@ -245,6 +318,7 @@ impl RawClient {
 
     /// Seconds left to live (`Some(0)` = no TTL), or `None` if absent.
     pub async fn get_key_ttl(&self, key: &[u8]) -> Result<Option<u64>> {
+        let key = &self.keys.wire(key);
         let (_, v) = self
             .on_region(key, |mut c, _, ctx| async move {
                 let req = RawGetKeyTtlRequest { context: Some(ctx), key: key.to_vec(), cf: String::new() };
@@ -258,6 +332,7 @@ impl RawClient {
     /// Sets `key` to `new` if its current value is `previous` (`None` = absent).
     /// Returns whether it swapped, and the value found.
     pub async fn compare_and_swap(&self, key: &[u8], previous: Option<&[u8]>, new: &[u8]) -> Result<(bool, Option<Vec<u8>>)> {
+        let key = &self.keys.wire(key);
         let (_, v) = self
             .on_region(key, |mut c, _, ctx| async move {
                 let req = RawCasRequest {
@@ -276,14 +351,13 @@ impl RawClient {
         Ok(v)
     }
 
-    /// Groups keys by region (in key order).
+    /// Groups wire keys by region (in key order).
     async fn group<K: Clone>(&self, mut items: Vec<(Vec<u8>, K)>) -> Result<Vec<(Vec<u8>, Vec<(Vec<u8>, K)>)>> {
         items.sort_by(|a, b| a.0.cmp(&b.0));
         let mut groups: Vec<(Vec<u8>, Vec<(Vec<u8>, K)>)> = vec![];
         let mut current: Option<CachedRegion> = None;
         for item in items {
-            let enc = encode_bytes(&item.0);
-            if !current.as_ref().is_some_and(|r| r.contains_encoded(&enc)) {
+            if !current.as_ref().is_some_and(|r| self.holds(r, &item.0)) {
                 current = Some(self.locate(&item.0).await?);
                 groups.push((item.0.clone(), vec![]));
             }
@@ -293,6 +367,7 @@ impl RawClient {
     }
 
     pub async fn batch_put(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        let pairs = pairs.into_iter().map(|(k, v)| (self.keys.wire(&k), v)).collect();
         for (first, group) in self.group(pairs).await? {
             self.batch_put_group(&first, group).await?;
         }
@@ -310,7 +385,7 @@ impl RawClient {
                 .on_region(first, |mut c, r, ctx| {
                     let group = group.clone();
                     async move {
-                        if !group.iter().all(|(k, _)| r.contains_encoded(&encode_bytes(k))) {
+                        if !group.iter().all(|(k, _)| self.holds(&r, k)) {
                             return Ok(Attempt::Done(false));
                         }
                         let pairs = group.into_iter().map(|(key, value)| KvPair { key, value, error: None }).collect();
@@ -332,7 +407,7 @@ impl RawClient {
 
     pub async fn batch_get(&self, keys: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = vec![];
-        let mut pending: Vec<(Vec<u8>, ())> = keys.into_iter().map(|k| (k, ())).collect();
+        let mut pending: Vec<(Vec<u8>, ())> = keys.into_iter().map(|k| (self.keys.wire(&k), ())).collect();
         for _ in 0..self.cfg.max_attempts {
             if pending.is_empty() {
                 return Ok(out);
@@ -344,7 +419,7 @@ impl RawClient {
                     .on_region(&first, |mut c, r, ctx| {
                         let keys = keys.clone();
                         async move {
-                            if !keys.iter().all(|k| r.contains_encoded(&encode_bytes(k))) {
+                            if !keys.iter().all(|k| self.holds(&r, k)) {
                                 return Ok(Attempt::Done(None));
                             }
                             let req = RawBatchGetRequest { context: Some(ctx), keys, cf: String::new() };
@@ -354,7 +429,7 @@ impl RawClient {
                     })
                     .await?;
                 match got {
-                    Some(pairs) => out.extend(pairs.into_iter().map(|p| (p.key, p.value))),
+                    Some(pairs) => out.extend(pairs.into_iter().map(|p| (self.keys.user(p.key), p.value))),
                     None => retry.extend(group),
                 }
             }
@@ -373,31 +448,58 @@ impl RawClient {
     /// Pairs in `[start, end)` (empty end = unbounded), at most `limit`.
     pub async fn scan(&self, start: &[u8], end: &[u8], limit: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = vec![];
-        let mut cur = start.to_vec();
-        while (out.len() as u32) < limit {
+        let end = self.keys.wire_end(end);
+        let mut cur = Some(self.keys.wire(start));
+        while let Some(from) = cur.take().filter(|_| (out.len() as u32) < limit) {
             let want = limit - out.len() as u32;
             let (r, kvs) = self
-                .on_region(&cur, |mut c, _, ctx| {
-                    let cur = cur.clone();
+                .on_region(&from, |mut c, _, ctx| {
+                    let req = RawScanRequest {
+                        context: Some(ctx),
+                        start_key: from.clone(),
+                        end_key: end.clone(),
+                        limit: want,
+                        ..Default::default()
+                    };
                     async move {
-                        let req = RawScanRequest {
-                            context: Some(ctx),
-                            start_key: cur,
-                            end_key: end.to_vec(),
-                            limit: want,
-                            ..Default::default()
-                        };
                         let r = c.raw_scan(req).await?.into_inner();
                         outcome(r.region_error, String::new(), r.kvs)
                     }
                 })
                 .await?;
-            out.extend(kvs.into_iter().map(|p| (p.key, p.value)));
-            let region_end = region_end_raw(&r);
-            if r.region.end_key.is_empty() || (!end.is_empty() && region_end.as_slice() >= end) {
-                break;
-            }
-            cur = region_end;
+            out.extend(kvs.into_iter().map(|p| (self.keys.user(p.key), p.value)));
+            cur = self.next_region_start(&r, &end);
+        }
+        Ok(out)
+    }
+
+    /// Where a range walk continues after region `r`: its end, unless the
+    /// range (wire `end`, empty = unbounded) or the key space ends first.
+    fn next_region_start(&self, r: &CachedRegion, end: &[u8]) -> Option<Vec<u8>> {
+        self.keys.wire_of_region_end(&r.region.end_key).filter(|e| end.is_empty() || e.as_slice() < end)
+    }
+
+    /// Runs `f` once per region over the wire range `[start, end)` (empty
+    /// end = unbounded), each time with that region's part of the range.
+    async fn each_region<T, F, Fut>(&self, start: &[u8], end: &[u8], f: F) -> Result<Vec<T>>
+    where
+        F: Fn(TikvClient<Channel>, Context, Vec<u8>, Vec<u8>) -> Fut,
+        Fut: Future<Output = Result<Attempt<T>>>,
+    {
+        let mut out = vec![];
+        let mut cur = Some(start.to_vec());
+        while let Some(from) = cur.take() {
+            let (r, v) = self
+                .on_region(&from, |c, r, ctx| {
+                    let hi = match self.next_region_start(&r, end) {
+                        Some(region_end) => region_end,
+                        None => end.to_vec(),
+                    };
+                    f(c, ctx, from.clone(), hi)
+                })
+                .await?;
+            out.push(v);
+            cur = self.next_region_start(&r, end);
         }
         Ok(out)
     }
@@ -407,29 +509,29 @@ impl RawClient {
         if !end.is_empty() && start >= end {
             return Err(Error::Invalid("delete_range start must be below end".into()));
         }
-        let mut cur = start.to_vec();
-        loop {
-            let (r, ()) = self
-                .on_region(&cur, |mut c, r, ctx| {
-                    let cur = cur.clone();
-                    async move {
-                        let region_end = region_end_raw(&r);
-                        let hi = if r.region.end_key.is_empty() || (!end.is_empty() && end < region_end.as_slice()) {
-                            end.to_vec()
-                        } else {
-                            region_end
-                        };
-                        let req = RawDeleteRangeRequest { context: Some(ctx), start_key: cur, end_key: hi, cf: String::new() };
-                        let r = c.raw_delete_range(req).await?.into_inner();
-                        outcome(r.region_error, r.error, ())
-                    }
-                })
-                .await?;
-            let region_end = region_end_raw(&r);
-            if r.region.end_key.is_empty() || (!end.is_empty() && region_end.as_slice() >= end) {
-                return Ok(());
-            }
-            cur = region_end;
-        }
+        let (start, end) = (self.keys.wire(start), self.keys.wire_end(end));
+        self.each_region(&start, &end, |mut c, ctx, lo, hi| async move {
+            let req = RawDeleteRangeRequest { context: Some(ctx), start_key: lo, end_key: hi, cf: String::new() };
+            let r = c.raw_delete_range(req).await?.into_inner();
+            outcome(r.region_error, r.error, ())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// RawChecksum of `[start, end)` (empty end = unbounded), computed by the
+    /// stores: (crc64-xor, pairs, bytes) over the keys as requests carry
+    /// them (in API V2 with the keyspace prefix) and their values.
+    pub async fn checksum(&self, start: &[u8], end: &[u8]) -> Result<(u64, u64, u64)> {
+        let (start, end) = (self.keys.wire(start), self.keys.wire_end(end));
+        let parts = self
+            .each_region(&start, &end, |mut c, ctx, lo, hi| async move {
+                let ranges = vec![KeyRange { start_key: lo, end_key: hi }];
+                let req = RawChecksumRequest { context: Some(ctx), algorithm: ChecksumAlgorithm::Crc64Xor as i32, ranges };
+                let r = c.raw_checksum(req).await?.into_inner();
+                outcome(r.region_error, r.error, (r.checksum, r.total_kvs, r.total_bytes))
+            })
+            .await?;
+        Ok(parts.into_iter().fold((0, 0, 0), |(c, k, b), (pc, pk, pb)| (c ^ pc, k + pk, b + pb)))
     }
 }

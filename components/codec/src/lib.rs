@@ -1,7 +1,11 @@
-//! Memcomparable byte encoding (MyRocks format), shared by stores, PD and
-//! clients: region boundaries are kept in this form (API V2), so TiKV clients
-//! in keyspace mode see the bounds they expect. Order-preserving:
-//! `a < b <=> encode_bytes(a) < encode_bytes(b)`. Depends on nothing.
+//! Key encodings shared by stores, PD and clients. Depends on nothing.
+//!
+//! - Memcomparable byte encoding (MyRocks format): order-preserving,
+//!   `a < b <=> encode_bytes(a) < encode_bytes(b)`.
+//! - [`api`]: the cluster's API version and the key space it implies (which
+//!   bytes region bounds, PD routing and data keys use for a client's key).
+pub mod api;
+
 const GROUP: usize = 8;
 const MARKER: u8 = 0xff;
 

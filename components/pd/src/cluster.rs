@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::time::Instant;
 
+use atoll_codec::api::ApiVersion;
 use atoll_proto::metapb;
 use atoll_proto::pdpb;
 
@@ -69,6 +70,9 @@ pub struct HeartbeatOutcome {
 
 #[derive(Default)]
 pub struct Cluster {
+    /// Fixed at bootstrap; `None` before. Region bounds are in its region
+    /// key space (`atoll_codec::api`), and only V2 has keyspaces to split at.
+    pub api_version: Option<ApiVersion>,
     pub stores: HashMap<u64, StoreInfo>,
     regions: HashMap<u64, RegionInfo>,
     /// start_key -> region id; ranges never overlap.
@@ -187,13 +191,16 @@ impl Cluster {
         let Some(removed) = self.put_region(info) else {
             return HeartbeatOutcome { stale: true, ..Default::default() };
         };
-        let response = split_for_keyspaces(&self.regions[&region.id]);
+        let response = match self.api_version {
+            Some(ApiVersion::V2) => split_for_keyspaces(&self.regions[&region.id]),
+            _ => None,
+        };
         HeartbeatOutcome { save: changed.then_some(region), removed, response, stale: false }
     }
 }
 
-/// Keyspaces must not share regions: ask the leader to split at any keyspace
-/// boundary strictly inside the region.
+/// Keyspaces (API V2) must not share regions: ask the leader to split at any
+/// keyspace boundary strictly inside the region.
 pub fn split_for_keyspaces(r: &RegionInfo) -> Option<pdpb::RegionHeartbeatResponse> {
     let keys = keyspace::split_keys_inside(&r.region.start_key, &r.region.end_key);
     (!keys.is_empty()).then(|| r.split_command(keys))
@@ -260,12 +267,20 @@ mod tests {
 
     #[test]
     fn asks_to_split_at_keyspace_boundaries() {
-        let mut c = Cluster::default();
+        let mut c = Cluster { api_version: Some(ApiVersion::V2), ..Default::default() };
         let out = c.on_region_heartbeat(&hb(region(1, b"", b"", 1)));
         let split = out.response.unwrap().split_region.unwrap();
         assert_eq!(split.keys, keyspace::boundaries(0));
         let b = keyspace::boundaries(0);
         let out = c.on_region_heartbeat(&hb(region(3, &b[0], &b[1], 2)));
         assert!(out.response.is_none(), "a region holding exactly one keyspace stays");
+    }
+
+    #[test]
+    fn api_v1_clusters_have_no_keyspace_splits() {
+        for api_version in [None, Some(ApiVersion::V1)] {
+            let mut c = Cluster { api_version, ..Default::default() };
+            assert!(c.on_region_heartbeat(&hb(region(1, b"", b"", 1))).response.is_none());
+        }
     }
 }

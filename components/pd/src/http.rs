@@ -132,7 +132,8 @@ impl HttpApi {
 
     /// `POST /pd/api/v1/operators` with `{"name": "transfer-leader",
     /// "region_id": N, "to_store_id": M}` or `{"name": "split-region",
-    /// "region_id": N, "keys": ["<hex raw key>", ...]}` (no keys: split in half).
+    /// "region_id": N, "keys": ["<hex key>", ...]}` (no keys: split in half); keys as
+    /// a raw request carries them (API V2: with the keyspace prefix).
     fn add_operator(&self, body: &[u8]) -> http::Response<tonic::body::BoxBody> {
         let bad = |msg: String| json(http::StatusCode::BAD_REQUEST, serde_json::json!({"error": msg}));
         let v: serde_json::Value = match serde_json::from_slice(body) {

@@ -1,23 +1,21 @@
-//! Keyspaces (API V2). Keys of keyspace `id` start with `r` (raw) or `x`
-//! (transactional) followed by the 3-byte id; PD keeps every keyspace in
-//! regions of its own by splitting at these boundaries.
+//! Keyspaces (API V2 clusters only). Keys of keyspace `id` start with `r`
+//! (raw) or `x` (transactional) followed by the 3-byte id; PD keeps every
+//! keyspace in regions of its own by splitting at these boundaries.
 
+use atoll_codec::api::{keyspace_end, keyspace_prefix, RAW_KEY_PREFIX, TXN_KEY_PREFIX};
 use atoll_codec::encode_bytes;
 use atoll_proto::keyspacepb::{KeyspaceMeta, KeyspaceState};
 
 pub const DEFAULT_KEYSPACE_NAME: &str = "DEFAULT";
 pub const DEFAULT_KEYSPACE_ID: u32 = 0;
 
-fn prefix(mode: u8, id: u32) -> Vec<u8> {
-    let b = id.to_be_bytes();
-    vec![mode, b[1], b[2], b[3]]
-}
-
-/// Memcomparable-encoded region boundaries around keyspace `id`, sorted.
+/// Region boundaries (memcomparable-encoded, the API V2 region key space)
+/// around keyspace `id`, sorted.
 pub fn boundaries(id: u32) -> Vec<Vec<u8>> {
-    let mut v: Vec<Vec<u8>> = [prefix(b'r', id), prefix(b'r', id + 1), prefix(b'x', id), prefix(b'x', id + 1)]
+    let mut v: Vec<Vec<u8>> = [RAW_KEY_PREFIX, TXN_KEY_PREFIX]
         .iter()
-        .map(|k| encode_bytes(k))
+        .flat_map(|&mode| [keyspace_prefix(mode, id).to_vec(), keyspace_end(mode, id)])
+        .map(|k| encode_bytes(&k))
         .collect();
     v.sort();
     v

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use atoll_codec::api::ApiVersion;
 use atoll_proto::keyspacepb::{self, keyspace_server::Keyspace};
 use atoll_proto::metapb;
 use atoll_proto::pdpb::{self, pd_server::Pd, ErrorType};
@@ -62,12 +63,13 @@ impl PdCore {
             None => {
                 // A fresh cluster id: time-based with random low bits, as PD does.
                 let id = (atoll_util::time::unix_secs() << 32) | u64::from(rand::random::<u32>());
-                let m = ClusterMeta { cluster_id: id, bootstrapped: false, max_peer_count: cfg.max_replicas };
+                let m = ClusterMeta { cluster_id: id, bootstrapped: false, max_peer_count: cfg.max_replicas, api_version: 0 };
                 storage.save_meta(&m)?;
                 m
             }
         };
         let mut cluster = Cluster::default();
+        cluster.api_version = meta.api_version();
         for s in storage.load_stores()? {
             cluster.put_store(s);
         }
@@ -271,10 +273,15 @@ impl PdCore {
         Ok(())
     }
 
-    /// Admin: split the region at raw `keys` (none: in half by size).
+    /// Admin: split the region at `keys` (none: in half by size), given as
+    /// a raw request would carry them (in API V2 with the keyspace prefix).
     pub fn admin_split_region(&self, region_id: u64, keys: Vec<Vec<u8>>) -> Result<(), String> {
-        let info = self.cluster.read().region_by_id(region_id).cloned().ok_or("region not found")?;
-        let keys: Vec<Vec<u8>> = keys.iter().map(|k| atoll_codec::encode_bytes(k)).collect();
+        let (info, api) = {
+            let c = self.cluster.read();
+            (c.region_by_id(region_id).cloned().ok_or("region not found")?, c.api_version)
+        };
+        let api = api.ok_or("cluster is not bootstrapped")?;
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| api.raw_region_key(k)).collect();
         let r = &info.region;
         for k in &keys {
             if k <= &r.start_key || (!r.end_key.is_empty() && k >= &r.end_key) {
@@ -356,6 +363,12 @@ impl Pd for PdService {
         if region.peers.is_empty() || region.region_epoch.is_none() {
             return Err(Status::invalid_argument("bootstrap region needs peers and an epoch"));
         }
+        let Some(api_version) = u8::try_from(req.api_version).ok().and_then(ApiVersion::from_config) else {
+            return Err(Status::invalid_argument(format!(
+                "bootstrap needs the store's api version (1 or 2), got {}",
+                req.api_version
+            )));
+        };
         let mut meta = self.core.meta.lock();
         if meta.bootstrapped {
             return Ok(Response::new(pdpb::BootstrapResponse {
@@ -366,13 +379,15 @@ impl Pd for PdService {
         self.core.storage.save_region(&region).map_err(internal)?;
         let mut next = meta.clone();
         next.bootstrapped = true;
+        next.api_version = api_version.config_value();
         self.core.storage.save_meta(&next).map_err(internal)?;
         *meta = next;
         drop(meta);
         let mut c = self.core.cluster.write();
+        c.api_version = Some(api_version);
         c.put_store(store);
         c.put_region(RegionInfo::new(region, None));
-        tracing::info!("cluster {} bootstrapped", self.core.cluster_id());
+        tracing::info!("cluster {} bootstrapped with API {api_version}", self.core.cluster_id());
         Ok(Response::new(pdpb::BootstrapResponse { header: self.core.header() }))
     }
 
@@ -583,6 +598,7 @@ impl Pd for PdService {
         Ok(Response::new(pdpb::GetClusterConfigResponse {
             header: self.core.header(),
             cluster: Some(metapb::Cluster { id: m.cluster_id, max_peer_count: m.max_peer_count }),
+            api_version: m.api_version().map_or(0, |v| u32::from(v.config_value())),
         }))
     }
 
@@ -629,6 +645,15 @@ impl Keyspace for KeyspaceService {
         PD_REQUESTS.with_label_values(&["load_keyspace"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
+        if let Some(v @ ApiVersion::V1) = self.core.cluster.read().api_version {
+            return Ok(Response::new(keyspacepb::LoadKeyspaceResponse {
+                header: self.core.error_header(
+                    ErrorType::EntryNotFound,
+                    format!("keyspaces need API V2, but this cluster runs API {v}: use a client without a keyspace"),
+                ),
+                keyspace: None,
+            }));
+        }
         Ok(Response::new(match keyspace::load(&req.name, self.core.started_at) {
             Some(k) => keyspacepb::LoadKeyspaceResponse { header: self.core.header(), keyspace: Some(k) },
             None => keyspacepb::LoadKeyspaceResponse {

@@ -31,6 +31,22 @@ pub struct ClusterMeta {
     pub cluster_id: u64,
     pub bootstrapped: bool,
     pub max_peer_count: u32,
+    /// `storage.api-version` of the cluster (1 or 2), recorded at bootstrap;
+    /// 0 before (and in metadata older than the field, which was V2).
+    #[serde(default)]
+    pub api_version: u8,
+}
+
+impl ClusterMeta {
+    /// The cluster's API version once bootstrapped.
+    pub fn api_version(&self) -> Option<atoll_codec::api::ApiVersion> {
+        use atoll_codec::api::ApiVersion;
+        match (self.bootstrapped, ApiVersion::from_config(self.api_version)) {
+            (false, _) => None,
+            (true, Some(v)) => Some(v),
+            (true, None) => Some(ApiVersion::V2),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -171,7 +187,7 @@ mod tests {
         {
             let s = Storage::open(dir.path()).unwrap();
             assert_eq!(s.load_meta().unwrap(), None);
-            s.save_meta(&ClusterMeta { cluster_id: 7, bootstrapped: true, max_peer_count: 3 }).unwrap();
+            s.save_meta(&ClusterMeta { cluster_id: 7, bootstrapped: true, max_peer_count: 3, api_version: 1 }).unwrap();
             s.save_id_end(2000).unwrap();
             s.save_tso_limit(123456).unwrap();
             s.save_store(&metapb::Store { id: 1, address: "a".into(), ..Default::default() }).unwrap();
@@ -182,6 +198,7 @@ mod tests {
         }
         let s = Storage::open(dir.path()).unwrap();
         assert_eq!(s.load_meta().unwrap().unwrap().cluster_id, 7);
+        assert_eq!(s.load_meta().unwrap().unwrap().api_version(), Some(atoll_codec::api::ApiVersion::V1));
         assert_eq!(s.load_id_end().unwrap(), 2000);
         assert_eq!(s.load_tso_limit().unwrap(), 123456);
         assert_eq!(s.load_stores().unwrap().len(), 1);

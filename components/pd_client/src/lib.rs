@@ -2,10 +2,12 @@
 //!
 //! Finds the PD leader through `GetMembers`, stamps every request with the
 //! cluster id, turns response-header errors into [`PdError`], and reconnects
-//! with backoff when the connection breaks. Depends only on `proto`.
+//! with backoff when the connection breaks. Depends only on `proto` and
+//! `codec` (for the cluster's API version).
 
 use std::time::Duration;
 
+use atoll_codec::api::ApiVersion;
 use atoll_proto::keyspacepb::{self, keyspace_client::KeyspaceClient};
 use atoll_proto::metapb;
 use atoll_proto::pdpb::{self, pd_client::PdClient as Grpc, ErrorType};
@@ -218,8 +220,14 @@ impl PdClient {
     }
 
     /// Returns `Ok(false)` if another store bootstrapped the cluster first.
-    pub async fn bootstrap(&self, store: metapb::Store, region: metapb::Region) -> Result<bool> {
-        let req = pdpb::BootstrapRequest { header: None, store: Some(store), region: Some(region) };
+    /// `api_version` becomes the cluster's for good.
+    pub async fn bootstrap(&self, store: metapb::Store, region: metapb::Region, api_version: ApiVersion) -> Result<bool> {
+        let req = pdpb::BootstrapRequest {
+            header: None,
+            store: Some(store),
+            region: Some(region),
+            api_version: u32::from(api_version.config_value()),
+        };
         match call!(self, pd, bootstrap, req.clone()) {
             Ok(_) => Ok(true),
             Err(PdError::Header { kind: ErrorType::AlreadyBootstrapped, .. }) => Ok(false),
@@ -249,7 +257,20 @@ impl PdClient {
             .ok_or_else(|| PdError::Invalid("cluster config missing".into()))
     }
 
-    /// The region containing the (encoded) `key`.
+    /// The cluster's API version; `None` until it is bootstrapped.
+    pub async fn api_version(&self) -> Result<Option<ApiVersion>> {
+        let v = call!(self, pd, get_cluster_config, pdpb::GetClusterConfigRequest::default())?.api_version;
+        match v {
+            0 => Ok(None),
+            v => u8::try_from(v)
+                .ok()
+                .and_then(ApiVersion::from_config)
+                .map(Some)
+                .ok_or_else(|| PdError::Invalid(format!("unknown cluster api version {v}"))),
+        }
+    }
+
+    /// The region containing `key` (in the cluster's region key space).
     pub async fn get_region(&self, key: &[u8]) -> Result<Option<RegionInfo>> {
         let req = pdpb::GetRegionRequest { header: None, region_key: key.to_vec(), need_buckets: false };
         let r = call!(self, pd, get_region, req.clone())?;

@@ -255,7 +255,7 @@ impl ApplyDelegate {
                     .as_ref()
                     .ok_or_else(|| Error::InvalidRequest("delete range without body".into()))?;
                 // Clip to the region so a range never touches a neighbour's data.
-                let (lo, hi) = crate::clip_to_region(&self.region, &d.start_key, &d.end_key)?;
+                let (lo, hi) = crate::clip_to_region(&self.region, &d.start_key, &d.end_key);
                 wb.delete_range_cf(data_cf(&d.cf)?, &keys::data_key(&lo), &keys::data_end_key(&hi))?;
             }
             CmdType::CompareAndSwap => {

@@ -1,8 +1,5 @@
-//! Byte encodings of the store: memcomparable keys (re-exported from
-//! `atoll-codec`) and raw values with an optional TTL:
+//! Raw values as stored: the user's bytes with an optional TTL,
 //! `value | [expire_secs BE] | flag`.
-
-pub use atoll_codec::{decode_bound, decode_bytes, encode_bound, encode_bytes};
 
 const FLAG_NONE: u8 = 0;
 const FLAG_TTL: u8 = 1;

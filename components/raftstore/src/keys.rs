@@ -7,7 +7,9 @@
 //! - `0x01 0x02 | region_id BE | 0x03`       apply state
 //! - `0x01 0x03 | region_id BE | 0x01`       region local state
 //!
-//! User data keys are the raw key prefixed with `z`.
+//! User data keys are the region key (see `atoll_codec::api`) prefixed with
+//! `z`: raw keys as they are in an API V1 cluster, memcomparable-encoded in
+//! API V2. This layout is [`DATA_FORMAT`], recorded in the store ident.
 
 pub const LOCAL_PREFIX: u8 = 0x01;
 pub const STORE_IDENT_KEY: &[u8] = &[LOCAL_PREFIX, 0x01];
@@ -17,6 +19,9 @@ const RAFT_LOG_SUFFIX: u8 = 0x01;
 const RAFT_STATE_SUFFIX: u8 = 0x02;
 const APPLY_STATE_SUFFIX: u8 = 0x03;
 const REGION_STATE_SUFFIX: u8 = 0x01;
+
+/// The data key layout this build writes and reads: 1 = `z` + region key.
+pub const DATA_FORMAT: u32 = 1;
 
 pub const DATA_PREFIX: u8 = b'z';
 pub const DATA_MIN_KEY: &[u8] = b"z";

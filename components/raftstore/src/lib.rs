@@ -37,17 +37,11 @@ pub use transport::{PdSink, PdTask, RegionStats, Transport};
 
 use atoll_proto::metapb;
 
-/// Does the region (whose bounds are memcomparable-encoded) contain the raw `key`?
+/// Does the region contain `key`? Region bounds and `key` are both in the
+/// cluster's region key space (see `atoll_codec::api`); this crate never
+/// converts between key spaces.
 pub fn region_contains(region: &metapb::Region, key: &[u8]) -> bool {
-    let enc = codec::encode_bytes(key);
-    enc.as_slice() >= region.start_key.as_slice() && (region.end_key.is_empty() || enc < region.end_key)
-}
-
-/// The raw (decoded) `[start, end)` of a region; an empty end is unbounded.
-pub fn region_raw_range(region: &metapb::Region) -> Result<(Vec<u8>, Vec<u8>)> {
-    let s = codec::decode_bound(&region.start_key).map_err(Error::Raft)?;
-    let e = codec::decode_bound(&region.end_key).map_err(Error::Raft)?;
-    Ok((s, e))
+    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 /// Checks a request's epoch against the region's current one: the version
@@ -64,17 +58,17 @@ pub fn check_epoch(region: &metapb::Region, sent: Option<&metapb::RegionEpoch>, 
     Ok(())
 }
 
-/// Intersects the raw range `[start, end)` (empty end = unbounded) with the
-/// region's raw range. The result may be empty (`start >= end`, end non-empty).
-pub fn clip_to_region(region: &metapb::Region, start: &[u8], end: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
-    let (rs, re) = region_raw_range(region)?;
-    let lo = std::cmp::max(start, rs.as_slice()).to_vec();
+/// Intersects `[start, end)` (region keys; empty end = unbounded) with the
+/// region's range. The result may be empty (`start >= end`, end non-empty).
+pub fn clip_to_region(region: &metapb::Region, start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (rs, re) = (region.start_key.as_slice(), region.end_key.as_slice());
+    let lo = std::cmp::max(start, rs).to_vec();
     let hi = match (end.is_empty(), re.is_empty()) {
-        (true, _) => re,
+        (true, _) => re.to_vec(),
         (false, true) => end.to_vec(),
-        (false, false) => std::cmp::min(end, re.as_slice()).to_vec(),
+        (false, false) => std::cmp::min(end, re).to_vec(),
     };
-    Ok((lo, hi))
+    (lo, hi)
 }
 
 #[cfg(test)]
@@ -83,16 +77,27 @@ mod tests {
 
     #[test]
     fn clipping() {
-        let r = metapb::Region {
-            start_key: codec::encode_bytes(b"c"),
-            end_key: codec::encode_bytes(b"m"),
-            ..Default::default()
-        };
-        assert_eq!(clip_to_region(&r, b"a", b"").unwrap(), (b"c".to_vec(), b"m".to_vec()));
-        assert_eq!(clip_to_region(&r, b"d", b"e").unwrap(), (b"d".to_vec(), b"e".to_vec()));
-        assert_eq!(clip_to_region(&r, b"d", b"z").unwrap(), (b"d".to_vec(), b"m".to_vec()));
+        let r = metapb::Region { start_key: b"c".to_vec(), end_key: b"m".to_vec(), ..Default::default() };
+        assert_eq!(clip_to_region(&r, b"a", b""), (b"c".to_vec(), b"m".to_vec()));
+        assert_eq!(clip_to_region(&r, b"d", b"e"), (b"d".to_vec(), b"e".to_vec()));
+        assert_eq!(clip_to_region(&r, b"d", b"z"), (b"d".to_vec(), b"m".to_vec()));
         let unbounded = metapb::Region::default();
-        assert_eq!(clip_to_region(&unbounded, b"", b"").unwrap(), (vec![], vec![]));
-        assert_eq!(clip_to_region(&unbounded, b"x", b"").unwrap(), (b"x".to_vec(), vec![]));
+        assert_eq!(clip_to_region(&unbounded, b"", b""), (vec![], vec![]));
+        assert_eq!(clip_to_region(&unbounded, b"x", b""), (b"x".to_vec(), vec![]));
+    }
+
+    #[test]
+    fn containment_at_the_bounds() {
+        // Keys equal to a bound, sharing its first bytes, or with trailing zeros.
+        let r = metapb::Region { start_key: b"B".to_vec(), end_key: b"split-m".to_vec(), ..Default::default() };
+        for k in [&b"B"[..], b"B\0", b"split-l\xff", b"split-\0"] {
+            assert!(region_contains(&r, k), "{k:?}");
+        }
+        for k in [&b""[..], b"A\xff", b"split-m", b"split-m\0", b"split-n"] {
+            assert!(!region_contains(&r, k), "{k:?}");
+        }
+        let tail = metapb::Region { start_key: b"split-m".to_vec(), ..Default::default() };
+        assert!(region_contains(&tail, b"split-m") && region_contains(&tail, &[0xff; 9]));
+        assert!(region_contains(&metapb::Region::default(), b""));
     }
 }

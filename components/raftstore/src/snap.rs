@@ -93,14 +93,13 @@ fn io_err(path: &Path, e: std::io::Error) -> Error {
 }
 
 /// The engine range `[start, end)` holding a region's data.
-pub fn region_data_range(region: &metapb::Region) -> Result<(Vec<u8>, Vec<u8>)> {
-    let (s, e) = crate::region_raw_range(region)?;
-    Ok((keys::data_key(&s), keys::data_end_key(&e)))
+pub fn region_data_range(region: &metapb::Region) -> (Vec<u8>, Vec<u8>) {
+    (keys::data_key(&region.start_key), keys::data_end_key(&region.end_key))
 }
 
 /// Writes `region`'s data as seen by `snap` into `path`.
 pub fn build<S: Iterable>(snap: &S, region: &metapb::Region, path: &Path) -> Result<SnapshotData> {
-    let (start, end) = region_data_range(region)?;
+    let (start, end) = region_data_range(region);
     let tmp = path.with_extension("tmp");
     let file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
@@ -151,7 +150,7 @@ pub fn load_into<W: WriteBatch>(path: &Path, meta: &SnapshotData, wb: &mut W) ->
     if crc32fast::hash(&buf) != meta.checksum {
         return Err(Error::Snapshot(format!("{}: checksum mismatch", path.display())));
     }
-    let (start, end) = region_data_range(region)?;
+    let (start, end) = region_data_range(region);
     let mut pos = 0usize;
     let mut count = 0u64;
     let corrupt = |what: &str| Error::Snapshot(format!("{}: {what}", path.display()));
@@ -188,8 +187,8 @@ mod tests {
     fn region(start: &[u8], end: &[u8]) -> metapb::Region {
         metapb::Region {
             id: 7,
-            start_key: if start.is_empty() { vec![] } else { atoll_codec::encode_bytes(start) },
-            end_key: if end.is_empty() { vec![] } else { atoll_codec::encode_bytes(end) },
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
             ..Default::default()
         }
     }

@@ -33,18 +33,18 @@ pub fn load_store_ident(engine: &impl KvEngine) -> Result<Option<StoreIdent>> {
 }
 
 /// Records the store's identity; refuses to overwrite a different one.
-pub fn write_store_ident(engine: &impl KvEngine, cluster_id: u64, store_id: u64) -> Result<()> {
+pub fn write_store_ident(engine: &impl KvEngine, ident: &StoreIdent) -> Result<()> {
     if let Some(old) = load_store_ident(engine)? {
-        if old.cluster_id != cluster_id || old.store_id != store_id {
+        if &old != ident {
             return Err(Error::InvalidRequest(format!(
-                "engine belongs to store {} of cluster {}, not store {store_id} of cluster {cluster_id}",
-                old.store_id, old.cluster_id
+                "engine belongs to store {} of cluster {}, not store {} of cluster {}",
+                old.store_id, old.cluster_id, ident.store_id, ident.cluster_id
             )));
         }
         return Ok(());
     }
     let mut wb = engine.write_batch();
-    wb.put_cf(CF_RAFT, keys::STORE_IDENT_KEY, &StoreIdent { cluster_id, store_id }.encode_to_vec())?;
+    wb.put_cf(CF_RAFT, keys::STORE_IDENT_KEY, &ident.encode_to_vec())?;
     engine.write(&mut wb, WriteOptions::sync())?;
     Ok(())
 }

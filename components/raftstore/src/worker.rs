@@ -201,7 +201,7 @@ impl SplitChecker {
 
 fn check_region<E: KvEngine>(engine: &E, t: &SplitThresholds, router: &RaftRouter<E>, task: SplitCheckTask) {
     let region = task.region;
-    let Ok((start, end)) = snap::region_data_range(&region) else { return };
+    let (start, end) = snap::region_data_range(&region);
     let snap = engine.snapshot();
     // Split points come from `default` (where raw KV lives); the other data
     // CFs only add to the size.
@@ -236,7 +236,7 @@ fn check_region<E: KvEngine>(engine: &E, t: &SplitThresholds, router: &RaftRoute
         epoch: region.region_epoch.clone().unwrap_or_default(),
         size: out.size,
         keys: out.keys,
-        split_keys: out.split_keys.iter().map(|k| atoll_codec::encode_bytes(k)).collect(),
+        split_keys: out.split_keys,
     };
     let _ = router.send(region.id, msg);
 }

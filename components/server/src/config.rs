@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use atoll_codec::api::ApiVersion;
 use atoll_util::ReadableSize;
 use serde::{Deserialize, Serialize};
 
@@ -72,11 +73,23 @@ impl Default for ServerConfig {
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
+    /// The cluster's API version (TiKV `storage.api-version`): 1 serves raw
+    /// keys as they are (tikv-client `RawClient::new`, tikv-python), 2 serves
+    /// keyspaces (tikv-client with a keyspace). The first store to bootstrap
+    /// fixes it for the cluster; a store configured otherwise refuses to start.
+    pub api_version: u8,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { data_dir: PathBuf::from("./data/store") }
+        StorageConfig { data_dir: PathBuf::from("./data/store"), api_version: 2 }
+    }
+}
+
+impl StorageConfig {
+    /// The configured API version (validated by [`Config::validate`]).
+    pub fn api_version(&self) -> ApiVersion {
+        ApiVersion::from_config(self.api_version).expect("validated storage.api-version")
     }
 }
 
@@ -103,6 +116,9 @@ impl Config {
         }
         if self.pd.endpoints.is_empty() {
             return Err("pd.endpoints must list at least one PD".into());
+        }
+        if ApiVersion::from_config(self.storage.api_version).is_none() {
+            return Err(format!("storage.api-version must be 1 or 2, not {}", self.storage.api_version));
         }
         if self.server.max_key_size.0 == 0 || self.server.max_value_size.0 == 0 {
             return Err("server.max-key-size and max-value-size must be positive".into());
@@ -156,5 +172,13 @@ mod tests {
         let mut c = Config::default();
         c.server.addr = "not an addr".into();
         assert!(c.validate().is_err());
+        for bad in [0, 3] {
+            let mut c = Config::default();
+            c.storage.api_version = bad;
+            assert!(c.validate().unwrap_err().contains("storage.api-version must be 1 or 2"));
+        }
+        let v1 = Config::from_toml("[storage]\napi-version = 1").unwrap();
+        v1.validate().unwrap();
+        assert_eq!(v1.storage.api_version(), ApiVersion::V1);
     }
 }

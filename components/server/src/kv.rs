@@ -117,7 +117,7 @@ impl<E: KvEngine> Tikv for KvService<E> {
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
         let mut resp = RawDeleteResponse::default();
-        if let Err(e) = self.storage.batch_delete(&ctx, &r.cf, vec![r.key]).await {
+        if let Err(e) = self.storage.delete(&ctx, &r.cf, r.key).await {
             (resp.region_error, resp.error) = split_err("raw_delete", e);
         }
         Ok(Response::new(resp))
@@ -198,6 +198,27 @@ impl<E: KvEngine> Tikv for KvService<E> {
                 resp.previous_value = prev.unwrap_or_default();
             }
             Err(e) => (resp.region_error, resp.error) = split_err("raw_compare_and_swap", e),
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn raw_checksum(&self, req: Request<RawChecksumRequest>) -> Result<Response<RawChecksumResponse>, Status> {
+        let _t = Timer::start("raw_checksum");
+        let r = req.into_inner();
+        let ctx = r.context.unwrap_or_default();
+        let mut resp = RawChecksumResponse::default();
+        if r.algorithm != ChecksumAlgorithm::Crc64Xor as i32 {
+            resp.error = format!("unknown checksum algorithm {}", r.algorithm);
+            return Ok(Response::new(resp));
+        }
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> = r.ranges.into_iter().map(|k| (k.start_key, k.end_key)).collect();
+        match self.storage.checksum(&ctx, &ranges).await {
+            Ok(sum) => {
+                resp.checksum = sum.crc64_xor;
+                resp.total_kvs = sum.total_kvs;
+                resp.total_bytes = sum.total_bytes;
+            }
+            Err(e) => (resp.region_error, resp.error) = split_err("raw_checksum", e),
         }
         Ok(Response::new(resp))
     }

@@ -4,6 +4,7 @@
 //!
 //! This is the only crate that puts RocksDB, raftstore, gRPC and PD together.
 
+pub mod checksum;
 pub mod config;
 pub mod kv;
 pub mod metrics;

@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use atoll_codec::api::ApiVersion;
 use atoll_engine_traits::KvEngine;
 use atoll_pd_client::PdClient;
+use atoll_proto::atollpb::StoreIdent;
 use atoll_proto::metapb;
+use atoll_raftstore::keys::DATA_FORMAT;
 use atoll_raftstore::system::{
     abandon_initial_region, load_regions, load_store_ident, write_initial_region, write_store_ident,
 };
@@ -18,20 +21,52 @@ pub enum NodeError {
     Store(#[from] atoll_raftstore::Error),
     #[error("data directory belongs to cluster {found}, but PD runs cluster {expected}")]
     WrongCluster { found: u64, expected: u64 },
+    #[error(
+        "data directory uses data format {found}, this build reads format {expected} only \
+         (written by an older Atoll); move it away and start with an empty one"
+    )]
+    DataFormat { found: u32, expected: u32 },
+    #[error("data directory was written by an API {found} store, but storage.api-version is {}", .configured.config_value())]
+    DataApiVersion { found: String, configured: ApiVersion },
+    #[error(
+        "the cluster runs API {cluster} (fixed when it was bootstrapped), but this store's \
+         storage.api-version is {}; set storage.api-version = {} or join another cluster",
+        .configured.config_value(), .cluster.config_value()
+    )]
+    ClusterApiVersion { cluster: ApiVersion, configured: ApiVersion },
 }
 
 /// Returns this store's id, allocating and persisting one on first start.
-pub async fn store_id<E: KvEngine>(pd: &PdClient, engine: &E) -> Result<u64, NodeError> {
+/// A data directory of another cluster, data format or API version is refused.
+pub async fn store_id<E: KvEngine>(pd: &PdClient, engine: &E, api_version: ApiVersion) -> Result<u64, NodeError> {
     let cluster_id = pd.cluster_id();
     if let Some(ident) = load_store_ident(engine)? {
         if ident.cluster_id != cluster_id {
             return Err(NodeError::WrongCluster { found: ident.cluster_id, expected: cluster_id });
         }
+        if ident.data_format != DATA_FORMAT {
+            return Err(NodeError::DataFormat { found: ident.data_format, expected: DATA_FORMAT });
+        }
+        if ApiVersion::from_proto(ident.api_version) != Some(api_version) {
+            let found = ApiVersion::from_proto(ident.api_version)
+                .map_or_else(|| format!("(unknown: {})", ident.api_version), |v| v.to_string());
+            return Err(NodeError::DataApiVersion { found, configured: api_version });
+        }
         return Ok(ident.store_id);
     }
-    let id = pd.alloc_id().await?;
-    write_store_ident(engine, cluster_id, id)?;
-    Ok(id)
+    let store_id = pd.alloc_id().await?;
+    let ident = StoreIdent { cluster_id, store_id, api_version: api_version.to_proto(), data_format: DATA_FORMAT };
+    write_store_ident(engine, &ident)?;
+    Ok(store_id)
+}
+
+/// Refuses to serve a cluster whose API version (once bootstrapped) is not
+/// this store's.
+pub async fn check_cluster_api_version(pd: &PdClient, configured: ApiVersion) -> Result<(), NodeError> {
+    match pd.api_version().await? {
+        Some(cluster) if cluster != configured => Err(NodeError::ClusterApiVersion { cluster, configured }),
+        _ => Ok(()),
+    }
 }
 
 pub async fn register(pd: &PdClient, store: metapb::Store) -> Result<(), NodeError> {
@@ -47,13 +82,18 @@ fn initial_epoch(r: &metapb::Region) -> bool {
 /// store with the smallest id creates the first region with a peer on each of
 /// the first `max_peer_count` stores. The others create their peer of that
 /// region from PD's copy (it is empty, so its initial state is known).
-pub async fn bootstrap<E: KvEngine>(pd: &PdClient, engine: &E, me: &metapb::Store) -> Result<(), NodeError> {
+pub async fn bootstrap<E: KvEngine>(
+    pd: &PdClient,
+    engine: &E,
+    me: &metapb::Store,
+    api_version: ApiVersion,
+) -> Result<(), NodeError> {
     let local = load_regions(engine)?;
     let mut logged = false;
     while !pd.is_bootstrapped().await? {
         // A previous run may have prepared the first region and died before PD knew.
         if let Some(r) = local.iter().find(|r| initial_epoch(r) && r.start_key.is_empty() && r.end_key.is_empty()) {
-            pd.bootstrap(me.clone(), r.clone()).await?;
+            pd.bootstrap(me.clone(), r.clone(), api_version).await?;
             continue;
         }
         let want = pd.get_cluster_config().await?.max_peer_count.max(1) as usize;
@@ -72,7 +112,7 @@ pub async fn bootstrap<E: KvEngine>(pd: &PdClient, engine: &E, me: &metapb::Stor
                 ..Default::default()
             };
             write_initial_region(engine, &region)?;
-            if pd.bootstrap(me.clone(), region.clone()).await? {
+            if pd.bootstrap(me.clone(), region.clone(), api_version).await? {
                 tracing::info!(region = region_id, "bootstrapped the cluster");
             } else {
                 abandon_initial_region(engine, &region)?;

@@ -62,7 +62,9 @@ impl Server {
         let advertise = if cfg.server.advertise_addr.is_empty() { addr.to_string() } else { cfg.advertise_addr() };
 
         let pd = Arc::new(PdClient::connect(&cfg.pd.endpoints, PD_CONNECT_WAIT).await?);
-        let store_id = crate::node::store_id(&pd, &engine).await?;
+        let api_version = cfg.storage.api_version();
+        crate::node::check_cluster_api_version(&pd, api_version).await?;
+        let store_id = crate::node::store_id(&pd, &engine, api_version).await?;
 
         let status_holder: Arc<Mutex<Option<atoll_raftstore::StoreHandle<RocksEngine>>>> = Arc::new(Mutex::new(None));
         let sh = status_holder.clone();
@@ -91,7 +93,9 @@ impl Server {
             ..Default::default()
         };
         crate::node::register(&pd, me.clone()).await?;
-        crate::node::bootstrap(&pd, &engine, &me).await?;
+        crate::node::bootstrap(&pd, &engine, &me, api_version).await?;
+        // Another store may have bootstrapped the cluster with its own version meanwhile.
+        crate::node::check_cluster_api_version(&pd, api_version).await?;
 
         let snap_mgr = atoll_raftstore::snap::SnapManager::new(cfg.storage.data_dir.join("snap"))?;
         let mut raft = RaftSystem::new(store_id, cfg.raftstore.clone(), engine.clone(), snap_mgr)?;
@@ -114,7 +118,7 @@ impl Server {
         raft.start(transport.clone(), pd_sender)?;
 
         let max_msg = cfg.server.grpc_max_message_size.0 as usize;
-        let kv = TikvServer::new(KvService { storage: RawStorage::new(handle.clone(), &cfg.server) })
+        let kv = TikvServer::new(KvService { storage: RawStorage::new(handle.clone(), &cfg.server, api_version) })
             .max_decoding_message_size(max_msg)
             .max_encoding_message_size(max_msg);
         let raft_svc = RaftTransportServer::new(RaftService { store: handle.clone() })

@@ -1,18 +1,26 @@
 //! Raw KV semantics over raftstore: validation, TTL encoding, region
 //! clipping, and linearizable reads. The gRPC layer (`kv`) only converts.
+//!
+//! This is the request boundary of the key space (`atoll_codec::api`): a
+//! request's `Context.api_version` must be the cluster's, its keys are mapped
+//! to region keys here, and scans map them back. Below this module every key
+//! is a region key.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use atoll_codec::api::{ApiVersion, KEYSPACE_PREFIX_LEN, RAW_KEY_PREFIX};
 use atoll_engine_traits::{data_cf, Iterable, KvEngine, Peekable};
 use atoll_proto::atollpb::{
     CasRequest, CmdType, DeleteRangeRequest, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
 };
 use atoll_proto::kvrpcpb::Context;
+use atoll_proto::metapb;
 use atoll_raftstore::codec::RawValue;
 use atoll_raftstore::{clip_to_region, keys, region_contains, CasResult, Error, ReadResponse, StoreHandle};
 use tokio::sync::oneshot;
 
+use crate::checksum::Checksum;
 use crate::config::ServerConfig;
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -23,6 +31,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct RawStorage<E: KvEngine> {
     store: StoreHandle<E>,
+    api: ApiVersion,
     max_key: usize,
     max_value: usize,
     max_scan: u32,
@@ -47,6 +56,36 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::InvalidRequest(msg.into())
 }
 
+/// The name of a request's API version, for errors.
+fn api_name(v: i32) -> String {
+    match (v, ApiVersion::from_proto(v)) {
+        (_, Some(v)) => format!("API {v}"),
+        (1, None) => "API V1TTL".into(),
+        (v, None) => format!("an unknown API version ({v})"),
+    }
+}
+
+/// Is `bound` a valid bound of an API V2 raw range: a raw key (`r...`), or
+/// `s`, the end of the last keyspace?
+fn is_v2_raw_bound(bound: &[u8]) -> bool {
+    bound.first() == Some(&RAW_KEY_PREFIX) || bound == [RAW_KEY_PREFIX + 1]
+}
+
+/// The region key of a raw request's `key` if `region` holds it: the
+/// store's key-in-region check.
+pub fn region_key_in(api: ApiVersion, region: &metapb::Region, key: &[u8]) -> Option<Vec<u8>> {
+    let region_key = api.raw_region_key(key);
+    region_contains(region, &region_key).then_some(region_key)
+}
+
+/// The engine range (data keys) of a raw request's range `[lo, hi)` (empty
+/// `hi` = unbounded) inside `region`, or `None` if they do not meet: what
+/// scans, checksums and (at apply) delete-range visit.
+pub fn data_range_in(api: ApiVersion, region: &metapb::Region, lo: &[u8], hi: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (lo, hi) = clip_to_region(region, &api.raw_region_bound(lo), &api.raw_region_bound(hi));
+    (hi.is_empty() || lo < hi).then(|| (keys::data_key(&lo), keys::data_end_key(&hi)))
+}
+
 /// A key-value pair as the client sees it.
 pub type Pair = (Vec<u8>, Vec<u8>);
 
@@ -59,9 +98,10 @@ pub struct ScanOpts {
 }
 
 impl<E: KvEngine> RawStorage<E> {
-    pub fn new(store: StoreHandle<E>, cfg: &ServerConfig) -> Self {
+    pub fn new(store: StoreHandle<E>, cfg: &ServerConfig, api: ApiVersion) -> Self {
         RawStorage {
             store,
+            api,
             max_key: cfg.max_key_size.0 as usize,
             max_value: cfg.max_value_size.0 as usize,
             max_scan: cfg.max_scan_limit,
@@ -69,7 +109,9 @@ impl<E: KvEngine> RawStorage<E> {
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
-        if key.is_empty() {
+        // In API V2 the user's key follows `r` + the 3-byte keyspace id.
+        let prefix = if self.api == ApiVersion::V2 { KEYSPACE_PREFIX_LEN } else { 0 };
+        if key.len() <= prefix {
             return Err(bad("key is empty"));
         }
         if key.len() > self.max_key {
@@ -83,6 +125,58 @@ impl<E: KvEngine> RawStorage<E> {
             return Err(bad(format!("value of {} bytes exceeds max-value-size {}", value.len(), self.max_value)));
         }
         Ok(())
+    }
+
+    /// The request must speak the cluster's API version (TiKV answers
+    /// `ApiVersionNotMatched` the same way); checked before anything else,
+    /// so a mismatched request reads and writes nothing.
+    fn check_api(&self, cmd: &str, ctx: &Context) -> Result<()> {
+        if ApiVersion::from_proto(ctx.api_version) == Some(self.api) {
+            return Ok(());
+        }
+        Err(bad(format!(
+            "api version not matched: {cmd} sent with {}, but this cluster runs API {} (storage.api-version = {}); \
+             use a client in {} mode",
+            api_name(ctx.api_version),
+            self.api,
+            self.api.config_value(),
+            match self.api {
+                ApiVersion::V1 => "its default (API V1, no keyspace)",
+                ApiVersion::V2 => "keyspace (API V2)",
+            }
+        )))
+    }
+
+    /// API version, then (V2) key mode: raw commands take only raw keys.
+    fn check_keys<'a>(&self, cmd: &str, ctx: &Context, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+        self.check_api(cmd, ctx)?;
+        if self.api == ApiVersion::V2 {
+            if let Some(k) = keys.into_iter().find(|k| k.first() != Some(&RAW_KEY_PREFIX)) {
+                return Err(bad(format!("key mode not matched: {cmd} in API V2 takes raw keys (prefix 'r'), got {k:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// API version, then (V2) range mode: both bounds in the raw key space.
+    fn check_ranges(&self, cmd: &str, ctx: &Context, ranges: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        self.check_api(cmd, ctx)?;
+        if self.api == ApiVersion::V2 {
+            if let Some((s, e)) = ranges.iter().find(|(s, e)| !is_v2_raw_bound(s) || !is_v2_raw_bound(e)) {
+                return Err(bad(format!(
+                    "key mode not matched: {cmd} in API V2 takes raw ranges (both bounds with prefix 'r'), got [{s:?}, {e:?})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn region_key(&self, key: &[u8]) -> Vec<u8> {
+        self.api.raw_region_key(key)
+    }
+
+    fn user_key(&self, region_key: &[u8]) -> Result<Vec<u8>> {
+        self.api.raw_user_key(region_key).map_err(|e| Error::Raft(format!("stored key {region_key:?}: {e}")))
     }
 
     fn check_ctx(&self, ctx: &Context) -> Result<()> {
@@ -109,39 +203,40 @@ impl<E: KvEngine> RawStorage<E> {
         wait(rx).await
     }
 
-    fn in_region(read: &ReadResponse<E::Snapshot>, key: &[u8]) -> Result<()> {
-        if region_contains(&read.region, key) {
-            Ok(())
-        } else {
-            Err(Error::KeyNotInRegion { key: key.to_vec(), region: read.region.clone() })
-        }
+    /// The region key of the user's `key`, which must lie in the read's region.
+    fn in_region(&self, read: &ReadResponse<E::Snapshot>, key: &[u8]) -> Result<Vec<u8>> {
+        region_key_in(self.api, &read.region, key)
+            .ok_or_else(|| Error::KeyNotInRegion { key: key.to_vec(), region: read.region.clone() })
     }
 
-    fn load(snap: &E::Snapshot, cf: &str, key: &[u8], now: u64) -> Result<Option<RawValue>> {
-        let Some(v) = snap.get_value_cf(cf, &keys::data_key(key))? else { return Ok(None) };
+    fn load(snap: &E::Snapshot, cf: &str, region_key: &[u8], now: u64) -> Result<Option<RawValue>> {
+        let Some(v) = snap.get_value_cf(cf, &keys::data_key(region_key))? else { return Ok(None) };
         let rv = RawValue::decode(&v).map_err(Error::Raft)?;
         Ok((!rv.is_expired(now)).then_some(rv))
     }
 
     pub async fn get(&self, ctx: &Context, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_keys("raw_get", ctx, [key])?;
         self.check_key(key)?;
         let cf = data_cf(cf)?;
         let read = self.snapshot(ctx).await?;
-        Self::in_region(&read, key)?;
-        Ok(Self::load(&read.snapshot, cf, key, atoll_util::time::unix_secs())?.map(|v| v.value))
+        let key = self.in_region(&read, key)?;
+        Ok(Self::load(&read.snapshot, cf, &key, atoll_util::time::unix_secs())?.map(|v| v.value))
     }
 
     /// Seconds left to live: `Some(0)` for a key without TTL, `None` if absent.
     pub async fn get_ttl(&self, ctx: &Context, cf: &str, key: &[u8]) -> Result<Option<u64>> {
+        self.check_keys("raw_get_key_ttl", ctx, [key])?;
         self.check_key(key)?;
         let cf = data_cf(cf)?;
         let read = self.snapshot(ctx).await?;
-        Self::in_region(&read, key)?;
+        let key = self.in_region(&read, key)?;
         let now = atoll_util::time::unix_secs();
-        Ok(Self::load(&read.snapshot, cf, key, now)?.map(|v| v.ttl_left(now).unwrap_or(0)))
+        Ok(Self::load(&read.snapshot, cf, &key, now)?.map(|v| v.ttl_left(now).unwrap_or(0)))
     }
 
     pub async fn batch_get(&self, ctx: &Context, cf: &str, keys: &[Vec<u8>]) -> Result<Vec<Pair>> {
+        self.check_keys("raw_batch_get", ctx, keys.iter().map(Vec::as_slice))?;
         for k in keys {
             self.check_key(k)?;
         }
@@ -150,8 +245,8 @@ impl<E: KvEngine> RawStorage<E> {
         let now = atoll_util::time::unix_secs();
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            Self::in_region(&read, k)?;
-            if let Some(v) = Self::load(&read.snapshot, cf, k, now)? {
+            let region_key = self.in_region(&read, k)?;
+            if let Some(v) = Self::load(&read.snapshot, cf, &region_key, now)? {
                 out.push((k.clone(), v.value));
             }
         }
@@ -159,11 +254,16 @@ impl<E: KvEngine> RawStorage<E> {
     }
 
     pub async fn put(&self, ctx: &Context, cf: &str, key: Vec<u8>, value: Vec<u8>, ttl: u64) -> Result<()> {
-        self.batch_put(ctx, cf, vec![(key, value)], &[ttl]).await
+        self.put_pairs("raw_put", ctx, cf, vec![(key, value)], &[ttl]).await
     }
 
     /// `ttls` is empty (no TTL), one value for all pairs, or one per pair.
     pub async fn batch_put(&self, ctx: &Context, cf: &str, pairs: Vec<Pair>, ttls: &[u64]) -> Result<()> {
+        self.put_pairs("raw_batch_put", ctx, cf, pairs, ttls).await
+    }
+
+    async fn put_pairs(&self, cmd: &str, ctx: &Context, cf: &str, pairs: Vec<Pair>, ttls: &[u64]) -> Result<()> {
+        self.check_keys(cmd, ctx, pairs.iter().map(|(k, _)| k.as_slice()))?;
         if pairs.is_empty() {
             return Err(bad("batch put with no pairs"));
         }
@@ -179,14 +279,23 @@ impl<E: KvEngine> RawStorage<E> {
             let ttl = ttls.get(i).or(ttls.first()).copied().unwrap_or(0);
             reqs.push(Request {
                 cmd_type: CmdType::Put as i32,
-                put: Some(PutRequest { cf: cf.into(), key: k, value: RawValue::new(v, ttl, now).encode() }),
+                put: Some(PutRequest { cf: cf.into(), key: self.region_key(&k), value: RawValue::new(v, ttl, now).encode() }),
                 ..Default::default()
             });
         }
         self.write(ctx, reqs).await.map(|_| ())
     }
 
+    pub async fn delete(&self, ctx: &Context, cf: &str, key: Vec<u8>) -> Result<()> {
+        self.delete_keys("raw_delete", ctx, cf, vec![key]).await
+    }
+
     pub async fn batch_delete(&self, ctx: &Context, cf: &str, keys: Vec<Vec<u8>>) -> Result<()> {
+        self.delete_keys("raw_batch_delete", ctx, cf, keys).await
+    }
+
+    async fn delete_keys(&self, cmd: &str, ctx: &Context, cf: &str, keys: Vec<Vec<u8>>) -> Result<()> {
+        self.check_keys(cmd, ctx, keys.iter().map(Vec::as_slice))?;
         if keys.is_empty() {
             return Err(bad("batch delete with no keys"));
         }
@@ -196,7 +305,7 @@ impl<E: KvEngine> RawStorage<E> {
             self.check_key(&k)?;
             reqs.push(Request {
                 cmd_type: CmdType::Delete as i32,
-                delete: Some(DeleteRequest { cf: cf.into(), key: k }),
+                delete: Some(DeleteRequest { cf: cf.into(), key: self.region_key(&k) }),
                 ..Default::default()
             });
         }
@@ -204,13 +313,15 @@ impl<E: KvEngine> RawStorage<E> {
     }
 
     pub async fn delete_range(&self, ctx: &Context, cf: &str, start: Vec<u8>, end: Vec<u8>) -> Result<()> {
+        self.check_ranges("raw_delete_range", ctx, &[(start.clone(), end.clone())])?;
         let cf = data_cf(cf)?;
         if !end.is_empty() && start >= end {
             return Err(bad("delete range start must be below end"));
         }
+        let (start_key, end_key) = (self.api.raw_region_bound(&start), self.api.raw_region_bound(&end));
         let req = Request {
             cmd_type: CmdType::DeleteRange as i32,
-            delete_range: Some(DeleteRangeRequest { cf: cf.into(), start_key: start, end_key: end }),
+            delete_range: Some(DeleteRangeRequest { cf: cf.into(), start_key, end_key }),
             ..Default::default()
         };
         self.write(ctx, vec![req]).await.map(|_| ())
@@ -227,6 +338,7 @@ impl<E: KvEngine> RawStorage<E> {
         value: Vec<u8>,
         ttl: u64,
     ) -> Result<(bool, Option<Vec<u8>>)> {
+        self.check_keys("raw_compare_and_swap", ctx, [key.as_slice()])?;
         self.check_key(&key)?;
         self.check_value(&value)?;
         let cf = data_cf(cf)?;
@@ -235,7 +347,7 @@ impl<E: KvEngine> RawStorage<E> {
             cmd_type: CmdType::CompareAndSwap as i32,
             cas: Some(CasRequest {
                 cf: cf.into(),
-                key,
+                key: self.region_key(&key),
                 value: RawValue::new(value, ttl, now).encode(),
                 previous_not_exist: previous.is_none(),
                 previous_value: previous.unwrap_or_default(),
@@ -257,6 +369,8 @@ impl<E: KvEngine> RawStorage<E> {
     /// exclusive upper bound and `end` the inclusive lower one. Ranges are
     /// clipped to the region; an empty bound means "region edge".
     pub async fn scan(&self, ctx: &Context, cf: &str, ranges: &[(Vec<u8>, Vec<u8>)], opts: ScanOpts) -> Result<Vec<Pair>> {
+        let cmd = if ranges.len() == 1 { "raw_scan" } else { "raw_batch_scan" };
+        self.check_ranges(cmd, ctx, ranges)?;
         if opts.limit > self.max_scan {
             return Err(bad(format!("scan limit {} exceeds max-scan-limit {}", opts.limit, self.max_scan)));
         }
@@ -264,39 +378,64 @@ impl<E: KvEngine> RawStorage<E> {
         let read = self.snapshot(ctx).await?;
         let mut out = vec![];
         for (s, e) in ranges {
-            out.extend(Self::scan_range(&read, cf, s, e, opts)?);
+            let (lo, hi) = if opts.reverse { (e, s) } else { (s, e) };
+            self.visit_range(&read, cf, lo, hi, opts.reverse, &mut |k, v| {
+                if out.len() >= opts.limit as usize {
+                    return Ok(false);
+                }
+                out.push((k, if opts.key_only { vec![] } else { v.value }));
+                Ok(true)
+            })?;
         }
         Ok(out)
     }
 
-    fn scan_range(read: &ReadResponse<E::Snapshot>, cf: &str, start: &[u8], end: &[u8], opts: ScanOpts) -> Result<Vec<Pair>> {
-        let ScanOpts { limit, key_only, reverse } = opts;
-        let (lo, hi) = if reverse { (end, start) } else { (start, end) };
-        let (lo, hi) = clip_to_region(&read.region, lo, hi)?;
-        if !hi.is_empty() && lo >= hi {
-            return Ok(vec![]);
+    /// RawChecksum (crc64-xor of user key and value, pair count, bytes) of
+    /// the live pairs of `ranges` inside the region.
+    pub async fn checksum(&self, ctx: &Context, ranges: &[(Vec<u8>, Vec<u8>)]) -> Result<Checksum> {
+        self.check_ranges("raw_checksum", ctx, ranges)?;
+        let cf = data_cf("")?;
+        let read = self.snapshot(ctx).await?;
+        let mut sum = Checksum::default();
+        for (lo, hi) in ranges {
+            self.visit_range(&read, cf, lo, hi, false, &mut |k, v| {
+                sum.add(&k, &v.value);
+                Ok(true)
+            })?;
         }
+        Ok(sum)
+    }
+
+    /// Visits the live pairs of the user range `[lo, hi)` (empty `hi` =
+    /// unbounded) inside the read's region, as (user key, value), until `f`
+    /// returns false.
+    fn visit_range(
+        &self,
+        read: &ReadResponse<E::Snapshot>,
+        cf: &str,
+        lo: &[u8],
+        hi: &[u8],
+        reverse: bool,
+        f: &mut dyn FnMut(Vec<u8>, RawValue) -> Result<bool>,
+    ) -> Result<()> {
+        let Some((start, end)) = data_range_in(self.api, &read.region, lo, hi) else { return Ok(()) };
         let snap: &Arc<E::Snapshot> = &read.snapshot;
         let now = atoll_util::time::unix_secs();
-        let mut out = Vec::with_capacity(limit.min(1024) as usize);
-        let mut bad_value = None;
-        snap.scan_cf(cf, &keys::data_key(&lo), &keys::data_end_key(&hi), reverse, &mut |k, v| {
-            if out.len() >= limit as usize {
-                return Ok(false);
-            }
-            match RawValue::decode(v) {
-                Ok(rv) if rv.is_expired(now) => {}
-                Ok(rv) => out.push((keys::origin_key(k).to_vec(), if key_only { vec![] } else { rv.value })),
+        let mut failed = None;
+        snap.scan_cf(cf, &start, &end, reverse, &mut |k, v| {
+            let pair = RawValue::decode(v).map_err(Error::Raft).and_then(|rv| Ok((self.user_key(keys::origin_key(k))?, rv)));
+            match pair {
+                Ok((_, rv)) if rv.is_expired(now) => Ok(true),
+                Ok((key, rv)) => f(key, rv).or_else(|e| {
+                    failed = Some(e);
+                    Ok(false)
+                }),
                 Err(e) => {
-                    bad_value = Some(e);
-                    return Ok(false);
+                    failed = Some(e);
+                    Ok(false)
                 }
             }
-            Ok(true)
         })?;
-        if let Some(e) = bad_value {
-            return Err(Error::Raft(e));
-        }
-        Ok(out)
+        failed.map_or(Ok(()), Err)
     }
 }

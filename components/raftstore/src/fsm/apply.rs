@@ -139,11 +139,10 @@ impl<E: KvEngine> PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller<E> {
                     let id = d.region_id();
                     d.clear_pending(&mut self.done, || Error::RegionNotFound(id));
                     if clear_data {
-                        if let Ok((start, end)) = crate::snap::region_data_range(&d.region) {
-                            for cf in DATA_CFS {
-                                if let Err(e) = self.wb.delete_range_cf(cf, &start, &end) {
-                                    panic!("region {id}: stage data deletion: {e}");
-                                }
+                        let (start, end) = crate::snap::region_data_range(&d.region);
+                        for cf in DATA_CFS {
+                            if let Err(e) = self.wb.delete_range_cf(cf, &start, &end) {
+                                panic!("region {id}: stage data deletion: {e}");
                             }
                         }
                     }

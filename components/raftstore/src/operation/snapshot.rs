@@ -86,7 +86,7 @@ impl<E: KvEngine> Peer<E> {
         let key = SnapKey { region_id: region.id, term: meta.term, index: meta.index };
         let path = ctx.snap_mgr.recv_path(&key);
         let mut wb = ctx.engine.write_batch_with_cap(data.file_size as usize + 4096);
-        let (start, end) = snap::region_data_range(&region)?;
+        let (start, end) = snap::region_data_range(&region);
         for cf in DATA_CFS {
             wb.delete_range_cf(cf, &start, &end)?;
         }
