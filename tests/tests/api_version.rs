@@ -249,36 +249,59 @@ async fn api_v1_cluster_serves_default_mode_clients_across_splits() {
     assert!(log.contains("storage.api-version"), "{log}");
 }
 
+/// The unmodified tikv-client in keyspace mode (API V2) over the same
+/// split-boundary cases; then API V1 requests, which this cluster refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn api_v2_cluster_refuses_api_v1_requests() {
+async fn api_v2_cluster_serves_keyspace_clients_across_splits_and_refuses_api_v1() {
     let c = ProcCluster::start(3);
     let ours = atoll_client::RawClient::connect(atoll_client::Config::new(vec![c.pd_addr.clone()])).await.unwrap();
     assert_eq!(ours.api_version(), atoll_client::ApiVersion::V2);
-    assert!(
-        atoll_tests::proc::eventually(Duration::from_secs(60), || async { ours.put(b"k", b"v2").await.is_ok() }).await,
-        "cluster never became writable"
-    );
+    let cfg = tikv_client::Config::default().with_default_keyspace().with_timeout(Duration::from_secs(5));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let client = loop {
+        if let Ok(cl) = RawClient::new_with_config(vec![c.pd_addr.clone()], cfg.clone()).await {
+            if cl.put(b"ready".to_vec(), b"1".to_vec()).await.is_ok() {
+                cl.delete(b"ready".to_vec()).await.unwrap();
+                break cl;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "cluster never became writable; pd log:\n{}", c.log("pd.log"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let mut live: BTreeMap<Vec<u8>, Vec<u8>> = keys().into_iter().map(|k| (k.clone(), value(&k, 0))).collect();
+    client.batch_put(live.iter().map(|(k, v)| KvPair::new(k.clone(), v.clone())).collect::<Vec<_>>()).await.unwrap();
+    check_rust_client(&client, "before splits", 1, &mut live).await;
+    for k in SPLITS {
+        split_at(ours.pd(), &c.pd_addr, &ours.region_key(k), &ours.wire_key(k)).await;
+    }
+    check_rust_client(&client, "after splits", 2, &mut live).await;
+    // The same data through our own client (it speaks the cluster's version).
+    let (_, kvs, _) = ours.checksum(b"", b"").await.unwrap();
+    assert_eq!(kvs, live.len() as u64);
+    assert_eq!(ours.scan(b"", b"", 1000).await.unwrap(), live.clone().into_iter().collect::<Vec<_>>());
+
     // tikv-client in its default mode (API V1) gets the documented error.
     let v1 = RawClient::new_with_config(vec![c.pd_addr.clone()], tikv_client::Config::default().with_timeout(Duration::from_secs(2)))
         .await
         .unwrap();
-    for key in [b"k".to_vec(), b"r\0\0\0k".to_vec()] {
+    for key in [b"split-m".to_vec(), b"r\0\0\0split-m".to_vec()] {
         let err = v1.put(key.clone(), b"v1".to_vec()).await.expect_err("V1 write to a V2 cluster");
         assert!(format!("{err:?}").contains("api version not matched"), "{err:?}");
         let err = v1.get(key).await.expect_err("V1 read from a V2 cluster");
         assert!(format!("{err:?}").contains("api version not matched"), "{err:?}");
     }
-    // Nothing was written: the V2 value is intact, and no V1-shaped key exists.
-    assert_eq!(ours.get(b"k").await.unwrap(), Some(b"v2".to_vec()));
-    assert!(ours.scan(b"", b"", 100).await.unwrap().iter().all(|(_, v)| v.as_slice() != b"v1"));
+    // Nothing was written: every value is intact, none is the V1 one.
+    let now = ours.scan(b"", b"", 1000).await.unwrap();
+    assert_eq!(now, live.clone().into_iter().collect::<Vec<_>>());
 
     // A V2 request with a non-raw key (key mode) is refused too.
-    let r = ours.pd().get_region(&ours.region_key(b"k")).await.unwrap().unwrap();
+    let r = ours.pd().get_region(&ours.region_key(b"B")).await.unwrap().unwrap();
     let leader = r.leader.clone().unwrap();
     let addr = ours.pd().get_store(leader.store_id).await.unwrap().address;
     let mut raw = TikvClient::connect(format!("http://{addr}")).await.unwrap();
     let ctx = Context { region_id: r.region.id, region_epoch: r.region.region_epoch, peer: Some(leader), api_version: 2, ..Default::default() };
-    let put = RawPutRequest { context: Some(ctx), key: b"x\0\0\0k".to_vec(), value: b"txn".to_vec(), ..Default::default() };
+    let put = RawPutRequest { context: Some(ctx), key: b"x\0\0\0B".to_vec(), value: b"txn".to_vec(), ..Default::default() };
     let resp = raw.raw_put(put).await.unwrap().into_inner();
     assert!(resp.error.contains("key mode not matched"), "{resp:?}");
 }
