@@ -139,7 +139,7 @@ impl<E: KvEngine> Tikv for KvService<E> {
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
         let mut resp = RawScanResponse::default();
-        let opts = ScanOpts { limit: r.limit, key_only: r.key_only, reverse: r.reverse };
+        let opts = ScanOpts { limit: r.limit, key_only: r.key_only, reverse: r.reverse, batch: false };
         match self.storage.scan(&ctx, &r.cf, &[(r.start_key, r.end_key)], opts).await {
             Ok(pairs) => resp.kvs = kv_pairs(pairs),
             Err(e) => resp.region_error = region_only("raw_scan", e)?,
@@ -164,7 +164,7 @@ impl<E: KvEngine> Tikv for KvService<E> {
         let ctx = r.context.unwrap_or_default();
         let ranges: Vec<(Vec<u8>, Vec<u8>)> = r.ranges.into_iter().map(|k| (k.start_key, k.end_key)).collect();
         let mut resp = RawBatchScanResponse::default();
-        let opts = ScanOpts { limit: r.each_limit, key_only: r.key_only, reverse: r.reverse };
+        let opts = ScanOpts { limit: r.each_limit, key_only: r.key_only, reverse: r.reverse, batch: true };
         match self.storage.scan(&ctx, &r.cf, &ranges, opts).await {
             Ok(pairs) => resp.kvs = kv_pairs(pairs),
             Err(e) => resp.region_error = region_only("raw_batch_scan", e)?,

@@ -80,7 +80,7 @@ pub fn region_key_in(api: ApiVersion, region: &metapb::Region, key: &[u8]) -> Op
 
 /// The engine range (data keys) of a raw request's range `[lo, hi)` (empty
 /// `hi` = unbounded) inside `region`, or `None` if they do not meet: what
-/// scans, checksums and (at apply) delete-range visit.
+/// scans and checksums visit.
 pub fn data_range_in(api: ApiVersion, region: &metapb::Region, lo: &[u8], hi: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let (lo, hi) = clip_to_region(region, &api.raw_region_bound(lo), &api.raw_region_bound(hi));
     (hi.is_empty() || lo < hi).then(|| (keys::data_key(&lo), keys::data_end_key(&hi)))
@@ -95,6 +95,8 @@ pub struct ScanOpts {
     pub limit: u32,
     pub key_only: bool,
     pub reverse: bool,
+    /// A RawBatchScan (for error messages).
+    pub batch: bool,
 }
 
 impl<E: KvEngine> RawStorage<E> {
@@ -369,7 +371,7 @@ impl<E: KvEngine> RawStorage<E> {
     /// exclusive upper bound and `end` the inclusive lower one. Ranges are
     /// clipped to the region; an empty bound means "region edge".
     pub async fn scan(&self, ctx: &Context, cf: &str, ranges: &[(Vec<u8>, Vec<u8>)], opts: ScanOpts) -> Result<Vec<Pair>> {
-        let cmd = if ranges.len() == 1 { "raw_scan" } else { "raw_batch_scan" };
+        let cmd = if opts.batch { "raw_batch_scan" } else { "raw_scan" };
         self.check_ranges(cmd, ctx, ranges)?;
         if opts.limit > self.max_scan {
             return Err(bad(format!("scan limit {} exceeds max-scan-limit {}", opts.limit, self.max_scan)));
