@@ -51,24 +51,6 @@ pub fn decode_bytes(data: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Encodes a region boundary: empty stays empty (unbounded).
-pub fn encode_bound(key: &[u8]) -> Vec<u8> {
-    if key.is_empty() {
-        vec![]
-    } else {
-        encode_bytes(key)
-    }
-}
-
-/// Decodes a region boundary: empty stays empty (unbounded).
-pub fn decode_bound(key: &[u8]) -> Result<Vec<u8>, String> {
-    if key.is_empty() {
-        Ok(vec![])
-    } else {
-        decode_bytes(key)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,7 +93,5 @@ mod tests {
         let mut ok = encode_bytes(b"x");
         ok.push(1);
         assert!(decode_bytes(&ok).is_err(), "trailing bytes");
-        assert_eq!(decode_bound(b"").unwrap(), b"");
-        assert_eq!(encode_bound(b""), b"");
     }
 }
