@@ -27,8 +27,9 @@ pub struct PdServer {
     pub addr: SocketAddr,
     pub status_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    conns: atoll_util::conn::Connections,
     task: Option<tokio::task::JoinHandle<()>>,
-    status_task: tokio::task::JoinHandle<()>,
+    status: atoll_util::status::StatusServer,
     schedule_task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,7 +49,7 @@ impl PdServer {
         }
         let core = PdCore::open(cfg)?;
         let status_core = core.clone();
-        let (status_addr, status_task) = atoll_util::status::serve(
+        let status_server = atoll_util::status::serve(
             status,
             Arc::new(move || {
                 let c = status_core.cluster.read();
@@ -63,20 +64,15 @@ impl PdServer {
         )
         .await
         .map_err(|source| ServerError::Bind { addr: status.to_string(), source })?;
+        let status_addr = status_server.addr;
         let (tx, rx) = oneshot::channel();
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .add_service(PdGrpc::new(PdService { core: core.clone() }))
             .add_service(KeyspaceServer::new(KeyspaceService { core: core.clone() }))
             .add_service(HttpApi { core: core.clone() });
-        // `serve_with_incoming` ignores the builder's `tcp_nodelay`: set it on
-        // each accepted socket, or small responses wait out delayed ACKs (~40 ms).
-        let incoming = futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
-            }
-            s
-        });
+        let conns = atoll_util::conn::Connections::new();
+        let incoming = conns.incoming(listener);
         let task = tokio::spawn(async move {
             if let Err(e) = router.serve_with_incoming_shutdown(incoming, async { drop(rx.await) }).await {
                 tracing::error!("pd server: {e}");
@@ -93,7 +89,7 @@ impl PdServer {
             }
         });
         tracing::info!(%addr, %status_addr, cluster_id = core.cluster_id(), "pd serving");
-        Ok(PdServer { core, addr, status_addr, stop: Some(tx), task: Some(task), status_task, schedule_task })
+        Ok(PdServer { core, addr, status_addr, stop: Some(tx), conns, task: Some(task), status: status_server, schedule_task })
     }
 
     pub async fn stop(mut self) {
@@ -101,15 +97,29 @@ impl PdServer {
             let _ = tx.send(());
         }
         if let Some(mut t) = self.task.take() {
-            // Graceful shutdown waits for clients to hang up; don't wait forever.
+            // Graceful shutdown waits for clients to hang up; don't wait
+            // forever, and close connections still open after that.
             if tokio::time::timeout(std::time::Duration::from_secs(2), &mut t).await.is_err() {
-                t.abort();
+                self.conns.close();
+                let _ = t.await;
             }
         }
-        self.status_task.abort();
+        self.conns.close();
+        self.status.stop().await;
         self.schedule_task.abort();
+        let _ = self.schedule_task.await;
         if let Err(e) = self.core.storage.sync() {
             tracing::warn!("pd sync on stop: {e}");
+        }
+        // Connection tasks and a scheduling round on the blocking pool hold
+        // the core (and so the storage lock) a little longer: a PD started on
+        // the same directory right after `stop` returns must find it free.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Arc::strong_count(&self.core) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if Arc::strong_count(&self.core) > 1 {
+            tracing::warn!("pd stopped with its storage still in use by {} tasks", Arc::strong_count(&self.core) - 1);
         }
     }
 }

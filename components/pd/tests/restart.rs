@@ -70,6 +70,7 @@ async fn state_survives_restart() {
             ids.push(c.alloc_id(pdpb::AllocIdRequest::default()).await.unwrap().into_inner().id);
         }
         let ts = tso(&mut c, 10).await;
+        drop(c);
         s.stop().await;
         (cluster_id, ids, ts)
     };

@@ -47,7 +47,9 @@ pub struct Server {
     transport: ServerTransport,
     stop: Option<oneshot::Sender<()>>,
     grpc: Option<tokio::task::JoinHandle<()>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    conns: atoll_util::conn::Connections,
+    status: atoll_util::status::StatusServer,
+    pd_task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -69,7 +71,7 @@ impl Server {
         let status_holder: Arc<Mutex<Option<atoll_raftstore::StoreHandle<RocksEngine>>>> = Arc::new(Mutex::new(None));
         let sh = status_holder.clone();
         let status_advertise = advertise.clone();
-        let (status_addr, status_task) = atoll_util::status::serve(
+        let status_server = atoll_util::status::serve(
             cfg.server.status_addr.parse().map_err(|e| ServerError::Config(format!("status-addr: {e}")))?,
             Arc::new(move || {
                 let h = sh.lock();
@@ -82,6 +84,7 @@ impl Server {
             }),
         )
         .await?;
+        let status_addr = status_server.addr;
 
         let me = metapb::Store {
             id: store_id,
@@ -125,14 +128,8 @@ impl Server {
             .max_decoding_message_size(max_msg)
             .max_encoding_message_size(max_msg);
         let (tx, rx) = oneshot::channel();
-        // `serve_with_incoming` ignores the builder's `tcp_nodelay`: set it on
-        // each accepted socket, or small responses wait out delayed ACKs (~40 ms).
-        let incoming = futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
-            }
-            s
-        });
+        let conns = atoll_util::conn::Connections::new();
+        let incoming = conns.incoming(listener);
         let grpc = tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -153,7 +150,9 @@ impl Server {
             transport,
             stop: Some(tx),
             grpc: Some(grpc),
-            tasks: vec![pd_task, status_task],
+            conns,
+            status: status_server,
+            pd_task,
         })
     }
 
@@ -161,15 +160,21 @@ impl Server {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        if let Some(g) = self.grpc.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), g).await;
+        if let Some(mut g) = self.grpc.take() {
+            // Graceful shutdown waits for clients to hang up: close the
+            // connections still open after a while.
+            if tokio::time::timeout(Duration::from_secs(2), &mut g).await.is_err() {
+                self.conns.close();
+                let _ = g.await;
+            }
         }
+        self.conns.close();
         self.transport.close();
         let raft = self.raft.clone();
         let _ = tokio::task::spawn_blocking(move || raft.lock().shutdown()).await;
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
+        self.pd_task.abort();
+        let _ = self.pd_task.await;
+        self.status.stop().await;
     }
 }
 

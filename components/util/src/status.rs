@@ -9,6 +9,9 @@ use hyper::service::{make_service_fn, service_fn};
 use hyper::{Body, Method, Request, Response, StatusCode};
 use prometheus::{Encoder, TextEncoder};
 
+use crate::conn::Connections;
+use futures::Stream as _;
+
 /// Produces the `/status` JSON document.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
@@ -39,11 +42,26 @@ fn respond(req: &Request<Body>, status: &StatusFn) -> Response<Body> {
     }
 }
 
-/// Binds `addr` and serves until the returned task is aborted or the runtime stops.
-/// Returns the bound address (useful with port 0).
-pub async fn serve(addr: SocketAddr, status: StatusFn) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    listener.set_nonblocking(true)?;
+/// A running status server; [`StatusServer::stop`] closes its connections
+/// too, so nothing it serves (the status closure) outlives it.
+pub struct StatusServer {
+    pub addr: SocketAddr,
+    conns: Connections,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusServer {
+    pub async fn stop(self) {
+        self.conns.close();
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `addr` and serves until [`StatusServer::stop`] or the runtime stops.
+/// `addr` may use port 0; the bound address is in the result.
+pub async fn serve(addr: SocketAddr, status: StatusFn) -> std::io::Result<StatusServer> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let make = make_service_fn(move |_| {
         let status = status.clone();
@@ -54,11 +72,14 @@ pub async fn serve(addr: SocketAddr, status: StatusFn) -> std::io::Result<(Socke
             }))
         }
     });
-    let server = hyper::Server::from_tcp(listener).map_err(std::io::Error::other)?.serve(make);
-    let handle = tokio::spawn(async move {
+    let conns = Connections::new();
+    let mut incoming = Box::pin(conns.incoming(listener));
+    let accept = hyper::server::accept::poll_fn(move |cx| incoming.as_mut().poll_next(cx));
+    let server = hyper::Server::builder(accept).serve(make);
+    let task = tokio::spawn(async move {
         if let Err(e) = server.await {
             tracing::error!("status server: {e}");
         }
     });
-    Ok((local, handle))
+    Ok(StatusServer { addr: local, conns, task })
 }
