@@ -13,7 +13,5 @@ fn main() {
     for p in &paths {
         println!("cargo:rerun-if-changed={p}");
     }
-    tonic_build::configure()
-        .compile(&paths, &["../../proto"])
-        .expect("compile protos");
+    tonic_build::configure().compile(&paths, &["../../proto"]).expect("compile protos");
 }

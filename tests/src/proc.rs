@@ -14,7 +14,11 @@ pub fn binary(name: &str) -> PathBuf {
     let own = exe.parent().expect("exe dir");
     let dir = if own.join(name).exists() { own } else { own.parent().expect("target dir") };
     let p = dir.join(name);
-    assert!(p.exists(), "{} not built; run `make test` (it builds the binaries first)", p.display());
+    assert!(
+        p.exists(),
+        "{} not built; run `make test` (it builds the binaries first)",
+        p.display()
+    );
     p
 }
 
@@ -71,7 +75,10 @@ pub struct ProcCluster {
 
 fn spawn(cmd: &mut Command, log: &Path) -> Child {
     let f = std::fs::File::create(log).unwrap();
-    cmd.stdout(Stdio::from(f.try_clone().unwrap())).stderr(Stdio::from(f)).spawn().expect("spawn process")
+    cmd.stdout(Stdio::from(f.try_clone().unwrap()))
+        .stderr(Stdio::from(f))
+        .spawn()
+        .expect("spawn process")
 }
 
 impl ProcCluster {
@@ -278,7 +285,12 @@ pub fn hex(b: &[u8]) -> String {
 /// there, through PD's HTTP API (`wire_key` is the same key as a raw
 /// request carries it, which is what PD takes), and waits until PD routes
 /// `region_key` to the new region.
-pub async fn split_at(pd: &atoll_pd_client::PdClient, pd_addr: &str, region_key: &[u8], wire_key: &[u8]) {
+pub async fn split_at(
+    pd: &atoll_pd_client::PdClient,
+    pd_addr: &str,
+    region_key: &[u8],
+    wire_key: &[u8],
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut asked: Option<Instant> = None;
     loop {
@@ -291,11 +303,19 @@ pub async fn split_at(pd: &atoll_pd_client::PdClient, pd_addr: &str, region_key:
             // ask again if it did not happen in a while.
             if r.leader.is_some() && asked.is_none_or(|t| t.elapsed() > Duration::from_secs(3)) {
                 asked = Some(Instant::now());
-                let body = format!(r#"{{"name":"split-region","region_id":{},"keys":["{}"]}}"#, r.region.id, hex(wire_key));
+                let body = format!(
+                    r#"{{"name":"split-region","region_id":{},"keys":["{}"]}}"#,
+                    r.region.id,
+                    hex(wire_key)
+                );
                 http_post(pd_addr, "/pd/api/v1/operators", &body);
             }
         }
-        assert!(Instant::now() < deadline, "no split at {region_key:?}; PD has {:?}", r.map(|r| r.region));
+        assert!(
+            Instant::now() < deadline,
+            "no split at {region_key:?}; PD has {:?}",
+            r.map(|r| r.region)
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }

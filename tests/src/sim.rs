@@ -9,11 +9,15 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use atoll_engine_traits::{KvEngine, Peekable};
-use atoll_proto::atollpb::{CmdType, PutRequest, RaftCmdRequest, RaftMessage, RaftRequestHeader, Request};
+use atoll_proto::atollpb::{
+    CmdType, PutRequest, RaftCmdRequest, RaftMessage, RaftRequestHeader, Request,
+};
 use atoll_proto::metapb;
 use atoll_raftstore::msg::SplitIds;
 use atoll_raftstore::system::write_initial_region;
-use atoll_raftstore::{keys, Config, Error, PdSink, PdTask, PeerMsg, RaftSystem, StoreHandle, Transport};
+use atoll_raftstore::{
+    keys, Config, Error, PdSink, PdTask, PeerMsg, RaftSystem, StoreHandle, Transport,
+};
 use parking_lot::{Mutex, RwLock};
 
 /// Who may talk to whom.
@@ -65,16 +69,26 @@ impl<E: KvEngine> Transport for SimTransport<E> {
         Ok(())
     }
 
-    fn send_snapshot(&mut self, msg: RaftMessage, path: std::path::PathBuf, done: Box<dyn FnOnce(bool) + Send>) {
+    fn send_snapshot(
+        &mut self,
+        msg: RaftMessage,
+        path: std::path::PathBuf,
+        done: Box<dyn FnOnce(bool) + Send>,
+    ) {
         // Like the real transport: the file lands on the target first, then
         // the message is delivered.
         let to = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
         let ok = (|| {
             let stores = self.net.stores.read();
             let h = stores.get(&to).filter(|_| self.net.allows(self.store_id, to))?;
-            let m = <raft::eraftpb::Message as prost011::Message>::decode(msg.message.as_slice()).ok()?;
+            let m = <raft::eraftpb::Message as prost011::Message>::decode(msg.message.as_slice())
+                .ok()?;
             let meta = m.snapshot?.metadata?;
-            let key = atoll_raftstore::snap::SnapKey { region_id: msg.region_id, term: meta.term, index: meta.index };
+            let key = atoll_raftstore::snap::SnapKey {
+                region_id: msg.region_id,
+                term: meta.term,
+                index: meta.index,
+            };
             std::fs::copy(&path, h.snap_mgr().recv_path(&key)).ok()?;
             h.on_raft_message(msg);
             Some(())
@@ -109,7 +123,11 @@ pub struct SimPd<E: KvEngine> {
 
 impl<E: KvEngine> Clone for SimPd<E> {
     fn clone(&self) -> Self {
-        SimPd { next_id: self.next_id.clone(), net: self.net.clone(), heartbeats: self.heartbeats.clone() }
+        SimPd {
+            next_id: self.next_id.clone(),
+            net: self.net.clone(),
+            heartbeats: self.heartbeats.clone(),
+        }
     }
 }
 
@@ -124,7 +142,11 @@ impl<E: KvEngine> PdSink for SimPd<E> {
                     .iter()
                     .map(|_| SplitIds {
                         new_region_id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                        new_peer_ids: region.peers.iter().map(|_| self.next_id.fetch_add(1, Ordering::Relaxed)).collect(),
+                        new_peer_ids: region
+                            .peers
+                            .iter()
+                            .map(|_| self.next_id.fetch_add(1, Ordering::Relaxed))
+                            .collect(),
                     })
                     .collect();
                 let stores = self.net.stores.read();
@@ -163,7 +185,9 @@ impl<E: KvEngine> Cluster<E> {
             start_key: vec![],
             end_key: vec![],
             region_epoch: Some(metapb::RegionEpoch { conf_ver: 1, version: 1 }),
-            peers: (1..=n).map(|s| metapb::Peer { id: 100 + s, store_id: s, ..Default::default() }).collect(),
+            peers: (1..=n)
+                .map(|s| metapb::Peer { id: 100 + s, store_id: s, ..Default::default() })
+                .collect(),
             ..Default::default()
         };
         Self::with_regions(cfg, engines, vec![region])
@@ -175,7 +199,8 @@ impl<E: KvEngine> Cluster<E> {
         if let Ok(level) = std::env::var("ATOLL_TEST_LOG") {
             atoll_util::logger::init(&level);
         }
-        let engines: HashMap<u64, E> = engines.into_iter().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
+        let engines: HashMap<u64, E> =
+            engines.into_iter().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
         for r in &regions_in {
             for p in &r.peers {
                 write_initial_region(&engines[&p.store_id], r).unwrap();
@@ -187,8 +212,13 @@ impl<E: KvEngine> Cluster<E> {
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         });
-        let pd = SimPd { next_id: Arc::new(AtomicU64::new(1000)), net: net.clone(), heartbeats: Default::default() };
-        let regions: HashMap<u64, metapb::Region> = regions_in.into_iter().map(|r| (r.id, r)).collect();
+        let pd = SimPd {
+            next_id: Arc::new(AtomicU64::new(1000)),
+            net: net.clone(),
+            heartbeats: Default::default(),
+        };
+        let regions: HashMap<u64, metapb::Region> =
+            regions_in.into_iter().map(|r| (r.id, r)).collect();
         let keepalive_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         spawn_keepalives(net.clone(), keepalive_stop.clone(), cfg.base_tick());
         Cluster {
@@ -220,7 +250,10 @@ impl<E: KvEngine> Cluster<E> {
     pub fn start_store(&mut self, id: u64) {
         assert!(!self.systems.contains_key(&id), "store {id} already running");
         let engine = self.engines[&id].clone();
-        let snap = atoll_raftstore::snap::SnapManager::new(self.snap_root.path().join(format!("store{id}"))).unwrap();
+        let snap = atoll_raftstore::snap::SnapManager::new(
+            self.snap_root.path().join(format!("store{id}")),
+        )
+        .unwrap();
         let mut sys = RaftSystem::new(id, self.cfg.clone(), engine, snap).unwrap();
         self.net.stores.write().insert(id, sys.handle());
         let trans = SimTransport { store_id: id, net: self.net.clone(), buf: vec![] };
@@ -268,7 +301,10 @@ impl<E: KvEngine> Cluster<E> {
         let mut regions = self.regions.lock();
         for r in current {
             let newer = regions.get(&r.id).is_none_or(|old| {
-                let (o, n) = (old.region_epoch.clone().unwrap_or_default(), r.region_epoch.clone().unwrap_or_default());
+                let (o, n) = (
+                    old.region_epoch.clone().unwrap_or_default(),
+                    r.region_epoch.clone().unwrap_or_default(),
+                );
                 n.version > o.version || n.conf_ver > o.conf_ver
             });
             if newer {
@@ -291,7 +327,8 @@ impl<E: KvEngine> Cluster<E> {
             !snapshot.iter().any(|o| {
                 o.id != r.id
                     && overlaps(o, r)
-                    && o.region_epoch.clone().unwrap_or_default().version > r.region_epoch.clone().unwrap_or_default().version
+                    && o.region_epoch.clone().unwrap_or_default().version
+                        > r.region_epoch.clone().unwrap_or_default().version
             })
         });
     }
@@ -348,14 +385,19 @@ impl<E: KvEngine> Cluster<E> {
                 header: Some(header(region)),
                 requests: vec![Request {
                     cmd_type: CmdType::Put as i32,
-                    put: Some(PutRequest { cf: String::new(), key: key.to_vec(), value: value.to_vec() }),
+                    put: Some(PutRequest {
+                        cf: String::new(),
+                        key: key.to_vec(),
+                        value: value.to_vec(),
+                    }),
                     ..Default::default()
                 }],
                 admin_request: None,
             };
             let (tx, rx) = mpsc::channel();
             h.write(req, Box::new(move |r| drop(tx.send(r.map(|_| ())))));
-            rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::Raft("write timed out".into())))
+            rx.recv_timeout(Duration::from_secs(3))
+                .unwrap_or(Err(Error::Raft("write timed out".into())))
         })
     }
 
@@ -368,7 +410,9 @@ impl<E: KvEngine> Cluster<E> {
         self.retry(key, Duration::from_secs(10), |h, region| {
             let (tx, rx) = mpsc::channel();
             h.read(header(region), Box::new(move |r| drop(tx.send(r))));
-            let resp = rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::Raft("read timed out".into())))?;
+            let resp = rx
+                .recv_timeout(Duration::from_secs(3))
+                .unwrap_or(Err(Error::Raft("read timed out".into())))?;
             Ok(resp.snapshot.get_value(&keys::data_key(key))?)
         })
     }
@@ -383,7 +427,8 @@ impl<E: KvEngine> Cluster<E> {
         self.retry(key, Duration::from_secs(10), |h, r| {
             let (tx, rx) = mpsc::channel();
             h.read(header(r), Box::new(move |res| drop(tx.send(res.map(|_| ())))));
-            rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::Raft("timeout".into())))?;
+            rx.recv_timeout(Duration::from_secs(3))
+                .unwrap_or(Err(Error::Raft("timeout".into())))?;
             Ok(h.store_id)
         })
         .unwrap_or_else(|e| panic!("no leader for region {}: {e}", region.id))
@@ -405,7 +450,8 @@ impl<E: KvEngine> Cluster<E> {
                 cb: Some(Box::new(move |r| drop(tx.send(r.map(|_| ()))))),
             };
             h.send(region.id, msg)?;
-            rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::Raft("split timed out".into())))
+            rx.recv_timeout(Duration::from_secs(3))
+                .unwrap_or(Err(Error::Raft("split timed out".into())))
         })?;
         self.refresh_routing();
         Ok(())
@@ -413,7 +459,12 @@ impl<E: KvEngine> Cluster<E> {
 
     /// Asks the leader of `key`'s region for one membership change and
     /// waits until it is applied there.
-    pub fn change_peer(&self, key: &[u8], change_type: raft::eraftpb::ConfChangeType, peer: metapb::Peer) -> Result<(), Error> {
+    pub fn change_peer(
+        &self,
+        key: &[u8],
+        change_type: raft::eraftpb::ConfChangeType,
+        peer: metapb::Peer,
+    ) -> Result<(), Error> {
         self.retry(key, Duration::from_secs(4), |h, region| {
             let (tx, rx) = mpsc::channel();
             let msg = PeerMsg::ChangePeer {
@@ -423,7 +474,9 @@ impl<E: KvEngine> Cluster<E> {
                 cb: Some(Box::new(move |r| drop(tx.send(r.map(|_| ()))))),
             };
             h.send(region.id, msg)?;
-            let res = rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::Raft("change peer timed out".into())));
+            let res = rx
+                .recv_timeout(Duration::from_secs(3))
+                .unwrap_or(Err(Error::Raft("change peer timed out".into())));
             if res.is_err() {
                 // Learn the newest membership (a retry must carry its conf_ver).
                 self.refresh_routing();
@@ -451,7 +504,11 @@ impl<E: KvEngine> Drop for Cluster<E> {
 
 /// Every store proves it is alive to every store it can reach, as the real
 /// transport's keep-alives do (hibernated followers depend on it).
-fn spawn_keepalives<E: KvEngine>(net: Arc<SimNetwork<E>>, stop: Arc<std::sync::atomic::AtomicBool>, every: Duration) {
+fn spawn_keepalives<E: KvEngine>(
+    net: Arc<SimNetwork<E>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    every: Duration,
+) {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(every);

@@ -21,15 +21,34 @@ fn v2_store_config() -> String {
 
 /// Split keys: an ordinary key, one sharing its first 8 bytes with other
 /// keys, and the bytes of the API V2 keyspace boundaries (plain keys in V1).
-const SPLITS: &[&[u8]] = &[b"B", b"split-m", b"shared-prefix-m", b"r\0\0\0", b"r\0\0\0\0", b"r\0\0\x01", b"x\0\0\0"];
+const SPLITS: &[&[u8]] =
+    &[b"B", b"split-m", b"shared-prefix-m", b"r\0\0\0", b"r\0\0\0\0", b"r\0\0\x01", b"x\0\0\0"];
 
 /// Keys at, just below and just above the split keys, with trailing zero
 /// bytes, sharing their first 8 bytes, and at both ends of the key space.
 fn keys() -> Vec<Vec<u8>> {
     let extra: &[&[u8]] = &[
-        b"\0", b"A", b"A\xff", b"B\0", b"Az", b"split-l", b"split-l\xff", b"split-m\0", b"split-m\0\0", b"split-m1",
-        b"split-n", b"shared-prefix-a", b"shared-prefix-m\0", b"shared-prefix-z", b"shared-p", b"r\0\0",
-        b"r\0\0\0\0\0", b"r\0\0\0a", b"x\0\0\0\0", b"\xff", b"\xff\xff\xff",
+        b"\0",
+        b"A",
+        b"A\xff",
+        b"B\0",
+        b"Az",
+        b"split-l",
+        b"split-l\xff",
+        b"split-m\0",
+        b"split-m\0\0",
+        b"split-m1",
+        b"split-n",
+        b"shared-prefix-a",
+        b"shared-prefix-m\0",
+        b"shared-prefix-z",
+        b"shared-p",
+        b"r\0\0",
+        b"r\0\0\0\0\0",
+        b"r\0\0\0a",
+        b"x\0\0\0\0",
+        b"\xff",
+        b"\xff\xff\xff",
     ];
     let mut v: Vec<Vec<u8>> = SPLITS.iter().chain(extra).map(|k| k.to_vec()).collect();
     v.sort();
@@ -57,15 +76,28 @@ async fn v1_client(c: &ProcCluster) -> RawClient {
                 return cl;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "tikv-client could not use the cluster; pd log:\n{}", c.log("pd.log"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tikv-client could not use the cluster; pd log:\n{}",
+            c.log("pd.log")
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 /// Every read path of the Rust client over `live`, then writes at the bounds.
-async fn check_rust_client(client: &RawClient, phase: &str, generation: u32, live: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+async fn check_rust_client(
+    client: &RawClient,
+    phase: &str,
+    generation: u32,
+    live: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+) {
     for k in keys() {
-        assert_eq!(client.get(k.clone()).await.unwrap().as_ref(), live.get(&k), "{phase}: get {k:?}");
+        assert_eq!(
+            client.get(k.clone()).await.unwrap().as_ref(),
+            live.get(&k),
+            "{phase}: get {k:?}"
+        );
     }
     let want: Vec<(Vec<u8>, Vec<u8>)> = live.clone().into_iter().collect();
     let mut got = pairs(client.batch_get(keys()).await.unwrap());
@@ -83,28 +115,51 @@ async fn check_rust_client(client: &RawClient, phase: &str, generation: u32, liv
     // and after the splits bounded scans over many regions that end before
     // the last one, or that fill their limit.
     let in_range = |lo: &[u8], hi: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
-        want.iter().filter(|(k, _)| k.as_slice() >= lo && (hi.is_empty() || k.as_slice() < hi)).cloned().collect()
+        want.iter()
+            .filter(|(k, _)| k.as_slice() >= lo && (hi.is_empty() || k.as_slice() < hi))
+            .cloned()
+            .collect()
     };
     if phase.starts_with("before") {
         assert_eq!(pairs(client.scan(.., 1000).await.unwrap()), want, "{phase}: scan all");
         let rev = pairs(client.scan_reverse(.., 1000).await.unwrap());
-        assert_eq!(rev, want.iter().rev().cloned().collect::<Vec<_>>(), "{phase}: reverse scan all");
+        assert_eq!(
+            rev,
+            want.iter().rev().cloned().collect::<Vec<_>>(),
+            "{phase}: reverse scan all"
+        );
     } else {
         let all_but_last = pairs(client.scan(..b"x\0\0\0".to_vec(), 1000).await.unwrap());
-        assert_eq!(all_but_last, in_range(b"", b"x\0\0\0"), "{phase}: scan [\"\", x\\0\\0\\0) over 7 regions");
+        assert_eq!(
+            all_but_last,
+            in_range(b"", b"x\0\0\0"),
+            "{phase}: scan [\"\", x\\0\\0\\0) over 7 regions"
+        );
         let inside = pairs(client.scan(b"B".to_vec()..b"split-m\0".to_vec(), 1000).await.unwrap());
-        assert_eq!(inside, in_range(b"B", b"split-m\0"), "{phase}: scan [B, split-m\\0) over 6 regions");
-        let keys_only = client.scan_keys(b"r\0\0".to_vec()..b"shared-prefix-m\0".to_vec(), 1000).await.unwrap();
+        assert_eq!(
+            inside,
+            in_range(b"B", b"split-m\0"),
+            "{phase}: scan [B, split-m\\0) over 6 regions"
+        );
+        let keys_only =
+            client.scan_keys(b"r\0\0".to_vec()..b"shared-prefix-m\0".to_vec(), 1000).await.unwrap();
         let keys_only: Vec<Vec<u8>> = keys_only.into_iter().map(Vec::<u8>::from).collect();
-        let want_keys: Vec<Vec<u8>> = in_range(b"r\0\0", b"shared-prefix-m\0").into_iter().map(|(k, _)| k).collect();
+        let want_keys: Vec<Vec<u8>> =
+            in_range(b"r\0\0", b"shared-prefix-m\0").into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys_only, want_keys, "{phase}: key-only scan over the keyspace-boundary keys");
     }
-    let top3 = pairs(client.scan_reverse(b"shared-prefix-m".to_vec()..b"split-m".to_vec(), 3).await.unwrap());
-    let want3: Vec<_> = in_range(b"shared-prefix-m", b"split-m").into_iter().rev().take(3).collect();
+    let top3 = pairs(
+        client.scan_reverse(b"shared-prefix-m".to_vec()..b"split-m".to_vec(), 3).await.unwrap(),
+    );
+    let want3: Vec<_> =
+        in_range(b"shared-prefix-m", b"split-m").into_iter().rev().take(3).collect();
     assert_eq!(top3, want3, "{phase}: reverse scan below split-m");
     let first3 = pairs(client.scan(b"B".to_vec()..b"x\0\0\0\0".to_vec(), 3).await.unwrap());
     assert_eq!(first3, in_range(b"B", b"x\0\0\0\0")[..3].to_vec(), "{phase}: scan from B, limit 3");
-    let ranges = vec![b"r\0\0".to_vec()..b"r\0\0\0\0\0".to_vec(), b"x\0\0\0".to_vec()..b"x\0\0\0\x01".to_vec()];
+    let ranges = vec![
+        b"r\0\0".to_vec()..b"r\0\0\0\0\0".to_vec(),
+        b"x\0\0\0".to_vec()..b"x\0\0\0\x01".to_vec(),
+    ];
     let mut multi = pairs(client.batch_scan(ranges, 100).await.unwrap());
     multi.sort();
     let want_multi: Vec<_> = want
@@ -118,11 +173,16 @@ async fn check_rust_client(client: &RawClient, phase: &str, generation: u32, liv
     assert_eq!(multi, want_multi, "{phase}: batch_scan");
 
     // Overwrite every key equal to a split key.
-    let fresh: Vec<KvPair> = SPLITS.iter().map(|k| KvPair::new(k.to_vec(), value(k, generation))).collect();
+    let fresh: Vec<KvPair> =
+        SPLITS.iter().map(|k| KvPair::new(k.to_vec(), value(k, generation))).collect();
     client.batch_put(fresh).await.unwrap();
     for k in SPLITS {
         live.insert(k.to_vec(), value(k, generation));
-        assert_eq!(client.get(k.to_vec()).await.unwrap(), Some(value(k, generation)), "{phase}: overwritten {k:?}");
+        assert_eq!(
+            client.get(k.to_vec()).await.unwrap(),
+            Some(value(k, generation)),
+            "{phase}: overwritten {k:?}"
+        );
     }
 
     // TTL on a bound key.
@@ -135,10 +195,14 @@ async fn check_rust_client(client: &RawClient, phase: &str, generation: u32, liv
     let atomic = client.clone().with_atomic_for_cas();
     let old = live[&b"x\0\0\0".to_vec()].clone();
     let new = format!("cas-{generation}").into_bytes();
-    let (prev, ok) = atomic.compare_and_swap(b"x\0\0\0".to_vec(), Some(old.clone()), new.clone()).await.unwrap();
+    let (prev, ok) =
+        atomic.compare_and_swap(b"x\0\0\0".to_vec(), Some(old.clone()), new.clone()).await.unwrap();
     assert!(ok, "{phase}: cas");
     assert_eq!(prev, Some(old));
-    let (prev, ok) = atomic.compare_and_swap(b"x\0\0\0".to_vec(), Some(b"stale".to_vec()), b"never".to_vec()).await.unwrap();
+    let (prev, ok) = atomic
+        .compare_and_swap(b"x\0\0\0".to_vec(), Some(b"stale".to_vec()), b"never".to_vec())
+        .await
+        .unwrap();
     assert!(!ok);
     assert_eq!(prev, Some(new.clone()));
     live.insert(b"x\0\0\0".to_vec(), new);
@@ -148,7 +212,8 @@ async fn check_rust_client(client: &RawClient, phase: &str, generation: u32, liv
 /// installs tikv-python into.
 fn run_tikv_python(pd_addr: &str) -> String {
     let python = std::env::var("ATOLL_TEST_PYTHON").unwrap_or_else(|_| {
-        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{}/.cache/atoll-target", std::env::var("HOME").unwrap()));
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .unwrap_or_else(|_| format!("{}/.cache/atoll-target", std::env::var("HOME").unwrap()));
         format!("{target}/pyenv/bin/python")
     });
     assert!(
@@ -156,8 +221,10 @@ fn run_tikv_python(pd_addr: &str) -> String {
         "{python} not found: `make test` installs tikv-python into a virtualenv first (make pyenv)"
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/tikv_python_v1.py");
-    let out = std::process::Command::new(&python).arg(script).arg(pd_addr).output().expect("run python");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out =
+        std::process::Command::new(&python).arg(script).arg(pd_addr).output().expect("run python");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "tikv-python checks failed:\n{text}");
     text
 }
@@ -166,14 +233,20 @@ fn run_tikv_python(pd_addr: &str) -> String {
 async fn api_v1_cluster_serves_default_mode_clients_across_splits() {
     let mut c = ProcCluster::start_with(3, TEST_PD_CONFIG, &v1_store_config());
     let client = v1_client(&c).await;
-    let ours = atoll_client::RawClient::connect(atoll_client::Config::new(vec![c.pd_addr.clone()])).await.unwrap();
+    let ours = atoll_client::RawClient::connect(atoll_client::Config::new(vec![c.pd_addr.clone()]))
+        .await
+        .unwrap();
     assert_eq!(ours.api_version(), atoll_client::ApiVersion::V1);
     let pd = ours.pd();
     let regions = atoll_tests::proc::http_get(&c.pd_addr, "/pd/api/v1/regions").unwrap();
     assert!(regions.contains(r#""count":1"#), "no keyspace split in API V1: {regions}");
 
-    let mut live: BTreeMap<Vec<u8>, Vec<u8>> = keys().into_iter().map(|k| (k.clone(), value(&k, 0))).collect();
-    client.batch_put(live.iter().map(|(k, v)| KvPair::new(k.clone(), v.clone())).collect::<Vec<_>>()).await.unwrap();
+    let mut live: BTreeMap<Vec<u8>, Vec<u8>> =
+        keys().into_iter().map(|k| (k.clone(), value(&k, 0))).collect();
+    client
+        .batch_put(live.iter().map(|(k, v)| KvPair::new(k.clone(), v.clone())).collect::<Vec<_>>())
+        .await
+        .unwrap();
     check_rust_client(&client, "before splits", 1, &mut live).await;
 
     for k in SPLITS {
@@ -184,7 +257,10 @@ async fn api_v1_cluster_serves_default_mode_clients_across_splits() {
     // Routing: every key goes to the region whose raw bounds hold it.
     for k in keys() {
         let r = pd.get_region(&k).await.unwrap().unwrap().region;
-        assert!(r.start_key <= k && (r.end_key.is_empty() || k < r.end_key), "{k:?} routed to {r:?}");
+        assert!(
+            r.start_key <= k && (r.end_key.is_empty() || k < r.end_key),
+            "{k:?} routed to {r:?}"
+        );
     }
     check_rust_client(&client, "after splits", 2, &mut live).await;
 
@@ -196,7 +272,17 @@ async fn api_v1_cluster_serves_default_mode_clients_across_splits() {
     live.remove(b"r\0\0\0".as_slice());
     let want: Vec<_> = live.clone().into_iter().collect();
     let mut got = pairs(client.scan(..b"x\0\0\0".to_vec(), 1000).await.unwrap());
-    got.extend(pairs(client.batch_get(keys().into_iter().filter(|k| k.as_slice() >= b"x\0\0\0".as_slice()).collect::<Vec<_>>()).await.unwrap()));
+    got.extend(pairs(
+        client
+            .batch_get(
+                keys()
+                    .into_iter()
+                    .filter(|k| k.as_slice() >= b"x\0\0\0".as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap(),
+    ));
     got.sort();
     assert_eq!(got, want, "after deletes");
     // Our client sees the same keys and computes the same checksum as tikv-python would.
@@ -210,7 +296,10 @@ async fn api_v1_cluster_serves_default_mode_clients_across_splits() {
     let out = run_tikv_python(&c.pd_addr);
     let summary = out.lines().last().unwrap_or_default();
     println!("{summary}");
-    assert!(summary.starts_with("tikv-python: ") && summary.ends_with(" passed, 0 failed"), "{out}");
+    assert!(
+        summary.starts_with("tikv-python: ") && summary.ends_with(" passed, 0 failed"),
+        "{out}"
+    );
 
     // API V2 requests to this V1 cluster are refused and write nothing.
     let r = pd.get_region(b"r\0\0\0zz").await.unwrap().unwrap();
@@ -224,27 +313,48 @@ async fn api_v1_cluster_serves_default_mode_clients_across_splits() {
         api_version: 2,
         ..Default::default()
     };
-    let put = RawPutRequest { context: Some(ctx.clone()), key: b"r\0\0\0zz".to_vec(), value: b"v2".to_vec(), ..Default::default() };
+    let put = RawPutRequest {
+        context: Some(ctx.clone()),
+        key: b"r\0\0\0zz".to_vec(),
+        value: b"v2".to_vec(),
+        ..Default::default()
+    };
     let resp = raw.raw_put(put).await.unwrap().into_inner();
     assert!(resp.error.contains("api version not matched"), "{resp:?}");
     assert!(resp.error.contains("runs API V1"), "{}", resp.error);
     let get = RawGetRequest { context: Some(ctx), key: b"r\0\0\0zz".to_vec(), cf: String::new() };
     assert!(raw.raw_get(get).await.unwrap().into_inner().error.contains("api version not matched"));
-    assert_eq!(client.get(b"r\0\0\0zz".to_vec()).await.unwrap(), None, "the refused write left nothing");
-    let keyspace_mode = tikv_client::Config::default().with_default_keyspace().with_timeout(Duration::from_secs(2));
-    let err = RawClient::new_with_config(vec![c.pd_addr.clone()], keyspace_mode).await.err().expect("no keyspaces in API V1");
+    assert_eq!(
+        client.get(b"r\0\0\0zz".to_vec()).await.unwrap(),
+        None,
+        "the refused write left nothing"
+    );
+    let keyspace_mode =
+        tikv_client::Config::default().with_default_keyspace().with_timeout(Duration::from_secs(2));
+    let err = RawClient::new_with_config(vec![c.pd_addr.clone()], keyspace_mode)
+        .await
+        .err()
+        .expect("no keyspaces in API V1");
     assert!(format!("{err:?}").contains("API V1"), "{err:?}");
 
     // A store configured for API V2 refuses to join.
     let odd = c.add_store_with(&v2_store_config());
-    assert_eq!(c.wait_store_exit(odd, Duration::from_secs(30)), Some(false), "a V2 store joined a V1 cluster");
+    assert_eq!(
+        c.wait_store_exit(odd, Duration::from_secs(30)),
+        Some(false),
+        "a V2 store joined a V1 cluster"
+    );
     let log = c.log(&format!("store{odd}.log"));
     assert!(log.contains("the cluster runs API V1"), "{log}");
     // So does an existing V1 store restarted with api-version = 2.
     c.kill_store(0);
     c.set_store_config(0, &v2_store_config());
     c.start_store(0);
-    assert_eq!(c.wait_store_exit(0, Duration::from_secs(30)), Some(false), "store 0 started with the wrong api version");
+    assert_eq!(
+        c.wait_store_exit(0, Duration::from_secs(30)),
+        Some(false),
+        "store 0 started with the wrong api version"
+    );
     let log = c.log("store0.log");
     assert!(log.contains("storage.api-version"), "{log}");
 }
@@ -254,9 +364,12 @@ async fn api_v1_cluster_serves_default_mode_clients_across_splits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_v2_cluster_serves_keyspace_clients_across_splits_and_refuses_api_v1() {
     let c = ProcCluster::start(3);
-    let ours = atoll_client::RawClient::connect(atoll_client::Config::new(vec![c.pd_addr.clone()])).await.unwrap();
+    let ours = atoll_client::RawClient::connect(atoll_client::Config::new(vec![c.pd_addr.clone()]))
+        .await
+        .unwrap();
     assert_eq!(ours.api_version(), atoll_client::ApiVersion::V2);
-    let cfg = tikv_client::Config::default().with_default_keyspace().with_timeout(Duration::from_secs(5));
+    let cfg =
+        tikv_client::Config::default().with_default_keyspace().with_timeout(Duration::from_secs(5));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let client = loop {
         if let Ok(cl) = RawClient::new_with_config(vec![c.pd_addr.clone()], cfg.clone()).await {
@@ -265,12 +378,20 @@ async fn api_v2_cluster_serves_keyspace_clients_across_splits_and_refuses_api_v1
                 break cl;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "cluster never became writable; pd log:\n{}", c.log("pd.log"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster never became writable; pd log:\n{}",
+            c.log("pd.log")
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
-    let mut live: BTreeMap<Vec<u8>, Vec<u8>> = keys().into_iter().map(|k| (k.clone(), value(&k, 0))).collect();
-    client.batch_put(live.iter().map(|(k, v)| KvPair::new(k.clone(), v.clone())).collect::<Vec<_>>()).await.unwrap();
+    let mut live: BTreeMap<Vec<u8>, Vec<u8>> =
+        keys().into_iter().map(|k| (k.clone(), value(&k, 0))).collect();
+    client
+        .batch_put(live.iter().map(|(k, v)| KvPair::new(k.clone(), v.clone())).collect::<Vec<_>>())
+        .await
+        .unwrap();
     check_rust_client(&client, "before splits", 1, &mut live).await;
     for k in SPLITS {
         split_at(ours.pd(), &c.pd_addr, &ours.region_key(k), &ours.wire_key(k)).await;
@@ -279,12 +400,18 @@ async fn api_v2_cluster_serves_keyspace_clients_across_splits_and_refuses_api_v1
     // The same data through our own client (it speaks the cluster's version).
     let (_, kvs, _) = ours.checksum(b"", b"").await.unwrap();
     assert_eq!(kvs, live.len() as u64);
-    assert_eq!(ours.scan(b"", b"", 1000).await.unwrap(), live.clone().into_iter().collect::<Vec<_>>());
+    assert_eq!(
+        ours.scan(b"", b"", 1000).await.unwrap(),
+        live.clone().into_iter().collect::<Vec<_>>()
+    );
 
     // tikv-client in its default mode (API V1) gets the documented error.
-    let v1 = RawClient::new_with_config(vec![c.pd_addr.clone()], tikv_client::Config::default().with_timeout(Duration::from_secs(2)))
-        .await
-        .unwrap();
+    let v1 = RawClient::new_with_config(
+        vec![c.pd_addr.clone()],
+        tikv_client::Config::default().with_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
     for key in [b"split-m".to_vec(), b"r\0\0\0split-m".to_vec()] {
         let err = v1.put(key.clone(), b"v1".to_vec()).await.expect_err("V1 write to a V2 cluster");
         assert!(format!("{err:?}").contains("api version not matched"), "{err:?}");
@@ -300,8 +427,19 @@ async fn api_v2_cluster_serves_keyspace_clients_across_splits_and_refuses_api_v1
     let leader = r.leader.clone().unwrap();
     let addr = ours.pd().get_store(leader.store_id).await.unwrap().address;
     let mut raw = TikvClient::connect(format!("http://{addr}")).await.unwrap();
-    let ctx = Context { region_id: r.region.id, region_epoch: r.region.region_epoch, peer: Some(leader), api_version: 2, ..Default::default() };
-    let put = RawPutRequest { context: Some(ctx), key: b"x\0\0\0B".to_vec(), value: b"txn".to_vec(), ..Default::default() };
+    let ctx = Context {
+        region_id: r.region.id,
+        region_epoch: r.region.region_epoch,
+        peer: Some(leader),
+        api_version: 2,
+        ..Default::default()
+    };
+    let put = RawPutRequest {
+        context: Some(ctx),
+        key: b"x\0\0\0B".to_vec(),
+        value: b"txn".to_vec(),
+        ..Default::default()
+    };
     let resp = raw.raw_put(put).await.unwrap().into_inner();
     assert!(resp.error.contains("key mode not matched"), "{resp:?}");
 }

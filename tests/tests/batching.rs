@@ -69,7 +69,8 @@ fn one_fsync_covers_many_regions_per_poll_round() {
         let k = format!("k{i:02}").into_bytes();
         c.split(&k, &k).unwrap();
     }
-    let regions: Vec<_> = (0..16).map(|i| c.region_for_key(format!("k{i:02}-x").as_bytes())).collect();
+    let regions: Vec<_> =
+        (0..16).map(|i| c.region_for_key(format!("k{i:02}-x").as_bytes())).collect();
     // Every region has a leader before the burst.
     for i in 0..16 {
         c.must_put(format!("k{i:02}-warm").as_bytes(), b"v");
@@ -86,15 +87,22 @@ fn one_fsync_covers_many_regions_per_poll_round() {
                 header: Some(header(r)),
                 requests: vec![Request {
                     cmd_type: CmdType::Put as i32,
-                    put: Some(PutRequest { cf: String::new(), key: format!("k{i:02}-{n}").into_bytes(), value: b"v".to_vec() }),
+                    put: Some(PutRequest {
+                        cf: String::new(),
+                        key: format!("k{i:02}-{n}").into_bytes(),
+                        value: b"v".to_vec(),
+                    }),
                     ..Default::default()
                 }],
                 admin_request: None,
             };
             let tx = tx.clone();
-            h.write(req, Box::new(move |res| {
-                let _ = tx.send(res.is_ok());
-            }));
+            h.write(
+                req,
+                Box::new(move |res| {
+                    let _ = tx.send(res.is_ok());
+                }),
+            );
         }
     }
     let total = PER_REGION * regions.len();
@@ -104,5 +112,8 @@ fn one_fsync_covers_many_regions_per_poll_round() {
     let used = syncs.load(Ordering::SeqCst) - before;
     println!("{total} writes in 16 regions used {used} synced writes");
     assert!(used > 0);
-    assert!(used * 4 <= total as u64, "{used} fsyncs for {total} writes: raft writes were not batched");
+    assert!(
+        used * 4 <= total as u64,
+        "{used} fsyncs for {total} writes: raft writes were not batched"
+    );
 }

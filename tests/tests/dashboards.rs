@@ -25,14 +25,17 @@ fn repo_file(rel: &str) -> std::path::PathBuf {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 fn query(prom: &str, expr: &str) -> Value {
-    let body = http_get(prom, &format!("/api/v1/query?query={}", urlencode(expr))).unwrap_or_default();
+    let body =
+        http_get(prom, &format!("/api/v1/query?query={}", urlencode(expr))).unwrap_or_default();
     serde_json::from_str(&body).unwrap_or(Value::Null)
 }
 
@@ -42,7 +45,11 @@ fn has_data(v: &Value) -> bool {
 
 #[test]
 fn shipped_prometheus_config_is_valid() {
-    let out = Command::new("promtool").arg("check").arg("config").arg(repo_file("etc/prometheus.yml")).output();
+    let out = Command::new("promtool")
+        .arg("check")
+        .arg("config")
+        .arg(repo_file("etc/prometheus.yml"))
+        .output();
     let out = out.expect("promtool (Debian package prometheus) is installed by `make deps`");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
@@ -51,9 +58,13 @@ fn shipped_prometheus_config_is_valid() {
 async fn every_dashboard_query_returns_data() {
     let c = ProcCluster::start(3);
     let client = RawClient::connect(Config::new(vec![c.pd_addr.clone()])).await.unwrap();
-    assert!(eventually(Duration::from_secs(60), || async { client.put(b"ready", b"1").await.is_ok() }).await);
+    assert!(
+        eventually(Duration::from_secs(60), || async { client.put(b"ready", b"1").await.is_ok() })
+            .await
+    );
 
-    let mut targets: Vec<String> = (0..c.store_count()).map(|i| format!("\"{}\"", c.status_addr(i))).collect();
+    let mut targets: Vec<String> =
+        (0..c.store_count()).map(|i| format!("\"{}\"", c.status_addr(i))).collect();
     targets.push(format!("\"{}\"", c.pd_status));
     let cfg = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: atoll\n    static_configs:\n      - targets: [{}]\n",
@@ -98,14 +109,22 @@ async fn every_dashboard_query_returns_data() {
         c.log("prometheus.log")
     );
 
-    let dash: Value = serde_json::from_str(&std::fs::read_to_string(repo_file("etc/grafana/atoll-overview.json")).unwrap()).unwrap();
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_file("etc/grafana/atoll-overview.json")).unwrap(),
+    )
+    .unwrap();
     let exprs: Vec<(String, String)> = dash["panels"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|p| {
             let title = p["title"].as_str().unwrap_or("").to_owned();
-            p["targets"].as_array().cloned().unwrap_or_default().into_iter().map(move |t| (title.clone(), t["expr"].as_str().unwrap().to_owned()))
+            p["targets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |t| (title.clone(), t["expr"].as_str().unwrap().to_owned()))
         })
         .collect();
     assert!(exprs.len() >= 30, "the dashboard has {} queries", exprs.len());
@@ -116,6 +135,7 @@ async fn every_dashboard_query_returns_data() {
         missing.retain(|(_, e)| !has_data(&query(&prom, e)));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let detail: Vec<String> = missing.iter().map(|(t, e)| format!("{t}: {e} -> {}", query(&prom, e))).collect();
+    let detail: Vec<String> =
+        missing.iter().map(|(t, e)| format!("{t}: {e} -> {}", query(&prom, e))).collect();
     assert!(missing.is_empty(), "dashboard queries without data:\n{}", detail.join("\n"));
 }

@@ -65,10 +65,15 @@ fn one_case(seed: u64, api: ApiVersion) {
     // Split points: some are keys, some are not; in region key space.
     let mut splits: BTreeSet<Vec<u8>> = BTreeSet::new();
     for _ in 0..rng.gen_range(1..12) {
-        let raw = if rng.gen_bool(0.5) { keys[rng.gen_range(0..keys.len())].clone() } else { random_key(&mut rng, api, &keys) };
+        let raw = if rng.gen_bool(0.5) {
+            keys[rng.gen_range(0..keys.len())].clone()
+        } else {
+            random_key(&mut rng, api, &keys)
+        };
         splits.insert(api.raw_region_key(&raw));
     }
-    let bounds: Vec<Vec<u8>> = std::iter::once(vec![]).chain(splits).chain(std::iter::once(vec![])).collect();
+    let bounds: Vec<Vec<u8>> =
+        std::iter::once(vec![]).chain(splits).chain(std::iter::once(vec![])).collect();
     let regions: Vec<metapb::Region> =
         bounds.windows(2).enumerate().map(|(i, w)| region(i as u64 + 1, &w[0], &w[1])).collect();
 
@@ -87,9 +92,16 @@ fn one_case(seed: u64, api: ApiVersion) {
 
     let ctx = format!("seed {seed}, {api}");
     for k in &keys {
-        let routed = pd.region_by_key(&api.raw_region_key(k)).unwrap_or_else(|| panic!("{ctx}: PD routes no region for {k:?}"));
-        let holders: Vec<u64> = regions.iter().filter(|r| region_key_in(api, r, k).is_some()).map(|r| r.id).collect();
-        assert_eq!(holders, vec![routed.region.id], "{ctx}: key {k:?}: PD and the store's check disagree");
+        let routed = pd
+            .region_by_key(&api.raw_region_key(k))
+            .unwrap_or_else(|| panic!("{ctx}: PD routes no region for {k:?}"));
+        let holders: Vec<u64> =
+            regions.iter().filter(|r| region_key_in(api, r, k).is_some()).map(|r| r.id).collect();
+        assert_eq!(
+            holders,
+            vec![routed.region.id],
+            "{ctx}: key {k:?}: PD and the store's check disagree"
+        );
     }
     // Scanning each region's whole range finds exactly the keys PD routes there.
     let snap = engine.snapshot();
@@ -103,9 +115,16 @@ fn one_case(seed: u64, api: ApiVersion) {
             })
             .unwrap();
         }
-        let want: BTreeSet<Vec<u8>> =
-            keys.iter().filter(|k| pd.region_by_key(&api.raw_region_key(k)).unwrap().region.id == r.id).cloned().collect();
-        assert_eq!(found, want, "{ctx}: scan of region {} ({:?}..{:?})", r.id, r.start_key, r.end_key);
+        let want: BTreeSet<Vec<u8>> = keys
+            .iter()
+            .filter(|k| pd.region_by_key(&api.raw_region_key(k)).unwrap().region.id == r.id)
+            .cloned()
+            .collect();
+        assert_eq!(
+            found, want,
+            "{ctx}: scan of region {} ({:?}..{:?})",
+            r.id, r.start_key, r.end_key
+        );
         seen.extend(found);
     }
     assert_eq!(seen, keys.iter().cloned().collect(), "{ctx}: every key in exactly one region scan");
@@ -124,7 +143,13 @@ fn one_case(seed: u64, api: ApiVersion) {
             .unwrap();
         }
     }
-    let want: Vec<Vec<u8>> = keys.iter().filter(|k| **k >= lo && **k < hi).cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let want: Vec<Vec<u8>> = keys
+        .iter()
+        .filter(|k| **k >= lo && **k < hi)
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     assert_eq!(got, want, "{ctx}: range [{lo:?}, {hi:?})");
 }
 

@@ -37,12 +37,22 @@ fn add_learner_by_snapshot_promote_and_remove_a_voter() {
     }
     // Wait until the leader compacted its log: a new peer cannot be fed from it.
     assert!(wait_until(WAIT, || {
-        (1..=3).all(|s| c.engines[&s].get_value_cf(CF_RAFT, &keys::raft_log_key(FIRST_REGION_ID, 6)).unwrap().is_none())
+        (1..=3).all(|s| {
+            c.engines[&s]
+                .get_value_cf(CF_RAFT, &keys::raft_log_key(FIRST_REGION_ID, 6))
+                .unwrap()
+                .is_none()
+        })
     }));
 
     let new_store = c.add_engine(MemoryEngine::new());
     c.start_store(new_store);
-    let learner = metapb::Peer { id: 900, store_id: new_store, role: metapb::PeerRole::Learner as i32, ..Default::default() };
+    let learner = metapb::Peer {
+        id: 900,
+        store_id: new_store,
+        role: metapb::PeerRole::Learner as i32,
+        ..Default::default()
+    };
     c.change_peer(&key(0), ConfChangeType::AddLearnerNode, learner.clone()).unwrap();
     assert!(
         wait_until(WAIT, || (0..300).all(|i| c.engine_get(new_store, &key(i)).is_some())),
@@ -53,12 +63,17 @@ fn add_learner_by_snapshot_promote_and_remove_a_voter() {
     // Remove a voter that is not the leader.
     let leader = c.leader_store(&key(0));
     let victim = (1..=3).find(|s| *s != leader).unwrap();
-    let victim_peer = c.region_for_key(&key(0)).peers.iter().find(|p| p.store_id == victim).cloned().unwrap();
+    let victim_peer =
+        c.region_for_key(&key(0)).peers.iter().find(|p| p.store_id == victim).cloned().unwrap();
     c.change_peer(&key(0), ConfChangeType::RemoveNode, victim_peer).unwrap();
     assert!(wait_until(WAIT, || {
-        region_state(&c.engines[&victim], FIRST_REGION_ID).is_some_and(|s| s.state == PeerState::Tombstone as i32)
+        region_state(&c.engines[&victim], FIRST_REGION_ID)
+            .is_some_and(|s| s.state == PeerState::Tombstone as i32)
     }));
-    assert!(wait_until(WAIT, || c.engine_get(victim, &key(1)).is_none()), "removed peer's data stays");
+    assert!(
+        wait_until(WAIT, || c.engine_get(victim, &key(1)).is_none()),
+        "removed peer's data stays"
+    );
 
     let region = c.region_for_key(&key(0));
     assert_eq!(region.peers.len(), 3);
@@ -68,7 +83,8 @@ fn add_learner_by_snapshot_promote_and_remove_a_voter() {
     for i in 0..50 {
         c.must_put(&key(i), b"v2");
     }
-    assert!(wait_until(WAIT, || (0..50).all(|i| c.engine_get(new_store, &key(i)).as_deref() == Some(b"v2"))));
+    assert!(wait_until(WAIT, || (0..50)
+        .all(|i| c.engine_get(new_store, &key(i)).as_deref() == Some(b"v2"))));
     for i in 50..300 {
         assert_eq!(c.must_get(&key(i)).as_deref(), Some(&b"v1"[..]));
     }
@@ -90,7 +106,12 @@ fn membership_changes_are_validated() {
     assert!(c.change_peer(b"a", ConfChangeType::AddLearnerNode, dup).is_err());
     // A learner that has no data yet cannot be promoted.
     let ghost_store = c.add_engine(MemoryEngine::new()); // never started
-    let ghost = metapb::Peer { id: 902, store_id: ghost_store, role: metapb::PeerRole::Learner as i32, ..Default::default() };
+    let ghost = metapb::Peer {
+        id: 902,
+        store_id: ghost_store,
+        role: metapb::PeerRole::Learner as i32,
+        ..Default::default()
+    };
     c.change_peer(b"a", ConfChangeType::AddLearnerNode, ghost.clone()).unwrap();
     assert!(c.change_peer(b"a", ConfChangeType::AddNode, ghost).is_err());
     c.refresh_routing();
@@ -108,7 +129,8 @@ fn idle_regions_hibernate_wake_on_writes_and_on_leader_loss() {
     let mut c = Cluster::new(Config::for_tests(), (0..3).map(|_| MemoryEngine::new()).collect());
     c.start_all();
     c.must_put(b"a", b"1");
-    let all_asleep = |c: &Cluster<MemoryEngine>| c.systems.values().all(|s| s.handle().ticking_count() == 0);
+    let all_asleep =
+        |c: &Cluster<MemoryEngine>| c.systems.values().all(|s| s.handle().ticking_count() == 0);
     assert!(wait_until(WAIT, || all_asleep(&c)), "regions never hibernated");
     c.must_put(b"b", b"2");
     assert!(c.systems.values().any(|s| s.handle().ticking_count() > 0), "a write wakes the region");
@@ -127,7 +149,8 @@ fn idle_regions_hibernate_wake_on_writes_and_on_leader_loss() {
 /// from a snapshot when it returns.
 #[test]
 fn lagging_follower_catches_up_by_snapshot() {
-    let cfg = Config { raft_log_gc_threshold: 5, raft_log_gc_count_limit: 50, ..Config::for_tests() };
+    let cfg =
+        Config { raft_log_gc_threshold: 5, raft_log_gc_count_limit: 50, ..Config::for_tests() };
     let mut c = Cluster::new(cfg, (0..3).map(|_| MemoryEngine::new()).collect());
     c.start_all();
     c.must_put(&key(0), b"v");
@@ -146,7 +169,10 @@ fn lagging_follower_catches_up_by_snapshot() {
     .unwrap()
     .applied_index();
     assert!(wait_until(WAIT, || {
-        c.engines[&leader].get_value_cf(CF_RAFT, &keys::raft_log_key(FIRST_REGION_ID, follower_applied + 1)).unwrap().is_none()
+        c.engines[&leader]
+            .get_value_cf(CF_RAFT, &keys::raft_log_key(FIRST_REGION_ID, follower_applied + 1))
+            .unwrap()
+            .is_none()
     }));
     c.start_store(lagger);
     assert!(

@@ -9,7 +9,10 @@ async fn client(c: &ProcCluster) -> RawClient {
     let client = RawClient::connect(Config::new(vec![c.pd_addr.clone()])).await.expect("connect");
     // Wait for bootstrap and the first leader.
     assert!(
-        eventually(Duration::from_secs(60), || async { client.put(b"__ready", b"1").await.is_ok() }).await,
+        eventually(Duration::from_secs(60), || async {
+            client.put(b"__ready", b"1").await.is_ok()
+        })
+        .await,
         "cluster never became writable; pd log:\n{}\nstore0 log:\n{}",
         c.log("pd.log"),
         c.log("store0.log")
@@ -41,10 +44,19 @@ async fn kill_leader_store_keeps_acknowledged_writes_and_restart_catches_up() {
         client.batch_put(pairs).await.expect("batch put");
     }
     // PD learns the leader from heartbeats.
-    assert!(eventually(Duration::from_secs(10), || async {
-        client.pd().get_region(&client.region_key(&key(0))).await.ok().flatten().and_then(|r| r.leader).is_some()
-    })
-    .await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            client
+                .pd()
+                .get_region(&client.region_key(&key(0)))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.leader)
+                .is_some()
+        })
+        .await
+    );
     let leader_addr = leader_store_addr(&client, &key(0)).await;
     let victim = c.store_index_by_addr(&leader_addr).expect("leader is one of ours");
     c.kill_store(victim);
@@ -113,7 +125,12 @@ async fn client_operations_and_bad_input() {
     assert!((95..=100).contains(&ttl), "ttl {ttl}");
     assert_eq!(client.get_key_ttl(b"a").await.unwrap(), Some(0));
     client.put_with_ttl(b"short", b"x", 1).await.unwrap();
-    assert!(eventually(Duration::from_secs(5), || async { client.get(b"short").await.unwrap().is_none() }).await);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            client.get(b"short").await.unwrap().is_none()
+        })
+        .await
+    );
 
     // Delete range.
     for i in 0..50 {
@@ -146,21 +163,39 @@ async fn client_operations_and_bad_input() {
         api_version: client.api_version().to_proto(),
         ..Default::default()
     };
-    let resp = raw.raw_get(RawGetRequest { context: Some(ctx.clone()), key: a.clone(), cf: String::new() }).await.unwrap().into_inner();
+    let resp = raw
+        .raw_get(RawGetRequest { context: Some(ctx.clone()), key: a.clone(), cf: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(resp.region_error.unwrap().region_not_found.is_some());
     ctx.region_id = region.region.id;
     let mut stale = region.region.region_epoch.clone().unwrap();
     stale.version -= 1;
     ctx.region_epoch = Some(stale);
-    let resp = raw.raw_get(RawGetRequest { context: Some(ctx.clone()), key: a.clone(), cf: String::new() }).await.unwrap().into_inner();
+    let resp = raw
+        .raw_get(RawGetRequest { context: Some(ctx.clone()), key: a.clone(), cf: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
     let en = resp.region_error.unwrap().epoch_not_match.expect("epoch_not_match");
     assert_eq!(en.current_regions[0].id, region.region.id);
     // Clients may not write raft metadata.
     let ctx = Context { region_epoch: region.region.region_epoch.clone(), ..ctx };
-    let put = atoll_proto::kvrpcpb::RawPutRequest { context: Some(ctx), key: a.clone(), value: b"x".to_vec(), cf: "raft".into(), ..Default::default() };
+    let put = atoll_proto::kvrpcpb::RawPutRequest {
+        context: Some(ctx),
+        key: a.clone(),
+        value: b"x".to_vec(),
+        cf: "raft".into(),
+        ..Default::default()
+    };
     let resp = raw.raw_put(put).await.unwrap().into_inner();
     assert!(resp.error.contains("column family"), "{}", resp.error);
-    assert_eq!(client.get(b"a").await.unwrap().as_deref(), Some(&b"1"[..]), "data intact after bad requests");
+    assert_eq!(
+        client.get(b"a").await.unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "data intact after bad requests"
+    );
 
     // PD's HTTP API and the status servers.
     let body = http_get(&c.pd_addr, "/pd/api/v1/regions").unwrap();
@@ -214,8 +249,18 @@ async fn acknowledged_writes_survive_rolling_crashes() {
         assert!(!acked.is_empty(), "a writer made no progress at all");
         for (k, v) in &acked {
             let num = |b: &[u8]| String::from_utf8_lossy(b).parse::<u32>().unwrap();
-            let stored = client.get(k).await.unwrap().unwrap_or_else(|| panic!("lost {}", String::from_utf8_lossy(k)));
-            assert!(num(&stored) >= num(v), "stale value for {}: {} < acked {}", String::from_utf8_lossy(k), num(&stored), num(v));
+            let stored = client
+                .get(k)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("lost {}", String::from_utf8_lossy(k)));
+            assert!(
+                num(&stored) >= num(v),
+                "stale value for {}: {} < acked {}",
+                String::from_utf8_lossy(k),
+                num(&stored),
+                num(v)
+            );
         }
         total += acked.len();
     }

@@ -5,13 +5,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use atoll_client::{Config, RawClient};
-use atoll_tests::proc::{eventually, http_get, http_post, ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG};
+use atoll_tests::proc::{
+    eventually, http_get, http_post, ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG,
+};
 use serde_json::Value;
 
 async fn client(c: &ProcCluster) -> RawClient {
     let client = RawClient::connect(Config::new(vec![c.pd_addr.clone()])).await.expect("connect");
     assert!(
-        eventually(Duration::from_secs(60), || async { client.put(b"__ready", b"1").await.is_ok() }).await,
+        eventually(Duration::from_secs(60), || async {
+            client.put(b"__ready", b"1").await.is_ok()
+        })
+        .await,
         "cluster never became writable; pd log:\n{}",
         c.log("pd.log")
     );
@@ -40,7 +45,10 @@ fn store_counts(c: &ProcCluster) -> HashMap<u64, (u64, u64)> {
     let mut m = HashMap::new();
     for s in pd_json(c, "/pd/api/v1/stores")["stores"].as_array().cloned().unwrap_or_default() {
         let id = s["id"].as_u64().unwrap();
-        m.insert(id, (s["region_count"].as_u64().unwrap_or(0), s["leader_count"].as_u64().unwrap_or(0)));
+        m.insert(
+            id,
+            (s["region_count"].as_u64().unwrap_or(0), s["leader_count"].as_u64().unwrap_or(0)),
+        );
     }
     m
 }
@@ -71,7 +79,9 @@ async fn check_all(client: &RawClient, n: usize) {
 fn assert_ranges_tile_keyspace(regions: &[Value]) {
     let mut ranges: Vec<(String, String)> = regions
         .iter()
-        .map(|r| (r["start_key"].as_str().unwrap().to_owned(), r["end_key"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (r["start_key"].as_str().unwrap().to_owned(), r["end_key"].as_str().unwrap().to_owned())
+        })
         .collect();
     ranges.sort();
     assert_eq!(ranges.first().unwrap().0, "", "first region starts at -inf");
@@ -97,12 +107,16 @@ fn store_config(extra: &str) -> String {
 async fn regions_split_by_size_at_least_50_times_and_keep_every_key() {
     let c = ProcCluster::start_with(3, TEST_PD_CONFIG, &store_config(SPLIT_STORE_CONFIG));
     let client = client(&c).await;
-    assert!(eventually(Duration::from_secs(20), || async { regions(&c).len() >= 5 }).await, "keyspace split");
+    assert!(
+        eventually(Duration::from_secs(20), || async { regions(&c).len() >= 5 }).await,
+        "keyspace split"
+    );
     let initial = regions(&c).len();
     const N: usize = 3000;
     write_all(&client, 0..N).await;
     // 3000 keys with a split every ~40 keys: well over 50 splits.
-    let enough = eventually(Duration::from_secs(90), || async { regions(&c).len() >= initial + 50 }).await;
+    let enough =
+        eventually(Duration::from_secs(90), || async { regions(&c).len() >= initial + 50 }).await;
     let now = regions(&c);
     assert!(enough, "only {} regions after the writes (started with {initial})", now.len());
     // Let in-flight splits settle, then check the routing table and the data.
@@ -121,11 +135,17 @@ async fn regions_split_by_size_at_least_50_times_and_keep_every_key() {
     assert_eq!(n, N);
     // The ctl path: ask PD to split one region in half.
     let before = regions(&c).len();
-    let target = rs.iter().find(|r| r["approximate_keys"].as_u64().unwrap_or(0) > 4).expect("a measured region");
+    let target = rs
+        .iter()
+        .find(|r| r["approximate_keys"].as_u64().unwrap_or(0) > 4)
+        .expect("a measured region");
     let body = format!(r#"{{"name":"split-region","region_id":{}}}"#, target["id"]);
     let resp = http_post(&c.pd_addr, "/pd/api/v1/operators", &body);
     assert!(resp.contains("\"ok\":true"), "{resp}");
-    assert!(eventually(Duration::from_secs(20), || async { regions(&c).len() > before }).await, "admin half split");
+    assert!(
+        eventually(Duration::from_secs(20), || async { regions(&c).len() > before }).await,
+        "admin half split"
+    );
 }
 
 /// A plain HTTP POST with a JSON body on loopback, returning the body.
@@ -143,7 +163,10 @@ async fn a_new_store_receives_regions_and_leaders() {
     let client = client(&c).await;
     const N: usize = 2000;
     write_all(&client, 0..N).await;
-    assert!(eventually(Duration::from_secs(60), || async { regions(&c).len() >= 16 }).await, "splits");
+    assert!(
+        eventually(Duration::from_secs(60), || async { regions(&c).len() >= 16 }).await,
+        "splits"
+    );
     let fourth = c.add_store();
     let id4 = {
         let mut id = None;
@@ -187,12 +210,17 @@ async fn a_dead_store_is_replaced_and_no_acknowledged_write_is_lost() {
     let client = client(&c).await;
     const N: usize = 1500;
     write_all(&client, 0..N).await;
-    assert!(eventually(Duration::from_secs(60), || async { regions(&c).len() >= 12 }).await, "splits");
+    assert!(
+        eventually(Duration::from_secs(60), || async { regions(&c).len() >= 12 }).await,
+        "splits"
+    );
     // Balancing puts replicas on all four stores; kill one that holds some.
     let victim_id = store_id_of(&client, &c, 0).await;
     assert!(
-        eventually(Duration::from_secs(60), || async { store_counts(&c).get(&victim_id).is_some_and(|(r, _)| *r > 0) })
-            .await,
+        eventually(Duration::from_secs(60), || async {
+            store_counts(&c).get(&victim_id).is_some_and(|(r, _)| *r > 0)
+        })
+        .await,
         "store 0 holds replicas"
     );
     c.kill_store(0);
@@ -204,7 +232,9 @@ async fn a_dead_store_is_replaced_and_no_acknowledged_write_is_lost() {
             && rs.iter().all(|r| {
                 let peers = r["peers"].as_array().unwrap();
                 peers.len() == 3
-                    && peers.iter().all(|p| p["store_id"].as_u64() != Some(victim_id) && p["role"] == "voter")
+                    && peers
+                        .iter()
+                        .all(|p| p["store_id"].as_u64() != Some(victim_id) && p["role"] == "voter")
             })
     })
     .await;
@@ -227,7 +257,11 @@ fn ctl(c: &ProcCluster, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ctl_shows_the_cluster_and_asks_pd_to_split_and_transfer_leaders() {
     // Leader balance off: it would rightly move our hand-placed leader back.
-    let c = ProcCluster::start_with(3, &format!("{TEST_PD_CONFIG}leader-schedule-limit = 0\n"), TEST_STORE_CONFIG);
+    let c = ProcCluster::start_with(
+        3,
+        &format!("{TEST_PD_CONFIG}leader-schedule-limit = 0\n"),
+        TEST_STORE_CONFIG,
+    );
     let client = client(&c).await;
     write_all(&client, 0..200).await;
     assert!(eventually(Duration::from_secs(20), || async { regions(&c).len() >= 5 }).await);
@@ -242,14 +276,26 @@ async fn ctl_shows_the_cluster_and_asks_pd_to_split_and_transfer_leaders() {
     let target = client.pd().get_region(&client.region_key(&key(0))).await.unwrap().unwrap();
     let before = regions(&c).len();
     ctl(&c, &["split", "--region", &target.region.id.to_string(), "--key", "key-000100"]);
-    assert!(eventually(Duration::from_secs(20), || async { regions(&c).len() == before + 1 }).await, "split via ctl");
+    assert!(
+        eventually(Duration::from_secs(20), || async { regions(&c).len() == before + 1 }).await,
+        "split via ctl"
+    );
     let right = client.pd().get_region(&client.region_key(&key(100))).await.unwrap().unwrap();
     assert_eq!(right.region.start_key, client.region_key(b"key-000100"));
 
     // Move that region's leader to another store.
     let leader = right.leader.expect("leader").store_id;
     let to = right.region.peers.iter().map(|p| p.store_id).find(|s| *s != leader).unwrap();
-    ctl(&c, &["transfer-leader", "--region", &right.region.id.to_string(), "--to-store", &to.to_string()]);
+    ctl(
+        &c,
+        &[
+            "transfer-leader",
+            "--region",
+            &right.region.id.to_string(),
+            "--to-store",
+            &to.to_string(),
+        ],
+    );
     let moved = eventually(Duration::from_secs(20), || async {
         let r = client.pd().get_region(&client.region_key(&key(100))).await.ok().flatten();
         r.and_then(|r| r.leader).is_some_and(|l| l.store_id == to)

@@ -31,7 +31,10 @@ fn elects_a_leader_and_replicates() {
     }
     // Every replica applies every write.
     for store in 1..=3 {
-        assert!(wait_until(WAIT, || (0..100).all(|i| c.engine_get(store, &key(i)).is_some())), "store {store} lags");
+        assert!(
+            wait_until(WAIT, || (0..100).all(|i| c.engine_get(store, &key(i)).is_some())),
+            "store {store} lags"
+        );
     }
 }
 
@@ -108,13 +111,17 @@ fn one_way_drop_does_not_lose_acknowledged_writes() {
     for i in 0..30 {
         assert!(c.must_get(&key(i)).is_some());
     }
-    assert!(c.net.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0, "the filter dropped traffic");
+    assert!(
+        c.net.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the filter dropped traffic"
+    );
 }
 
 #[test]
 fn all_nodes_restart_and_data_survives_on_rocksdb() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let open = |d: &tempfile::TempDir| RocksEngine::open(d.path(), &RocksConfig::default()).unwrap();
+    let open =
+        |d: &tempfile::TempDir| RocksEngine::open(d.path(), &RocksConfig::default()).unwrap();
     {
         let mut c = Cluster::new(Config::for_tests(), dirs.iter().map(open).collect());
         c.start_all();
@@ -140,7 +147,12 @@ fn log_gc_truncates_the_raft_log_on_every_replica() {
         c.must_put(&key(i), b"v");
     }
     // Entry 10 is long applied everywhere; GC must delete it on each store.
-    let gone = |s: u64| c.engines[&s].get_value_cf(CF_RAFT, &keys::raft_log_key(FIRST_REGION_ID, 10)).unwrap().is_none();
+    let gone = |s: u64| {
+        c.engines[&s]
+            .get_value_cf(CF_RAFT, &keys::raft_log_key(FIRST_REGION_ID, 10))
+            .unwrap()
+            .is_none()
+    };
     assert!(wait_until(WAIT, || (1..=3).all(gone)), "raft log was not compacted");
     // And the cluster still works.
     c.must_put(b"post-gc", b"v");
@@ -155,9 +167,8 @@ fn split_creates_regions_on_every_store() {
     }
     c.split(&key(0), &key(50)).unwrap();
     // Each store now has two regions.
-    assert!(wait_until(WAIT, || (1..=3).all(|s| {
-        atoll_raftstore::system::load_regions(&c.engines[&s]).unwrap().len() == 2
-    })));
+    assert!(wait_until(WAIT, || (1..=3)
+        .all(|s| { atoll_raftstore::system::load_regions(&c.engines[&s]).unwrap().len() == 2 })));
     let left = c.region_for_key(&key(10));
     let right = c.region_for_key(&key(60));
     assert_ne!(left.id, right.id);
@@ -186,7 +197,9 @@ fn stale_epoch_and_wrong_region_are_rejected() {
     let (tx, rx) = std::sync::mpsc::channel();
     h.read(atoll_tests::sim::header(&old), Box::new(move |r| drop(tx.send(r.map(|_| ())))));
     match rx.recv_timeout(WAIT).unwrap() {
-        Err(atoll_raftstore::Error::EpochNotMatch { current_regions, .. }) => assert!(!current_regions.is_empty()),
+        Err(atoll_raftstore::Error::EpochNotMatch { current_regions, .. }) => {
+            assert!(!current_regions.is_empty())
+        }
         other => panic!("expected EpochNotMatch, got {:?}", other.err()),
     }
     // Unknown region.
@@ -194,8 +207,10 @@ fn stale_epoch_and_wrong_region_are_rejected() {
     ghost.id = 9_999_999;
     let (tx, rx) = std::sync::mpsc::channel();
     h.read(atoll_tests::sim::header(&ghost), Box::new(move |r| drop(tx.send(r.map(|_| ())))));
-    assert!(matches!(rx.recv_timeout(WAIT).unwrap(), Err(atoll_raftstore::Error::RegionNotFound(9_999_999))));
+    assert!(matches!(
+        rx.recv_timeout(WAIT).unwrap(),
+        Err(atoll_raftstore::Error::RegionNotFound(9_999_999))
+    ));
     // Earlier data is intact.
     assert_eq!(c.must_get(&key(1)).as_deref(), Some(&b"v"[..]));
 }
-

@@ -15,7 +15,11 @@ async fn connect(c: &ProcCluster) -> RawClient {
                 return cl;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "tikv-client could not use the cluster; pd log:\n{}", c.log("pd.log"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tikv-client could not use the cluster; pd log:\n{}",
+            c.log("pd.log")
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -37,12 +41,15 @@ async fn tikv_client_raw_api_in_keyspace_mode() {
     assert_eq!(client.get("k1".to_owned()).await.unwrap(), None);
 
     // batch put / get / delete
-    let pairs: Vec<KvPair> = (0..100).map(|i| KvPair::new(format!("b{i:03}"), format!("v{i}"))).collect();
+    let pairs: Vec<KvPair> =
+        (0..100).map(|i| KvPair::new(format!("b{i:03}"), format!("v{i}"))).collect();
     client.batch_put(pairs).await.unwrap();
-    let got = client.batch_get((0..100).map(|i| format!("b{i:03}")).collect::<Vec<_>>()).await.unwrap();
+    let got =
+        client.batch_get((0..100).map(|i| format!("b{i:03}")).collect::<Vec<_>>()).await.unwrap();
     assert_eq!(got.len(), 100);
     client.batch_delete((0..10).map(|i| format!("b{i:03}")).collect::<Vec<_>>()).await.unwrap();
-    let got = client.batch_get((0..100).map(|i| format!("b{i:03}")).collect::<Vec<_>>()).await.unwrap();
+    let got =
+        client.batch_get((0..100).map(|i| format!("b{i:03}")).collect::<Vec<_>>()).await.unwrap();
     assert_eq!(got.len(), 90);
 
     // scan, reverse scan, key-only scan, batch scan
@@ -58,7 +65,10 @@ async fn tikv_client_raw_api_in_keyspace_mode() {
     let only_keys = client.scan_keys("b050".to_owned().."b053".to_owned(), 10).await.unwrap();
     assert_eq!(only_keys.len(), 3);
     let multi = client
-        .batch_scan(vec!["b010".to_owned().."b012".to_owned(), "b090".to_owned().."b092".to_owned()], 10)
+        .batch_scan(
+            vec!["b010".to_owned().."b012".to_owned(), "b090".to_owned().."b092".to_owned()],
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(multi.len(), 4);
@@ -80,18 +90,27 @@ async fn tikv_client_raw_api_in_keyspace_mode() {
 
     // Compare-and-swap (atomic mode)
     let atomic = client.with_atomic_for_cas();
-    let (prev, ok) = atomic.compare_and_swap("cas".to_owned(), None::<Vec<u8>>, "a".to_owned()).await.unwrap();
+    let (prev, ok) =
+        atomic.compare_and_swap("cas".to_owned(), None::<Vec<u8>>, "a".to_owned()).await.unwrap();
     assert!(ok && prev.is_none());
-    let (prev, ok) = atomic.compare_and_swap("cas".to_owned(), Some(b"zzz".to_vec()), "b".to_owned()).await.unwrap();
+    let (prev, ok) = atomic
+        .compare_and_swap("cas".to_owned(), Some(b"zzz".to_vec()), "b".to_owned())
+        .await
+        .unwrap();
     assert!(!ok);
     assert_eq!(prev, Some(b"a".to_vec()));
-    let (_, ok) = atomic.compare_and_swap("cas".to_owned(), Some(b"a".to_vec()), "b".to_owned()).await.unwrap();
+    let (_, ok) = atomic
+        .compare_and_swap("cas".to_owned(), Some(b"a".to_vec()), "b".to_owned())
+        .await
+        .unwrap();
     assert!(ok);
     assert_eq!(atomic.get("cas".to_owned()).await.unwrap(), Some(b"b".to_vec()));
 
     // Our own client speaks the cluster's API version (V2: the DEFAULT
     // keyspace), so it sees the same data under the same keys.
-    let ours = atoll_client::RawClient::connect(atoll_client::Config::new(vec![c.pd_addr.clone()])).await.unwrap();
+    let ours = atoll_client::RawClient::connect(atoll_client::Config::new(vec![c.pd_addr.clone()]))
+        .await
+        .unwrap();
     assert_eq!(ours.api_version(), atoll_client::ApiVersion::V2);
     assert_eq!(ours.get(b"b050").await.unwrap(), Some(b"v50".to_vec()));
     assert_eq!(ours.get(b"r\0\0\0b050").await.unwrap(), None);
@@ -115,16 +134,19 @@ split-region-check-tick-interval = "100ms"
     let client = connect(&c).await;
     const N: usize = 1500;
     for chunk in (0..N).collect::<Vec<_>>().chunks(50) {
-        let pairs: Vec<KvPair> = chunk.iter().map(|i| KvPair::new(format!("s{i:05}"), format!("v{i}"))).collect();
+        let pairs: Vec<KvPair> =
+            chunk.iter().map(|i| KvPair::new(format!("s{i:05}"), format!("v{i}"))).collect();
         client.batch_put(pairs).await.expect("batch put across splits");
     }
     for i in (0..N).step_by(7) {
         client.put(format!("s{i:05}"), format!("w{i}")).await.expect("put across splits");
     }
     let regions = atoll_tests::proc::http_get(&c.pd_addr, "/pd/api/v1/regions").unwrap();
-    let count = serde_json::from_str::<serde_json::Value>(&regions).unwrap()["count"].as_u64().unwrap();
+    let count =
+        serde_json::from_str::<serde_json::Value>(&regions).unwrap()["count"].as_u64().unwrap();
     assert!(count >= 20, "expected many splits, PD has {count} regions");
-    let got = client.batch_get((0..N).map(|i| format!("s{i:05}")).collect::<Vec<_>>()).await.unwrap();
+    let got =
+        client.batch_get((0..N).map(|i| format!("s{i:05}")).collect::<Vec<_>>()).await.unwrap();
     assert_eq!(got.len(), N);
     let all = client.scan("s".to_owned().."t".to_owned(), (N + 1) as u32).await.unwrap();
     assert_eq!(all.len(), N);

@@ -31,7 +31,13 @@ const STORES: u64 = 3;
 const FIRST_ID: u64 = 1_000_000;
 
 fn regions(n: usize) -> Vec<metapb::Region> {
-    let bound = |i: usize| if i == 0 || i == n { vec![] } else { atoll_codec::encode_bytes(format!("r{i:08}").as_bytes()) };
+    let bound = |i: usize| {
+        if i == 0 || i == n {
+            vec![]
+        } else {
+            atoll_codec::encode_bytes(format!("r{i:08}").as_bytes())
+        }
+    };
     (0..n)
         .map(|i| {
             let id = FIRST_ID + i as u64 * 4;
@@ -40,7 +46,9 @@ fn regions(n: usize) -> Vec<metapb::Region> {
                 start_key: bound(i),
                 end_key: bound(i + 1),
                 region_epoch: Some(metapb::RegionEpoch { conf_ver: 1, version: 1 }),
-                peers: (1..=STORES).map(|s| metapb::Peer { id: id + s, store_id: s, ..Default::default() }).collect(),
+                peers: (1..=STORES)
+                    .map(|s| metapb::Peer { id: id + s, store_id: s, ..Default::default() })
+                    .collect(),
                 ..Default::default()
             }
         })
@@ -53,7 +61,8 @@ fn cpu_secs() -> f64 {
     // Fields after the `(comm)`; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0 // USER_HZ
 }
 
@@ -79,7 +88,10 @@ struct Outcome {
 fn run(a: &Args, hibernate: bool) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let engines: Vec<RocksEngine> = (1..=STORES)
-        .map(|s| RocksEngine::open(&dir.path().join(format!("store{s}")), &RocksConfig::default()).unwrap())
+        .map(|s| {
+            RocksEngine::open(&dir.path().join(format!("store{s}")), &RocksConfig::default())
+                .unwrap()
+        })
         .collect();
     let cfg = Config {
         raft_base_tick_interval: ReadableDuration::millis(a.tick_ms),
@@ -90,8 +102,12 @@ fn run(a: &Args, hibernate: bool) -> Outcome {
     let mut c = Cluster::with_regions(cfg.clone(), engines, regions(a.regions));
     c.start_all();
     // Elections, then (with hibernation) every region goes to sleep.
-    let settle = Duration::from_millis(a.tick_ms * (cfg.raft_election_timeout_ticks as u64 * 2 + cfg.hibernate_ticks() + 20));
-    let ticking = |c: &Cluster<RocksEngine>| c.systems.values().map(|s| s.handle().ticking_count()).sum::<usize>();
+    let settle = Duration::from_millis(
+        a.tick_ms * (cfg.raft_election_timeout_ticks as u64 * 2 + cfg.hibernate_ticks() + 20),
+    );
+    let ticking = |c: &Cluster<RocksEngine>| {
+        c.systems.values().map(|s| s.handle().ticking_count()).sum::<usize>()
+    };
     if hibernate {
         wait_until(Duration::from_secs(300), || ticking(&c) == 0);
     } else {
@@ -120,7 +136,10 @@ fn main() {
         "{} regions x {STORES} replicas on {STORES} in-process stores, {}ms tick, {}s idle window",
         a.regions, a.tick_ms, a.idle_secs
     );
-    println!("{:<10} {:>10} {:>14} {:>18} {:>18}", "hibernate", "setup_s", "ticking", "idle_cpu_%/store", "rss_MiB/store");
+    println!(
+        "{:<10} {:>10} {:>14} {:>18} {:>18}",
+        "hibernate", "setup_s", "ticking", "idle_cpu_%/store", "rss_MiB/store"
+    );
     let mut json = vec![];
     for hibernate in [true, false] {
         let o = run(&a, hibernate);

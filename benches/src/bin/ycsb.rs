@@ -137,7 +137,9 @@ impl Db {
             Db::Atoll(c) => c.scan(&start, b"", limit).await.map(|_| ()).map_err(|e| e.to_string()),
             Db::Etcd(c) => {
                 // Everything from `start` on, `limit` keys (etcd's "\0" range end = to the end).
-                let opts = etcd_client::GetOptions::new().with_range(vec![0u8]).with_limit(i64::from(limit));
+                let opts = etcd_client::GetOptions::new()
+                    .with_range(vec![0u8])
+                    .with_limit(i64::from(limit));
                 c.clone().get(start, Some(opts)).await.map(|_| ()).map_err(|e| e.to_string())
             }
         }
@@ -161,13 +163,20 @@ async fn run_workload(db: &Db, a: &Args, workload: &str, inserted: Arc<AtomicU64
     let start = Instant::now();
     let mut tasks = vec![];
     for t in 0..a.threads {
-        let (db, next, errors, zipf, inserted, value) =
-            (db.clone(), next.clone(), errors.clone(), zipf.clone(), inserted.clone(), value.clone());
+        let (db, next, errors, zipf, inserted, value) = (
+            db.clone(),
+            next.clone(),
+            errors.clone(),
+            zipf.clone(),
+            inserted.clone(),
+            value.clone(),
+        );
         let (workload, key_size, max_scan) = (workload.to_owned(), a.key_size, a.max_scan);
         let ops = mix(&workload);
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64 + 1);
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut hist =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= total {
@@ -177,14 +186,17 @@ async fn run_workload(db: &Db, a: &Args, workload: &str, inserted: Arc<AtomicU64
                     None => Op::Insert,
                     Some(m) => {
                         let mut x: f64 = rng.gen();
-                        m.iter().find(|(p, _)| {
-                            x -= p;
-                            x < 0.0
-                        }).map_or(m[m.len() - 1].1, |(_, op)| *op)
+                        m.iter()
+                            .find(|(p, _)| {
+                                x -= p;
+                                x < 0.0
+                            })
+                            .map_or(m[m.len() - 1].1, |(_, op)| *op)
                     }
                 };
                 let existing = inserted.load(Ordering::Relaxed).max(1);
-                let pick = |rng: &mut rand::rngs::StdRng| key(zipf.sample(rng) % existing, key_size);
+                let pick =
+                    |rng: &mut rand::rngs::StdRng| key(zipf.sample(rng) % existing, key_size);
                 let t0 = Instant::now();
                 let res = match op {
                     Op::Read => db.read(pick(&mut rng)).await,
@@ -210,11 +222,19 @@ async fn run_workload(db: &Db, a: &Args, workload: &str, inserted: Arc<AtomicU64
             hist.add(h).expect("same bounds");
         }
     }
-    Outcome { ops: total, errors: errors.load(Ordering::Relaxed), secs: start.elapsed().as_secs_f64(), hist }
+    Outcome {
+        ops: total,
+        errors: errors.load(Ordering::Relaxed),
+        secs: start.elapsed().as_secs_f64(),
+        hist,
+    }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A 3-member etcd cluster on loopback, killed on drop.
@@ -228,12 +248,19 @@ impl EtcdCluster {
     fn start() -> EtcdCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let peers: Vec<(String, String)> = (0..3)
-            .map(|_| (format!("http://127.0.0.1:{}", free_port()), format!("http://127.0.0.1:{}", free_port())))
+            .map(|_| {
+                (
+                    format!("http://127.0.0.1:{}", free_port()),
+                    format!("http://127.0.0.1:{}", free_port()),
+                )
+            })
             .collect();
-        let initial: Vec<String> = peers.iter().enumerate().map(|(i, (_, p))| format!("e{i}={p}")).collect();
+        let initial: Vec<String> =
+            peers.iter().enumerate().map(|(i, (_, p))| format!("e{i}={p}")).collect();
         let mut children = vec![];
         for (i, (client, peer)) in peers.iter().enumerate() {
-            let log = std::fs::File::create(dir.path().join(format!("etcd{i}.log"))).expect("log file");
+            let log =
+                std::fs::File::create(dir.path().join(format!("etcd{i}.log"))).expect("log file");
             let child = Command::new("etcd")
                 .args(["--name", &format!("e{i}")])
                 .args(["--data-dir", &dir.path().join(format!("e{i}")).display().to_string()])
@@ -247,7 +274,11 @@ impl EtcdCluster {
                 .expect("etcd (Debian package etcd-server) is installed by `make deps`");
             children.push(child);
         }
-        EtcdCluster { children, client_urls: peers.into_iter().map(|(c, _)| c).collect(), _dir: dir }
+        EtcdCluster {
+            children,
+            client_urls: peers.into_iter().map(|(c, _)| c).collect(),
+            _dir: dir,
+        }
     }
 }
 
@@ -277,7 +308,9 @@ async fn connect(system: &str, a: &Args) -> (Db, Box<dyn std::any::Any>) {
                     (c.pd_addr.clone(), Box::new(c))
                 }
             };
-            let client = atoll_client::RawClient::connect(atoll_client::Config::new(vec![pd])).await.expect("connect to PD");
+            let client = atoll_client::RawClient::connect(atoll_client::Config::new(vec![pd]))
+                .await
+                .expect("connect to PD");
             let deadline = Instant::now() + Duration::from_secs(60);
             while client.put(b"ycsb-ready", b"1").await.is_err() {
                 assert!(Instant::now() < deadline, "Atoll never became writable");
@@ -342,7 +375,11 @@ async fn main() {
     let mut rows: Vec<Row> = vec![];
     for system in systems {
         let (db, guard) = connect(system, &a).await;
-        let inserted = Arc::new(AtomicU64::new(if a.workloads.iter().any(|w| w == "load") { 0 } else { a.records }));
+        let inserted = Arc::new(AtomicU64::new(if a.workloads.iter().any(|w| w == "load") {
+            0
+        } else {
+            a.records
+        }));
         for w in &a.workloads {
             let o = run_workload(&db, &a, w, inserted.clone()).await;
             rows.push(Row {
@@ -357,7 +394,10 @@ async fn main() {
         }
         drop(guard);
     }
-    println!("{:<7} {:<9} {:>12} {:>10} {:>10} {:>10} {:>8}", "system", "workload", "ops/s", "p50_us", "p99_us", "p999_us", "errors");
+    println!(
+        "{:<7} {:<9} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "system", "workload", "ops/s", "p50_us", "p99_us", "p999_us", "errors"
+    );
     for r in &rows {
         println!(
             "{:<7} {:<9} {:>12.0} {:>10} {:>10} {:>10} {:>8}",
@@ -366,7 +406,9 @@ async fn main() {
     }
     let mut ratios = vec![];
     for w in &a.workloads {
-        let get = |s: &str| rows.iter().find(|r| r.system == s && &r.workload == w).map(|r| r.ops_per_sec);
+        let get = |s: &str| {
+            rows.iter().find(|r| r.system == s && &r.workload == w).map(|r| r.ops_per_sec)
+        };
         if let (Some(x), Some(e)) = (get("atoll"), get("etcd")) {
             println!("ratio atoll/etcd ops/s, workload {w}: {:.2}", x / e);
             ratios.push(serde_json::json!({"workload": w, "atoll_over_etcd": x / e}));

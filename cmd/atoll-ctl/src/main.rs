@@ -111,8 +111,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Split { region, keys } => {
             // PD takes the keys as raw requests carry them (API V2: with the keyspace prefix).
-            let keys: Vec<String> = keys.iter().map(|k| hex_upper(&client.wire_key(k.as_bytes()))).collect();
-            let body = serde_json::json!({"name": "split-region", "region_id": region, "keys": keys});
+            let keys: Vec<String> =
+                keys.iter().map(|k| hex_upper(&client.wire_key(k.as_bytes()))).collect();
+            let body =
+                serde_json::json!({"name": "split-region", "region_id": region, "keys": keys});
             post_operator(&pd_http, body)?;
         }
         Cmd::Stores | Cmd::Regions | Cmd::Operators | Cmd::TransferLeader { .. } => {
@@ -120,15 +122,26 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Status => {
             let pd = client.pd();
-            println!("cluster {} (pd {}, API {})", pd.cluster_id(), pd.leader_url(), client.api_version());
+            println!(
+                "cluster {} (pd {}, API {})",
+                pd.cluster_id(),
+                pd.leader_url(),
+                client.api_version()
+            );
             println!("STORE\tADDRESS\tSTATE");
             for s in pd.get_all_stores().await? {
-                println!("{}\t{}\t{}", s.id, s.address, if s.state == 0 { "Up" } else { "Offline/Tombstone" });
+                println!(
+                    "{}\t{}\t{}",
+                    s.id,
+                    s.address,
+                    if s.state == 0 { "Up" } else { "Offline/Tombstone" }
+                );
             }
             println!("REGION\tSTART\tEND\tVERSION\tLEADER_STORE\tPEERS");
             for r in pd.scan_regions(b"", b"", 0).await? {
                 let e = r.region.region_epoch.clone().unwrap_or_default();
-                let peers: Vec<String> = r.region.peers.iter().map(|p| format!("{}@{}", p.id, p.store_id)).collect();
+                let peers: Vec<String> =
+                    r.region.peers.iter().map(|p| format!("{}@{}", p.id, p.store_id)).collect();
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     r.region.id,
@@ -156,9 +169,15 @@ fn hex_upper(b: &[u8]) -> String {
 }
 
 /// One HTTP/1.1 request to PD's `/pd/api/v1` API; returns the JSON body.
-fn pd_http(addr: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> anyhow::Result<serde_json::Value> {
+fn pd_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connect to PD at {addr}"))?;
+    let mut s =
+        std::net::TcpStream::connect(addr).with_context(|| format!("connect to PD at {addr}"))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
@@ -169,7 +188,8 @@ fn pd_http(addr: &str, method: &str, path: &str, body: Option<&serde_json::Value
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let (head, body) = out.split_once("\r\n\r\n").context("malformed HTTP response")?;
-    let v: serde_json::Value = serde_json::from_str(body).with_context(|| format!("PD answered: {head}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(body).with_context(|| format!("PD answered: {head}"))?;
     if !head.starts_with("HTTP/1.1 200") {
         anyhow::bail!("PD refused: {}", v["error"].as_str().unwrap_or(body));
     }
@@ -188,8 +208,12 @@ fn print_stores(addr: &str) -> anyhow::Result<()> {
     for s in v["stores"].as_array().cloned().unwrap_or_default() {
         println!(
             "{}\t{}\t{}\t{}\t{}\t{}",
-            s["id"], s["address"].as_str().unwrap_or("-"), s["state_name"].as_str().unwrap_or("-"),
-            s["region_count"], s["leader_count"], s["used_size"]
+            s["id"],
+            s["address"].as_str().unwrap_or("-"),
+            s["state_name"].as_str().unwrap_or("-"),
+            s["region_count"],
+            s["leader_count"],
+            s["used_size"]
         );
     }
     Ok(())
@@ -206,7 +230,13 @@ fn print_regions(addr: &str) -> anyhow::Result<()> {
             .unwrap_or_default()
             .iter()
             .map(|p| {
-                let mark = if p["id"].as_u64() == leader { "*" } else if p["role"] == "learner" { "(L)" } else { "" };
+                let mark = if p["id"].as_u64() == leader {
+                    "*"
+                } else if p["role"] == "learner" {
+                    "(L)"
+                } else {
+                    ""
+                };
                 format!("{}@{}{mark}", p["id"], p["store_id"])
             })
             .collect();
@@ -231,7 +261,13 @@ fn print_operators(addr: &str) -> anyhow::Result<()> {
     let v = pd_http(addr, "GET", "/pd/api/v1/operators", None)?;
     println!("REGION\tOPERATOR\tKIND\tSTEP\tSTEPS\tAGE_SECS");
     for o in v["operators"].as_array().cloned().unwrap_or_default() {
-        let steps: Vec<String> = o["steps"].as_array().cloned().unwrap_or_default().iter().map(|s| s.to_string()).collect();
+        let steps: Vec<String> = o["steps"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         println!(
             "{}\t{}\t{}\t{}\t{}\t{:.1}",
             o["region_id"],

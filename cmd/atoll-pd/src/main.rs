@@ -32,8 +32,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let mut cfg: atoll_pd::Config = match &a.config {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?)
-            .with_context(|| format!("parse {}", p.display()))?,
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?,
+        )
+        .with_context(|| format!("parse {}", p.display()))?,
         None => atoll_pd::Config::default(),
     };
     if let Some(v) = a.client_addr {

@@ -32,9 +32,11 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let mut cfg = match &a.config {
-        Some(p) => atoll_server::Config::from_toml(&std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("parse {}", p.display()))?,
+        Some(p) => atoll_server::Config::from_toml(
+            &std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?,
+        )
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("parse {}", p.display()))?,
         None => atoll_server::Config::default(),
     };
     if let Some(v) = a.addr {

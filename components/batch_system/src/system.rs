@@ -88,8 +88,11 @@ impl<N: Fsm, C: Fsm> BatchSystem<N, C> {
     pub fn new(name: &str, cfg: Config, control: Box<C>) -> Self {
         assert!(cfg.pool_size > 0 && cfg.max_batch_size > 0, "invalid batch config {cfg:?}");
         let (tx, rx) = channel::unbounded();
-        let control_mb =
-            Mailbox::new(control, cfg.mailbox_capacity, Arc::new(ControlScheduler { tx: tx.clone() }));
+        let control_mb = Mailbox::new(
+            control,
+            cfg.mailbox_capacity,
+            Arc::new(ControlScheduler { tx: tx.clone() }),
+        );
         let router =
             Router::new(control_mb, Arc::new(Scheduler { tx: tx.clone() }), cfg.mailbox_capacity);
         BatchSystem { name: name.to_owned(), cfg, router, tx, rx, workers: vec![] }
@@ -321,7 +324,8 @@ mod tests {
     /// message must be handled (a lost wake-up would leave some queued forever).
     #[test]
     fn no_lost_wakeup_under_contention() {
-        let (sys, _, _) = system(Config { pool_size: 2, max_batch_size: 4, mailbox_capacity: 1 << 16 });
+        let (sys, _, _) =
+            system(Config { pool_size: 2, max_batch_size: 4, mailbox_capacity: 1 << 16 });
         let router = sys.router();
         let mut counts = vec![];
         for id in 0..8 {
@@ -383,8 +387,11 @@ mod tests {
     fn full_mailbox_rejects_and_returns_message() {
         let (ctrl, _) = counter();
         // No pollers: messages stay queued.
-        let sys: BatchSystem<Counter, Counter> =
-            BatchSystem::new("idle", Config { pool_size: 1, max_batch_size: 1, mailbox_capacity: 2 }, ctrl);
+        let sys: BatchSystem<Counter, Counter> = BatchSystem::new(
+            "idle",
+            Config { pool_size: 1, max_batch_size: 1, mailbox_capacity: 2 },
+            ctrl,
+        );
         let router = sys.router();
         let (fsm, _) = counter();
         router.register(1, fsm);
@@ -410,8 +417,11 @@ mod tests {
     #[test]
     fn force_send_bypasses_capacity_and_comes_first() {
         let (ctrl, _) = counter();
-        let sys: BatchSystem<Counter, Counter> =
-            BatchSystem::new("idle", Config { pool_size: 1, max_batch_size: 1, mailbox_capacity: 1 }, ctrl);
+        let sys: BatchSystem<Counter, Counter> = BatchSystem::new(
+            "idle",
+            Config { pool_size: 1, max_batch_size: 1, mailbox_capacity: 1 },
+            ctrl,
+        );
         let router = sys.router();
         let (fsm, _) = counter();
         let mb = router.register(1, fsm);

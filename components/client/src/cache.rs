@@ -21,7 +21,8 @@ impl CachedRegion {
 
     /// Does the region hold `key` (a region key)?
     pub fn contains(&self, key: &[u8]) -> bool {
-        key >= self.region.start_key.as_slice() && (self.region.end_key.is_empty() || key < self.region.end_key.as_slice())
+        key >= self.region.start_key.as_slice()
+            && (self.region.end_key.is_empty() || key < self.region.end_key.as_slice())
     }
 }
 
@@ -37,7 +38,8 @@ pub struct RegionCache {
 impl RegionCache {
     pub fn lookup(&self, region_key: &[u8]) -> Option<CachedRegion> {
         let m = self.by_start.read();
-        let (_, r) = m.range::<[u8], _>((Bound::Unbounded, Bound::Included(region_key))).next_back()?;
+        let (_, r) =
+            m.range::<[u8], _>((Bound::Unbounded, Bound::Included(region_key))).next_back()?;
         r.contains(region_key).then(|| r.clone())
     }
 
@@ -83,7 +85,11 @@ impl RegionCache {
         if let Some(r) = m.values_mut().find(|r| r.region.id == region_id) {
             let cur = r.target().map(|p| p.id);
             let peers = &r.region.peers;
-            let idx = peers.iter().position(|p| Some(p.id) == cur).map(|i| (i + 1) % peers.len()).unwrap_or(0);
+            let idx = peers
+                .iter()
+                .position(|p| Some(p.id) == cur)
+                .map(|i| (i + 1) % peers.len())
+                .unwrap_or(0);
             r.leader = peers.get(idx).cloned();
         }
     }

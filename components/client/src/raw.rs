@@ -106,7 +106,13 @@ impl RawClient {
             ApiVersion::V1 => KeyMap::v1(),
             ApiVersion::V2 => KeyMap::v2(pd.load_keyspace(KEYSPACE).await?.id),
         };
-        Ok(RawClient { pd: Arc::new(pd), keys, cache: RegionCache::default(), conns: RwLock::new(HashMap::new()), cfg })
+        Ok(RawClient {
+            pd: Arc::new(pd),
+            keys,
+            cache: RegionCache::default(),
+            conns: RwLock::new(HashMap::new()),
+            cfg,
+        })
     }
 
     /// The cluster's API version, once it is bootstrapped.
@@ -193,7 +199,9 @@ impl RawClient {
             .timeout(self.cfg.timeout)
             .tcp_nodelay(true)
             .connect_lazy();
-        let c = TikvClient::new(ch).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20);
+        let c = TikvClient::new(ch)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
         self.conns.write().insert(addr, c.clone());
         Ok(c)
     }
@@ -282,7 +290,14 @@ impl RawClient {
         let key = &self.keys.wire(key);
         let (_, v) = self
             .on_region(key, |mut c, _, ctx| async move {
-                let r = c.raw_get(RawGetRequest { context: Some(ctx), key: key.to_vec(), cf: String::new() }).await?.into_inner();
+                let r = c
+                    .raw_get(RawGetRequest {
+                        context: Some(ctx),
+                        key: key.to_vec(),
+                        cf: String::new(),
+                    })
+                    .await?
+                    .into_inner();
                 outcome(r.region_error, r.error, (!r.not_found).then_some(r.value))
             })
             .await?;
@@ -297,7 +312,13 @@ impl RawClient {
     pub async fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl_secs: u64) -> Result<()> {
         let key = &self.keys.wire(key);
         self.on_region(key, |mut c, _, ctx| async move {
-            let req = RawPutRequest { context: Some(ctx), key: key.to_vec(), value: value.to_vec(), ttl: ttl_secs, ..Default::default() };
+            let req = RawPutRequest {
+                context: Some(ctx),
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ttl: ttl_secs,
+                ..Default::default()
+            };
             let r = c.raw_put(req).await?.into_inner();
             outcome(r.region_error, r.error, ())
         })
@@ -308,7 +329,8 @@ impl RawClient {
     pub async fn delete(&self, key: &[u8]) -> Result<()> {
         let key = &self.keys.wire(key);
         self.on_region(key, |mut c, _, ctx| async move {
-            let req = RawDeleteRequest { context: Some(ctx), key: key.to_vec(), ..Default::default() };
+            let req =
+                RawDeleteRequest { context: Some(ctx), key: key.to_vec(), ..Default::default() };
             let r = c.raw_delete(req).await?.into_inner();
             outcome(r.region_error, r.error, ())
         })
@@ -321,7 +343,11 @@ impl RawClient {
         let key = &self.keys.wire(key);
         let (_, v) = self
             .on_region(key, |mut c, _, ctx| async move {
-                let req = RawGetKeyTtlRequest { context: Some(ctx), key: key.to_vec(), cf: String::new() };
+                let req = RawGetKeyTtlRequest {
+                    context: Some(ctx),
+                    key: key.to_vec(),
+                    cf: String::new(),
+                };
                 let r = c.raw_get_key_ttl(req).await?.into_inner();
                 outcome(r.region_error, r.error, (!r.not_found).then_some(r.ttl))
             })
@@ -331,7 +357,12 @@ impl RawClient {
 
     /// Sets `key` to `new` if its current value is `previous` (`None` = absent).
     /// Returns whether it swapped, and the value found.
-    pub async fn compare_and_swap(&self, key: &[u8], previous: Option<&[u8]>, new: &[u8]) -> Result<(bool, Option<Vec<u8>>)> {
+    pub async fn compare_and_swap(
+        &self,
+        key: &[u8],
+        previous: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<(bool, Option<Vec<u8>>)> {
         let key = &self.keys.wire(key);
         let (_, v) = self
             .on_region(key, |mut c, _, ctx| async move {
@@ -352,7 +383,10 @@ impl RawClient {
     }
 
     /// Groups wire keys by region (in key order).
-    async fn group<K: Clone>(&self, mut items: Vec<(Vec<u8>, K)>) -> Result<Vec<(Vec<u8>, Vec<(Vec<u8>, K)>)>> {
+    async fn group<K: Clone>(
+        &self,
+        mut items: Vec<(Vec<u8>, K)>,
+    ) -> Result<Vec<(Vec<u8>, Vec<(Vec<u8>, K)>)>> {
         items.sort_by(|a, b| a.0.cmp(&b.0));
         let mut groups: Vec<(Vec<u8>, Vec<(Vec<u8>, K)>)> = vec![];
         let mut current: Option<CachedRegion> = None;
@@ -388,8 +422,12 @@ impl RawClient {
                         if !group.iter().all(|(k, _)| self.holds(&r, k)) {
                             return Ok(Attempt::Done(false));
                         }
-                        let pairs = group.into_iter().map(|(key, value)| KvPair { key, value, error: None }).collect();
-                        let req = RawBatchPutRequest { context: Some(ctx), pairs, ..Default::default() };
+                        let pairs = group
+                            .into_iter()
+                            .map(|(key, value)| KvPair { key, value, error: None })
+                            .collect();
+                        let req =
+                            RawBatchPutRequest { context: Some(ctx), pairs, ..Default::default() };
                         let r = c.raw_batch_put(req).await?.into_inner();
                         outcome(r.region_error, r.error, true)
                     }
@@ -407,7 +445,8 @@ impl RawClient {
 
     pub async fn batch_get(&self, keys: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = vec![];
-        let mut pending: Vec<(Vec<u8>, ())> = keys.into_iter().map(|k| (self.keys.wire(&k), ())).collect();
+        let mut pending: Vec<(Vec<u8>, ())> =
+            keys.into_iter().map(|k| (self.keys.wire(&k), ())).collect();
         for _ in 0..self.cfg.max_attempts {
             if pending.is_empty() {
                 return Ok(out);
@@ -422,20 +461,26 @@ impl RawClient {
                             if !keys.iter().all(|k| self.holds(&r, k)) {
                                 return Ok(Attempt::Done(None));
                             }
-                            let req = RawBatchGetRequest { context: Some(ctx), keys, cf: String::new() };
+                            let req =
+                                RawBatchGetRequest { context: Some(ctx), keys, cf: String::new() };
                             let r = c.raw_batch_get(req).await?.into_inner();
                             outcome(r.region_error, String::new(), Some(r.pairs))
                         }
                     })
                     .await?;
                 match got {
-                    Some(pairs) => out.extend(pairs.into_iter().map(|p| (self.keys.user(p.key), p.value))),
+                    Some(pairs) => {
+                        out.extend(pairs.into_iter().map(|p| (self.keys.user(p.key), p.value)))
+                    }
                     None => retry.extend(group),
                 }
             }
             pending = retry;
         }
-        Err(Error::Exhausted { attempts: self.cfg.max_attempts, last: "regions kept changing".into() })
+        Err(Error::Exhausted {
+            attempts: self.cfg.max_attempts,
+            last: "regions kept changing".into(),
+        })
     }
 
     pub async fn batch_delete(&self, keys: Vec<Vec<u8>>) -> Result<()> {
@@ -446,7 +491,12 @@ impl RawClient {
     }
 
     /// Pairs in `[start, end)` (empty end = unbounded), at most `limit`.
-    pub async fn scan(&self, start: &[u8], end: &[u8], limit: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = vec![];
         let end = self.keys.wire_end(end);
         let mut cur = Some(self.keys.wire(start));
@@ -476,7 +526,9 @@ impl RawClient {
     /// Where a range walk continues after region `r`: its end, unless the
     /// range (wire `end`, empty = unbounded) or the key space ends first.
     fn next_region_start(&self, r: &CachedRegion, end: &[u8]) -> Option<Vec<u8>> {
-        self.keys.wire_of_region_end(&r.region.end_key).filter(|e| end.is_empty() || e.as_slice() < end)
+        self.keys
+            .wire_of_region_end(&r.region.end_key)
+            .filter(|e| end.is_empty() || e.as_slice() < end)
     }
 
     /// Runs `f` once per region over the wire range `[start, end)` (empty
@@ -511,7 +563,12 @@ impl RawClient {
         }
         let (start, end) = (self.keys.wire(start), self.keys.wire_end(end));
         self.each_region(&start, &end, |mut c, ctx, lo, hi| async move {
-            let req = RawDeleteRangeRequest { context: Some(ctx), start_key: lo, end_key: hi, cf: String::new() };
+            let req = RawDeleteRangeRequest {
+                context: Some(ctx),
+                start_key: lo,
+                end_key: hi,
+                cf: String::new(),
+            };
             let r = c.raw_delete_range(req).await?.into_inner();
             outcome(r.region_error, r.error, ())
         })
@@ -527,7 +584,11 @@ impl RawClient {
         let parts = self
             .each_region(&start, &end, |mut c, ctx, lo, hi| async move {
                 let ranges = vec![KeyRange { start_key: lo, end_key: hi }];
-                let req = RawChecksumRequest { context: Some(ctx), algorithm: ChecksumAlgorithm::Crc64Xor as i32, ranges };
+                let req = RawChecksumRequest {
+                    context: Some(ctx),
+                    algorithm: ChecksumAlgorithm::Crc64Xor as i32,
+                    ranges,
+                };
                 let r = c.raw_checksum(req).await?.into_inner();
                 outcome(r.region_error, r.error, (r.checksum, r.total_kvs, r.total_bytes))
             })

@@ -134,7 +134,11 @@ mod tests {
             assert_eq!(ApiVersion::from_proto(v.to_proto()), Some(v));
             assert_eq!(ApiVersion::from_config(v.config_value()), Some(v));
         }
-        assert_eq!(ApiVersion::from_proto(1), None, "V1TTL is a storage mode, never a request version");
+        assert_eq!(
+            ApiVersion::from_proto(1),
+            None,
+            "V1TTL is a storage mode, never a request version"
+        );
         assert_eq!(ApiVersion::from_proto(3), None);
         assert_eq!(ApiVersion::from_config(0), None);
         assert_eq!(ApiVersion::V2.to_string(), "V2");
@@ -150,7 +154,14 @@ mod tests {
 
     #[test]
     fn v2_keys_round_trip_and_keep_order() {
-        let keys: Vec<&[u8]> = vec![b"r\0\0\0", b"r\0\0\0\0", b"r\0\0\0a", b"r\0\0\0abcd", b"r\0\0\0abcd\0", b"r\0\0\x01"];
+        let keys: Vec<&[u8]> = vec![
+            b"r\0\0\0",
+            b"r\0\0\0\0",
+            b"r\0\0\0a",
+            b"r\0\0\0abcd",
+            b"r\0\0\0abcd\0",
+            b"r\0\0\x01",
+        ];
         for w in keys.windows(2) {
             let (a, b) = (ApiVersion::V2.raw_region_key(w[0]), ApiVersion::V2.raw_region_key(w[1]));
             assert!(a < b, "{:?} < {:?}", w[0], w[1]);

@@ -277,6 +277,9 @@ mod tests {
             e.write(&mut wb, WriteOptions::sync()).unwrap();
         }
         let e = RocksEngine::open(dir.path(), &RocksConfig::default()).unwrap();
-        assert_eq!(e.get_value_cf(atoll_engine_traits::CF_RAFT, b"k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            e.get_value_cf(atoll_engine_traits::CF_RAFT, b"k").unwrap(),
+            Some(b"v".to_vec())
+        );
     }
 }

@@ -31,7 +31,14 @@ impl RegionInfo {
     /// A region known only by its shape (from storage, bootstrap or a split
     /// report); heartbeats fill in the rest.
     pub fn new(region: metapb::Region, leader: Option<metapb::Peer>) -> Self {
-        RegionInfo { region, leader, term: 0, approximate_size: 0, approximate_keys: 0, pending_peers: vec![] }
+        RegionInfo {
+            region,
+            leader,
+            term: 0,
+            approximate_size: 0,
+            approximate_keys: 0,
+            pending_peers: vec![],
+        }
     }
 
     /// A heartbeat response addressed to this region's leader, with no command yet.
@@ -47,7 +54,11 @@ impl RegionInfo {
     /// A split command: at `keys` (encoded) with `Usekey`, or in half with
     /// `Approximate` when there are none.
     pub fn split_command(&self, keys: Vec<Vec<u8>>) -> pdpb::RegionHeartbeatResponse {
-        let policy = if keys.is_empty() { pdpb::CheckPolicy::Approximate } else { pdpb::CheckPolicy::Usekey };
+        let policy = if keys.is_empty() {
+            pdpb::CheckPolicy::Approximate
+        } else {
+            pdpb::CheckPolicy::Usekey
+        };
         pdpb::RegionHeartbeatResponse {
             split_region: Some(pdpb::SplitRegion { policy: policy as i32, keys }),
             ..self.response()
@@ -89,7 +100,8 @@ fn is_stale(a: &metapb::RegionEpoch, b: &metapb::RegionEpoch) -> bool {
 }
 
 fn overlaps(a: &metapb::Region, start: &[u8], end: &[u8]) -> bool {
-    (end.is_empty() || a.start_key.as_slice() < end) && (a.end_key.is_empty() || a.end_key.as_slice() > start)
+    (end.is_empty() || a.start_key.as_slice() < end)
+        && (a.end_key.is_empty() || a.end_key.as_slice() > start)
 }
 
 impl Cluster {
@@ -98,13 +110,18 @@ impl Cluster {
     }
 
     pub fn put_store(&mut self, store: metapb::Store) {
-        let e = self.stores.entry(store.id).or_insert(StoreInfo { store: store.clone(), stats: None, last_heartbeat: None });
+        let e = self.stores.entry(store.id).or_insert(StoreInfo {
+            store: store.clone(),
+            stats: None,
+            last_heartbeat: None,
+        });
         e.store = store;
     }
 
     /// The region containing `key` (encoded).
     pub fn region_by_key(&self, key: &[u8]) -> Option<&RegionInfo> {
-        let (_, id) = self.by_start.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
+        let (_, id) =
+            self.by_start.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back()?;
         let r = self.regions.get(id)?;
         (r.region.end_key.is_empty() || key < r.region.end_key.as_slice()).then_some(r)
     }
@@ -125,9 +142,14 @@ impl Cluster {
 
     /// Regions intersecting `[start, end)` in key order, at most `limit` (0 = all).
     pub fn scan_regions(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<&RegionInfo> {
-        let first = self.region_by_key(start).map(|r| r.region.start_key.clone()).unwrap_or_else(|| start.to_vec());
+        let first = self
+            .region_by_key(start)
+            .map(|r| r.region.start_key.clone())
+            .unwrap_or_else(|| start.to_vec());
         let mut out = vec![];
-        for (_, id) in self.by_start.range::<[u8], _>((Bound::Included(first.as_slice()), Bound::Unbounded)) {
+        for (_, id) in
+            self.by_start.range::<[u8], _>((Bound::Included(first.as_slice()), Bound::Unbounded))
+        {
             let r = &self.regions[id];
             if !end.is_empty() && r.region.start_key.as_slice() >= end {
                 break;
@@ -178,7 +200,9 @@ impl Cluster {
 
     /// Handles a region heartbeat and decides on an operator.
     pub fn on_region_heartbeat(&mut self, req: &pdpb::RegionHeartbeatRequest) -> HeartbeatOutcome {
-        let Some(region) = req.region.clone() else { return HeartbeatOutcome { stale: true, ..Default::default() } };
+        let Some(region) = req.region.clone() else {
+            return HeartbeatOutcome { stale: true, ..Default::default() };
+        };
         let changed = self.regions.get(&region.id).map(|o| o.region != region).unwrap_or(true);
         let info = RegionInfo {
             region: region.clone(),

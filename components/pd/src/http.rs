@@ -25,7 +25,11 @@ fn json(status: http::StatusCode, v: serde_json::Value) -> http::Response<tonic:
     http::Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Body::from(v.to_string()).map_err(|e| tonic::Status::internal(e.to_string())).boxed_unsync())
+        .body(
+            Body::from(v.to_string())
+                .map_err(|e| tonic::Status::internal(e.to_string()))
+                .boxed_unsync(),
+        )
         .expect("static response")
 }
 
@@ -33,29 +37,44 @@ fn json(status: http::StatusCode, v: serde_json::Value) -> http::Response<tonic:
 const BODY_MAX: usize = 64 << 10;
 
 fn peer_json(p: &atoll_proto::metapb::Peer) -> serde_json::Value {
-    let role = if p.role == atoll_proto::metapb::PeerRole::Learner as i32 { "learner" } else { "voter" };
+    let role =
+        if p.role == atoll_proto::metapb::PeerRole::Learner as i32 { "learner" } else { "voter" };
     serde_json::json!({"id": p.id, "store_id": p.store_id, "role": role})
 }
 
 fn step_json(s: &OpStep) -> serde_json::Value {
     match s {
-        OpStep::TransferLeader { to_store } => serde_json::json!({"transfer_leader": {"to_store": to_store}}),
-        OpStep::AddLearner { store_id, peer_id } => serde_json::json!({"add_learner": {"store_id": store_id, "peer_id": peer_id}}),
+        OpStep::TransferLeader { to_store } => {
+            serde_json::json!({"transfer_leader": {"to_store": to_store}})
+        }
+        OpStep::AddLearner { store_id, peer_id } => {
+            serde_json::json!({"add_learner": {"store_id": store_id, "peer_id": peer_id}})
+        }
         OpStep::PromoteLearner { store_id, peer_id } => {
             serde_json::json!({"promote_learner": {"store_id": store_id, "peer_id": peer_id}})
         }
-        OpStep::RemovePeer { store_id } => serde_json::json!({"remove_peer": {"store_id": store_id}}),
+        OpStep::RemovePeer { store_id } => {
+            serde_json::json!({"remove_peer": {"store_id": store_id}})
+        }
     }
 }
 
 impl HttpApi {
-    fn route(&self, method: &http::Method, path: &str, body: &[u8]) -> http::Response<tonic::body::BoxBody> {
+    fn route(
+        &self,
+        method: &http::Method,
+        path: &str,
+        body: &[u8],
+    ) -> http::Response<tonic::body::BoxBody> {
         let path = path.trim_end_matches('/');
         if method == http::Method::POST && path == "/pd/api/v1/operators" {
             return self.add_operator(body);
         }
         if method != http::Method::GET {
-            return json(http::StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({"error": format!("{method} {path} is not supported")}));
+            return json(
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({"error": format!("{method} {path} is not supported")}),
+            );
         }
         match path {
             "/pd/api/v1/regions" => {
@@ -76,12 +95,20 @@ impl HttpApi {
                         })
                     })
                     .collect();
-                json(http::StatusCode::OK, serde_json::json!({"count": regions.len(), "regions": regions}))
+                json(
+                    http::StatusCode::OK,
+                    serde_json::json!({"count": regions.len(), "regions": regions}),
+                )
             }
             "/pd/api/v1/stores" => {
                 let c = self.core.cluster.read();
                 let now = std::time::Instant::now();
-                let views = crate::schedule::store_views(&c, now, self.core.started, &self.core.cfg.schedule_config());
+                let views = crate::schedule::store_views(
+                    &c,
+                    now,
+                    self.core.started,
+                    &self.core.cfg.schedule_config(),
+                );
                 let mut stores: Vec<_> = c.stores.values().collect();
                 stores.sort_by_key(|s| s.store.id);
                 let stores: Vec<_> = stores
@@ -104,7 +131,10 @@ impl HttpApi {
                         })
                     })
                     .collect();
-                json(http::StatusCode::OK, serde_json::json!({"count": stores.len(), "stores": stores}))
+                json(
+                    http::StatusCode::OK,
+                    serde_json::json!({"count": stores.len(), "stores": stores}),
+                )
             }
             "/pd/api/v1/operators" => {
                 let ops = self.core.operators.lock();
@@ -123,10 +153,16 @@ impl HttpApi {
                     })
                     .collect();
                 list.sort_by_key(|v| v["region_id"].as_u64());
-                json(http::StatusCode::OK, serde_json::json!({"count": list.len(), "operators": list}))
+                json(
+                    http::StatusCode::OK,
+                    serde_json::json!({"count": list.len(), "operators": list}),
+                )
             }
             "/pd/api/v1/health" => json(http::StatusCode::OK, serde_json::json!({"health": true})),
-            _ => json(http::StatusCode::NOT_FOUND, serde_json::json!({"error": format!("no route {path}")})),
+            _ => json(
+                http::StatusCode::NOT_FOUND,
+                serde_json::json!({"error": format!("no route {path}")}),
+            ),
         }
     }
 
@@ -135,12 +171,15 @@ impl HttpApi {
     /// "region_id": N, "keys": ["<hex key>", ...]}` (no keys: split in half); keys as
     /// a raw request carries them (API V2: with the keyspace prefix).
     fn add_operator(&self, body: &[u8]) -> http::Response<tonic::body::BoxBody> {
-        let bad = |msg: String| json(http::StatusCode::BAD_REQUEST, serde_json::json!({"error": msg}));
+        let bad =
+            |msg: String| json(http::StatusCode::BAD_REQUEST, serde_json::json!({"error": msg}));
         let v: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => return bad(format!("body is not JSON: {e}")),
         };
-        let Some(region_id) = v["region_id"].as_u64() else { return bad("region_id (number) is required".into()) };
+        let Some(region_id) = v["region_id"].as_u64() else {
+            return bad("region_id (number) is required".into());
+        };
         let res = match v["name"].as_str() {
             Some("transfer-leader") => match v["to_store_id"].as_u64() {
                 Some(to) => self.core.admin_transfer_leader(region_id, to),
@@ -156,7 +195,11 @@ impl HttpApi {
                 }
                 self.core.admin_split_region(region_id, keys)
             }
-            other => return bad(format!("unknown operator {other:?}; use transfer-leader or split-region")),
+            other => {
+                return bad(format!(
+                    "unknown operator {other:?}; use transfer-leader or split-region"
+                ))
+            }
         };
         match res {
             Ok(()) => json(http::StatusCode::OK, serde_json::json!({"ok": true})),

@@ -37,12 +37,16 @@ impl PdServer {
     /// Opens storage, binds both ports and serves in the background.
     pub async fn start(cfg: Config) -> Result<PdServer, ServerError> {
         cfg.validate().map_err(ServerError::Config)?;
-        let addr: SocketAddr = cfg.client_addr.parse().map_err(|e| ServerError::Config(format!("{e}")))?;
-        let status: SocketAddr = cfg.status_addr.parse().map_err(|e| ServerError::Config(format!("{e}")))?;
+        let addr: SocketAddr =
+            cfg.client_addr.parse().map_err(|e| ServerError::Config(format!("{e}")))?;
+        let status: SocketAddr =
+            cfg.status_addr.parse().map_err(|e| ServerError::Config(format!("{e}")))?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr: cfg.client_addr.clone(), source })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.client_addr.clone(), source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr: cfg.client_addr.clone(), source })?;
         let mut cfg = cfg;
         if cfg.advertise_client_addr.is_empty() {
             cfg.advertise_client_addr = addr.to_string();
@@ -74,7 +78,9 @@ impl PdServer {
         let conns = atoll_util::conn::Connections::new();
         let incoming = conns.incoming(listener);
         let task = tokio::spawn(async move {
-            if let Err(e) = router.serve_with_incoming_shutdown(incoming, async { drop(rx.await) }).await {
+            if let Err(e) =
+                router.serve_with_incoming_shutdown(incoming, async { drop(rx.await) }).await
+            {
                 tracing::error!("pd server: {e}");
             }
         });
@@ -89,7 +95,16 @@ impl PdServer {
             }
         });
         tracing::info!(%addr, %status_addr, cluster_id = core.cluster_id(), "pd serving");
-        Ok(PdServer { core, addr, status_addr, stop: Some(tx), conns, task: Some(task), status: status_server, schedule_task })
+        Ok(PdServer {
+            core,
+            addr,
+            status_addr,
+            stop: Some(tx),
+            conns,
+            task: Some(task),
+            status: status_server,
+            schedule_task,
+        })
     }
 
     pub async fn stop(mut self) {
@@ -119,7 +134,10 @@ impl PdServer {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         if Arc::strong_count(&self.core) > 1 {
-            tracing::warn!("pd stopped with its storage still in use by {} tasks", Arc::strong_count(&self.core) - 1);
+            tracing::warn!(
+                "pd stopped with its storage still in use by {} tasks",
+                Arc::strong_count(&self.core) - 1
+            );
         }
     }
 }

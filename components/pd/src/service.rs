@@ -17,11 +17,11 @@ use tonic::{Request, Response, Status, Streaming};
 use std::collections::HashMap;
 
 use crate::cluster::{Cluster, RegionInfo};
-use crate::schedule::{OpKind, OpStatus, OpStep, Operator, Operators};
 use crate::config::Config;
 use crate::id::IdAllocator;
 use crate::keyspace;
 use crate::metrics::*;
+use crate::schedule::{OpKind, OpStatus, OpStep, Operator, Operators};
 use crate::storage::{ClusterMeta, Storage};
 use crate::tso::Tso;
 
@@ -63,7 +63,12 @@ impl PdCore {
             None => {
                 // A fresh cluster id: time-based with random low bits, as PD does.
                 let id = (atoll_util::time::unix_secs() << 32) | u64::from(rand::random::<u32>());
-                let m = ClusterMeta { cluster_id: id, bootstrapped: false, max_peer_count: cfg.max_replicas, api_version: 0 };
+                let m = ClusterMeta {
+                    cluster_id: id,
+                    bootstrapped: false,
+                    max_peer_count: cfg.max_replicas,
+                    api_version: 0,
+                };
                 storage.save_meta(&m)?;
                 m
             }
@@ -106,7 +111,11 @@ impl PdCore {
         Some(pdpb::ResponseHeader { cluster_id: self.cluster_id(), error: None })
     }
 
-    pub fn error_header(&self, t: ErrorType, msg: impl Into<String>) -> Option<pdpb::ResponseHeader> {
+    pub fn error_header(
+        &self,
+        t: ErrorType,
+        msg: impl Into<String>,
+    ) -> Option<pdpb::ResponseHeader> {
         Some(pdpb::ResponseHeader {
             cluster_id: self.cluster_id(),
             error: Some(pdpb::Error { r#type: t as i32, message: msg.into() }),
@@ -126,7 +135,8 @@ impl PdCore {
     }
 
     fn not_bootstrapped(&self) -> Option<Option<pdpb::ResponseHeader>> {
-        (!self.meta.lock().bootstrapped).then(|| self.error_header(ErrorType::NotBootstrapped, "cluster is not bootstrapped"))
+        (!self.meta.lock().bootstrapped)
+            .then(|| self.error_header(ErrorType::NotBootstrapped, "cluster is not bootstrapped"))
     }
 
     fn member(&self) -> pdpb::Member {
@@ -145,11 +155,20 @@ impl PdCore {
             Some(r) => (Some(r.region), r.leader, r.pending_peers),
             None => (None, None, vec![]),
         };
-        pdpb::GetRegionResponse { header: self.header(), region, leader, pending_peers: pending, ..Default::default() }
+        pdpb::GetRegionResponse {
+            header: self.header(),
+            region,
+            leader,
+            pending_peers: pending,
+            ..Default::default()
+        }
     }
 
     /// Applies a region heartbeat, persisting what changed.
-    pub fn handle_region_heartbeat(&self, req: &pdpb::RegionHeartbeatRequest) -> Option<pdpb::RegionHeartbeatResponse> {
+    pub fn handle_region_heartbeat(
+        &self,
+        req: &pdpb::RegionHeartbeatRequest,
+    ) -> Option<pdpb::RegionHeartbeatResponse> {
         PD_HEARTBEATS.with_label_values(&["region"]).inc();
         let out = self.cluster.write().on_region_heartbeat(req);
         if out.stale {
@@ -196,7 +215,9 @@ impl PdCore {
         let mut c = self.cluster.write();
         for region in regions {
             let leader = c.region_by_id(region.id).and_then(|r| r.leader.clone());
-            let Some(removed) = c.put_region(RegionInfo::new(region.clone(), leader)) else { continue };
+            let Some(removed) = c.put_region(RegionInfo::new(region.clone(), leader)) else {
+                continue;
+            };
             self.persist_region_change(Some(&region), &removed);
         }
         PD_REGIONS.set(c.region_count() as i64);
@@ -217,7 +238,11 @@ impl PdCore {
             for region_id in ops.doomed(&views) {
                 if let Some(op) = ops.remove(region_id) {
                     PD_OPERATOR_EVENTS.with_label_values(&[op.desc, "cancelled"]).inc();
-                    tracing::info!(region = region_id, "operator {} cancelled: its target store is down", op.desc);
+                    tracing::info!(
+                        region = region_id,
+                        "operator {} cancelled: its target store is down",
+                        op.desc
+                    );
                 }
             }
             let mut alloc = || self.ids.alloc().ok();
@@ -257,8 +282,14 @@ impl PdCore {
 
     /// Admin: move the region's leader to `to_store`.
     pub fn admin_transfer_leader(&self, region_id: u64, to_store: u64) -> Result<(), String> {
-        let info = self.cluster.read().region_by_id(region_id).cloned().ok_or("region not found")?;
-        if !info.region.peers.iter().any(|p| p.store_id == to_store && p.role != metapb::PeerRole::Learner as i32) {
+        let info =
+            self.cluster.read().region_by_id(region_id).cloned().ok_or("region not found")?;
+        if !info
+            .region
+            .peers
+            .iter()
+            .any(|p| p.store_id == to_store && p.role != metapb::PeerRole::Learner as i32)
+        {
             return Err(format!("region {region_id} has no voter on store {to_store}"));
         }
         let op = Operator::new(
@@ -285,7 +316,10 @@ impl PdCore {
         let r = &info.region;
         for k in &keys {
             if k <= &r.start_key || (!r.end_key.is_empty() && k >= &r.end_key) {
-                return Err(format!("split key {} is not inside region {region_id}", crate::http::hex(k)));
+                return Err(format!(
+                    "split key {} is not inside region {region_id}",
+                    crate::http::hex(k)
+                ));
             }
         }
         let cmd = info.split_command(keys);
@@ -303,7 +337,10 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Pd for PdService {
-    async fn get_members(&self, req: Request<pdpb::GetMembersRequest>) -> Result<Response<pdpb::GetMembersResponse>, Status> {
+    async fn get_members(
+        &self,
+        req: Request<pdpb::GetMembersRequest>,
+    ) -> Result<Response<pdpb::GetMembersResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_members"]).inc();
         self.core.check_header(req.get_ref().header.as_ref())?;
         let m = self.core.member();
@@ -318,7 +355,10 @@ impl Pd for PdService {
 
     type TsoStream = BoxStream<pdpb::TsoResponse>;
 
-    async fn tso(&self, req: Request<Streaming<pdpb::TsoRequest>>) -> Result<Response<Self::TsoStream>, Status> {
+    async fn tso(
+        &self,
+        req: Request<Streaming<pdpb::TsoRequest>>,
+    ) -> Result<Response<Self::TsoStream>, Status> {
         let mut inbound = req.into_inner();
         let core = self.core.clone();
         let (tx, rx) = mpsc::channel(TSO_STREAM_QUEUE_MAX);
@@ -332,7 +372,9 @@ impl Pd for PdService {
                     Ok(r) => {
                         let start = Instant::now();
                         let res = core.check_header(r.header.as_ref()).and_then(|()| {
-                            core.tso.alloc(r.count).map_err(|e| Status::invalid_argument(e.to_string()))
+                            core.tso
+                                .alloc(r.count)
+                                .map_err(|e| Status::invalid_argument(e.to_string()))
                         });
                         PD_TSO_DURATION.observe(start.elapsed().as_secs_f64());
                         res.map(|ts| {
@@ -340,7 +382,11 @@ impl Pd for PdService {
                             pdpb::TsoResponse {
                                 header: core.header(),
                                 count: r.count,
-                                timestamp: Some(pdpb::Timestamp { physical: ts.physical, logical: ts.logical, suffix_bits: 0 }),
+                                timestamp: Some(pdpb::Timestamp {
+                                    physical: ts.physical,
+                                    logical: ts.logical,
+                                    suffix_bits: 0,
+                                }),
                             }
                         })
                     }
@@ -353,7 +399,10 @@ impl Pd for PdService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn bootstrap(&self, req: Request<pdpb::BootstrapRequest>) -> Result<Response<pdpb::BootstrapResponse>, Status> {
+    async fn bootstrap(
+        &self,
+        req: Request<pdpb::BootstrapRequest>,
+    ) -> Result<Response<pdpb::BootstrapResponse>, Status> {
         PD_REQUESTS.with_label_values(&["bootstrap"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
@@ -363,7 +412,9 @@ impl Pd for PdService {
         if region.peers.is_empty() || region.region_epoch.is_none() {
             return Err(Status::invalid_argument("bootstrap region needs peers and an epoch"));
         }
-        let Some(api_version) = u8::try_from(req.api_version).ok().and_then(ApiVersion::from_config) else {
+        let Some(api_version) =
+            u8::try_from(req.api_version).ok().and_then(ApiVersion::from_config)
+        else {
             return Err(Status::invalid_argument(format!(
                 "bootstrap needs the store's api version (1 or 2), got {}",
                 req.api_version
@@ -372,7 +423,10 @@ impl Pd for PdService {
         let mut meta = self.core.meta.lock();
         if meta.bootstrapped {
             return Ok(Response::new(pdpb::BootstrapResponse {
-                header: self.core.error_header(ErrorType::AlreadyBootstrapped, "cluster is already bootstrapped"),
+                header: self.core.error_header(
+                    ErrorType::AlreadyBootstrapped,
+                    "cluster is already bootstrapped",
+                ),
             }));
         }
         self.core.storage.save_store(&store).map_err(internal)?;
@@ -391,7 +445,10 @@ impl Pd for PdService {
         Ok(Response::new(pdpb::BootstrapResponse { header: self.core.header() }))
     }
 
-    async fn is_bootstrapped(&self, req: Request<pdpb::IsBootstrappedRequest>) -> Result<Response<pdpb::IsBootstrappedResponse>, Status> {
+    async fn is_bootstrapped(
+        &self,
+        req: Request<pdpb::IsBootstrappedRequest>,
+    ) -> Result<Response<pdpb::IsBootstrappedResponse>, Status> {
         self.core.check_header(req.get_ref().header.as_ref())?;
         Ok(Response::new(pdpb::IsBootstrappedResponse {
             header: self.core.header(),
@@ -399,14 +456,20 @@ impl Pd for PdService {
         }))
     }
 
-    async fn alloc_id(&self, req: Request<pdpb::AllocIdRequest>) -> Result<Response<pdpb::AllocIdResponse>, Status> {
+    async fn alloc_id(
+        &self,
+        req: Request<pdpb::AllocIdRequest>,
+    ) -> Result<Response<pdpb::AllocIdResponse>, Status> {
         PD_REQUESTS.with_label_values(&["alloc_id"]).inc();
         self.core.check_header(req.get_ref().header.as_ref())?;
         let id = self.core.ids.alloc().map_err(internal)?;
         Ok(Response::new(pdpb::AllocIdResponse { header: self.core.header(), id }))
     }
 
-    async fn get_store(&self, req: Request<pdpb::GetStoreRequest>) -> Result<Response<pdpb::GetStoreResponse>, Status> {
+    async fn get_store(
+        &self,
+        req: Request<pdpb::GetStoreRequest>,
+    ) -> Result<Response<pdpb::GetStoreResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_store"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
@@ -418,27 +481,40 @@ impl Pd for PdService {
                 stats: s.stats.clone(),
             })),
             None => Ok(Response::new(pdpb::GetStoreResponse {
-                header: self.core.error_header(ErrorType::Unknown, format!("invalid store ID {}, not found", req.store_id)),
+                header: self.core.error_header(
+                    ErrorType::Unknown,
+                    format!("invalid store ID {}, not found", req.store_id),
+                ),
                 ..Default::default()
             })),
         }
     }
 
-    async fn put_store(&self, req: Request<pdpb::PutStoreRequest>) -> Result<Response<pdpb::PutStoreResponse>, Status> {
+    async fn put_store(
+        &self,
+        req: Request<pdpb::PutStoreRequest>,
+    ) -> Result<Response<pdpb::PutStoreResponse>, Status> {
         PD_REQUESTS.with_label_values(&["put_store"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
-        let Some(mut store) = req.store else { return Err(Status::invalid_argument("put_store without a store")) };
+        let Some(mut store) = req.store else {
+            return Err(Status::invalid_argument("put_store without a store"));
+        };
         if store.id == 0 || store.address.is_empty() {
             return Err(Status::invalid_argument("store needs an id and an address"));
         }
         let mut c = self.core.cluster.write();
-        if let Some(other) = c.stores.values().find(|s| s.store.address == store.address && s.store.id != store.id) {
+        if let Some(other) =
+            c.stores.values().find(|s| s.store.address == store.address && s.store.id != store.id)
+        {
             if other.store.state != metapb::StoreState::Tombstone as i32 {
                 return Ok(Response::new(pdpb::PutStoreResponse {
                     header: self.core.error_header(
                         ErrorType::Unknown,
-                        format!("address {} is already used by store {}", store.address, other.store.id),
+                        format!(
+                            "address {} is already used by store {}",
+                            store.address, other.store.id
+                        ),
                     ),
                 }));
             }
@@ -450,7 +526,10 @@ impl Pd for PdService {
         Ok(Response::new(pdpb::PutStoreResponse { header: self.core.header() }))
     }
 
-    async fn get_all_stores(&self, req: Request<pdpb::GetAllStoresRequest>) -> Result<Response<pdpb::GetAllStoresResponse>, Status> {
+    async fn get_all_stores(
+        &self,
+        req: Request<pdpb::GetAllStoresRequest>,
+    ) -> Result<Response<pdpb::GetAllStoresResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_all_stores"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
@@ -458,28 +537,42 @@ impl Pd for PdService {
         let mut stores: Vec<metapb::Store> = c
             .stores
             .values()
-            .filter(|s| !req.exclude_tombstone_stores || s.store.state != metapb::StoreState::Tombstone as i32)
+            .filter(|s| {
+                !req.exclude_tombstone_stores
+                    || s.store.state != metapb::StoreState::Tombstone as i32
+            })
             .map(|s| s.store.clone())
             .collect();
         stores.sort_by_key(|s| s.id);
         Ok(Response::new(pdpb::GetAllStoresResponse { header: self.core.header(), stores }))
     }
 
-    async fn store_heartbeat(&self, req: Request<pdpb::StoreHeartbeatRequest>) -> Result<Response<pdpb::StoreHeartbeatResponse>, Status> {
+    async fn store_heartbeat(
+        &self,
+        req: Request<pdpb::StoreHeartbeatRequest>,
+    ) -> Result<Response<pdpb::StoreHeartbeatResponse>, Status> {
         PD_HEARTBEATS.with_label_values(&["store"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
-        let Some(stats) = req.stats else { return Err(Status::invalid_argument("store heartbeat without stats")) };
+        let Some(stats) = req.stats else {
+            return Err(Status::invalid_argument("store heartbeat without stats"));
+        };
         let mut c = self.core.cluster.write();
         match c.stores.get_mut(&stats.store_id) {
             Some(s) => {
                 s.store.last_heartbeat = atoll_util::time::unix_millis() as i64 * 1_000_000;
                 s.stats = Some(stats);
                 s.last_heartbeat = Some(Instant::now());
-                Ok(Response::new(pdpb::StoreHeartbeatResponse { header: self.core.header(), ..Default::default() }))
+                Ok(Response::new(pdpb::StoreHeartbeatResponse {
+                    header: self.core.header(),
+                    ..Default::default()
+                }))
             }
             None => Ok(Response::new(pdpb::StoreHeartbeatResponse {
-                header: self.core.error_header(ErrorType::Unknown, format!("store {} not found", stats.store_id)),
+                header: self.core.error_header(
+                    ErrorType::Unknown,
+                    format!("store {} not found", stats.store_id),
+                ),
                 ..Default::default()
             })),
         }
@@ -510,7 +603,9 @@ impl Pd for PdService {
                 }
                 if let Some(resp) = core.handle_region_heartbeat(&hb) {
                     if tx.try_send(Ok(resp)).is_err() {
-                        tracing::warn!("region heartbeat stream is not draining; dropping an operator");
+                        tracing::warn!(
+                            "region heartbeat stream is not draining; dropping an operator"
+                        );
                     }
                 }
             }
@@ -518,7 +613,10 @@ impl Pd for PdService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn get_region(&self, req: Request<pdpb::GetRegionRequest>) -> Result<Response<pdpb::GetRegionResponse>, Status> {
+    async fn get_region(
+        &self,
+        req: Request<pdpb::GetRegionRequest>,
+    ) -> Result<Response<pdpb::GetRegionResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_region"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
@@ -526,7 +624,10 @@ impl Pd for PdService {
         Ok(Response::new(self.core.region_response(r)))
     }
 
-    async fn get_prev_region(&self, req: Request<pdpb::GetRegionRequest>) -> Result<Response<pdpb::GetRegionResponse>, Status> {
+    async fn get_prev_region(
+        &self,
+        req: Request<pdpb::GetRegionRequest>,
+    ) -> Result<Response<pdpb::GetRegionResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_prev_region"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
@@ -534,7 +635,10 @@ impl Pd for PdService {
         Ok(Response::new(self.core.region_response(r)))
     }
 
-    async fn get_region_by_id(&self, req: Request<pdpb::GetRegionByIdRequest>) -> Result<Response<pdpb::GetRegionResponse>, Status> {
+    async fn get_region_by_id(
+        &self,
+        req: Request<pdpb::GetRegionByIdRequest>,
+    ) -> Result<Response<pdpb::GetRegionResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_region_by_id"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
@@ -542,13 +646,17 @@ impl Pd for PdService {
         Ok(Response::new(self.core.region_response(r)))
     }
 
-    async fn scan_regions(&self, req: Request<pdpb::ScanRegionsRequest>) -> Result<Response<pdpb::ScanRegionsResponse>, Status> {
+    async fn scan_regions(
+        &self,
+        req: Request<pdpb::ScanRegionsRequest>,
+    ) -> Result<Response<pdpb::ScanRegionsResponse>, Status> {
         PD_REQUESTS.with_label_values(&["scan_regions"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
         let c = self.core.cluster.read();
         let found = c.scan_regions(&req.start_key, &req.end_key, req.limit.max(0) as usize);
-        let mut resp = pdpb::ScanRegionsResponse { header: self.core.header(), ..Default::default() };
+        let mut resp =
+            pdpb::ScanRegionsResponse { header: self.core.header(), ..Default::default() };
         for r in found {
             let leader = r.leader.clone().unwrap_or_default();
             resp.region_metas.push(r.region.clone());
@@ -563,27 +671,43 @@ impl Pd for PdService {
         Ok(Response::new(resp))
     }
 
-    async fn ask_batch_split(&self, req: Request<pdpb::AskBatchSplitRequest>) -> Result<Response<pdpb::AskBatchSplitResponse>, Status> {
+    async fn ask_batch_split(
+        &self,
+        req: Request<pdpb::AskBatchSplitRequest>,
+    ) -> Result<Response<pdpb::AskBatchSplitResponse>, Status> {
         PD_REQUESTS.with_label_values(&["ask_batch_split"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
         if let Some(h) = self.core.not_bootstrapped() {
             return Ok(Response::new(pdpb::AskBatchSplitResponse { header: h, ids: vec![] }));
         }
-        let Some(region) = req.region else { return Err(Status::invalid_argument("ask_batch_split without region")) };
+        let Some(region) = req.region else {
+            return Err(Status::invalid_argument("ask_batch_split without region"));
+        };
         if req.split_count == 0 || req.split_count > 1024 {
-            return Err(Status::invalid_argument(format!("split_count {} not in 1..=1024", req.split_count)));
+            return Err(Status::invalid_argument(format!(
+                "split_count {} not in 1..=1024",
+                req.split_count
+            )));
         }
         let mut ids = Vec::with_capacity(req.split_count as usize);
         for _ in 0..req.split_count {
             let new_region_id = self.core.ids.alloc().map_err(internal)?;
-            let new_peer_ids = region.peers.iter().map(|_| self.core.ids.alloc()).collect::<Result<_, _>>().map_err(internal)?;
+            let new_peer_ids = region
+                .peers
+                .iter()
+                .map(|_| self.core.ids.alloc())
+                .collect::<Result<_, _>>()
+                .map_err(internal)?;
             ids.push(pdpb::SplitId { new_region_id, new_peer_ids });
         }
         Ok(Response::new(pdpb::AskBatchSplitResponse { header: self.core.header(), ids }))
     }
 
-    async fn report_batch_split(&self, req: Request<pdpb::ReportBatchSplitRequest>) -> Result<Response<pdpb::ReportBatchSplitResponse>, Status> {
+    async fn report_batch_split(
+        &self,
+        req: Request<pdpb::ReportBatchSplitRequest>,
+    ) -> Result<Response<pdpb::ReportBatchSplitResponse>, Status> {
         PD_REQUESTS.with_label_values(&["report_batch_split"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
@@ -592,7 +716,10 @@ impl Pd for PdService {
         Ok(Response::new(pdpb::ReportBatchSplitResponse { header: self.core.header() }))
     }
 
-    async fn get_cluster_config(&self, req: Request<pdpb::GetClusterConfigRequest>) -> Result<Response<pdpb::GetClusterConfigResponse>, Status> {
+    async fn get_cluster_config(
+        &self,
+        req: Request<pdpb::GetClusterConfigRequest>,
+    ) -> Result<Response<pdpb::GetClusterConfigResponse>, Status> {
         self.core.check_header(req.get_ref().header.as_ref())?;
         let m = self.core.meta.lock().clone();
         Ok(Response::new(pdpb::GetClusterConfigResponse {
@@ -602,10 +729,15 @@ impl Pd for PdService {
         }))
     }
 
-    async fn put_cluster_config(&self, req: Request<pdpb::PutClusterConfigRequest>) -> Result<Response<pdpb::PutClusterConfigResponse>, Status> {
+    async fn put_cluster_config(
+        &self,
+        req: Request<pdpb::PutClusterConfigRequest>,
+    ) -> Result<Response<pdpb::PutClusterConfigResponse>, Status> {
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
-        let Some(cluster) = req.cluster else { return Err(Status::invalid_argument("missing cluster")) };
+        let Some(cluster) = req.cluster else {
+            return Err(Status::invalid_argument("missing cluster"));
+        };
         if cluster.max_peer_count == 0 {
             return Err(Status::invalid_argument("max_peer_count must be positive"));
         }
@@ -617,12 +749,21 @@ impl Pd for PdService {
         Ok(Response::new(pdpb::PutClusterConfigResponse { header: self.core.header() }))
     }
 
-    async fn get_gc_safe_point(&self, req: Request<pdpb::GetGcSafePointRequest>) -> Result<Response<pdpb::GetGcSafePointResponse>, Status> {
+    async fn get_gc_safe_point(
+        &self,
+        req: Request<pdpb::GetGcSafePointRequest>,
+    ) -> Result<Response<pdpb::GetGcSafePointResponse>, Status> {
         self.core.check_header(req.get_ref().header.as_ref())?;
-        Ok(Response::new(pdpb::GetGcSafePointResponse { header: self.core.header(), safe_point: *self.core.safe_point.lock() }))
+        Ok(Response::new(pdpb::GetGcSafePointResponse {
+            header: self.core.header(),
+            safe_point: *self.core.safe_point.lock(),
+        }))
     }
 
-    async fn update_gc_safe_point(&self, req: Request<pdpb::UpdateGcSafePointRequest>) -> Result<Response<pdpb::UpdateGcSafePointResponse>, Status> {
+    async fn update_gc_safe_point(
+        &self,
+        req: Request<pdpb::UpdateGcSafePointRequest>,
+    ) -> Result<Response<pdpb::UpdateGcSafePointResponse>, Status> {
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
         let mut sp = self.core.safe_point.lock();
@@ -631,7 +772,10 @@ impl Pd for PdService {
             self.core.storage.save_safe_point(req.safe_point).map_err(internal)?;
             *sp = req.safe_point;
         }
-        Ok(Response::new(pdpb::UpdateGcSafePointResponse { header: self.core.header(), new_safe_point: *sp }))
+        Ok(Response::new(pdpb::UpdateGcSafePointResponse {
+            header: self.core.header(),
+            new_safe_point: *sp,
+        }))
     }
 }
 
@@ -641,7 +785,10 @@ pub struct KeyspaceService {
 
 #[tonic::async_trait]
 impl Keyspace for KeyspaceService {
-    async fn load_keyspace(&self, req: Request<keyspacepb::LoadKeyspaceRequest>) -> Result<Response<keyspacepb::LoadKeyspaceResponse>, Status> {
+    async fn load_keyspace(
+        &self,
+        req: Request<keyspacepb::LoadKeyspaceRequest>,
+    ) -> Result<Response<keyspacepb::LoadKeyspaceResponse>, Status> {
         PD_REQUESTS.with_label_values(&["load_keyspace"]).inc();
         let req = req.into_inner();
         self.core.check_header(req.header.as_ref())?;
@@ -655,9 +802,14 @@ impl Keyspace for KeyspaceService {
             }));
         }
         Ok(Response::new(match keyspace::load(&req.name, self.core.started_at) {
-            Some(k) => keyspacepb::LoadKeyspaceResponse { header: self.core.header(), keyspace: Some(k) },
+            Some(k) => {
+                keyspacepb::LoadKeyspaceResponse { header: self.core.header(), keyspace: Some(k) }
+            }
             None => keyspacepb::LoadKeyspaceResponse {
-                header: self.core.error_header(ErrorType::EntryNotFound, format!("keyspace {:?} not found", req.name)),
+                header: self.core.error_header(
+                    ErrorType::EntryNotFound,
+                    format!("keyspace {:?} not found", req.name),
+                ),
                 keyspace: None,
             },
         }))

@@ -68,7 +68,8 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 impl Storage {
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| atoll_engine_traits::Error::Engine(e.to_string()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| atoll_engine_traits::Error::Engine(e.to_string()))?;
         let cfg = RocksConfig { write_buffer_size: 8 << 20, ..RocksConfig::default() };
         Ok(Storage { engine: RocksEngine::open(dir, &cfg)? })
     }
@@ -84,10 +85,11 @@ impl Storage {
         match self.engine.get_value(key)? {
             None => Ok(None),
             Some(v) => {
-                let arr: [u8; 8] = v.as_slice().try_into().map_err(|_| StorageError::Corrupted {
-                    key: String::from_utf8_lossy(key).into(),
-                    msg: format!("expected 8 bytes, got {}", v.len()),
-                })?;
+                let arr: [u8; 8] =
+                    v.as_slice().try_into().map_err(|_| StorageError::Corrupted {
+                        key: String::from_utf8_lossy(key).into(),
+                        msg: format!("expected 8 bytes, got {}", v.len()),
+                    })?;
                 Ok(Some(u64::from_be_bytes(arr)))
             }
         }
@@ -187,10 +189,17 @@ mod tests {
         {
             let s = Storage::open(dir.path()).unwrap();
             assert_eq!(s.load_meta().unwrap(), None);
-            s.save_meta(&ClusterMeta { cluster_id: 7, bootstrapped: true, max_peer_count: 3, api_version: 1 }).unwrap();
+            s.save_meta(&ClusterMeta {
+                cluster_id: 7,
+                bootstrapped: true,
+                max_peer_count: 3,
+                api_version: 1,
+            })
+            .unwrap();
             s.save_id_end(2000).unwrap();
             s.save_tso_limit(123456).unwrap();
-            s.save_store(&metapb::Store { id: 1, address: "a".into(), ..Default::default() }).unwrap();
+            s.save_store(&metapb::Store { id: 1, address: "a".into(), ..Default::default() })
+                .unwrap();
             s.save_region(&metapb::Region { id: 2, ..Default::default() }).unwrap();
             s.save_region(&metapb::Region { id: 3, ..Default::default() }).unwrap();
             s.delete_region(3).unwrap();
@@ -198,7 +207,10 @@ mod tests {
         }
         let s = Storage::open(dir.path()).unwrap();
         assert_eq!(s.load_meta().unwrap().unwrap().cluster_id, 7);
-        assert_eq!(s.load_meta().unwrap().unwrap().api_version(), Some(atoll_codec::api::ApiVersion::V1));
+        assert_eq!(
+            s.load_meta().unwrap().unwrap().api_version(),
+            Some(atoll_codec::api::ApiVersion::V1)
+        );
         assert_eq!(s.load_id_end().unwrap(), 2000);
         assert_eq!(s.load_tso_limit().unwrap(), 123456);
         assert_eq!(s.load_stores().unwrap().len(), 1);

@@ -45,10 +45,18 @@ pub enum TsoError {
 
 impl Tso {
     pub fn new(storage: Storage, save_interval_ms: u64) -> Result<Self> {
-        Self::with_clock(storage, save_interval_ms, Box::new(|| atoll_util::time::unix_millis() as i64))
+        Self::with_clock(
+            storage,
+            save_interval_ms,
+            Box::new(|| atoll_util::time::unix_millis() as i64),
+        )
     }
 
-    pub fn with_clock(storage: Storage, save_interval_ms: u64, clock: Box<dyn Fn() -> i64 + Send + Sync>) -> Result<Self> {
+    pub fn with_clock(
+        storage: Storage,
+        save_interval_ms: u64,
+        clock: Box<dyn Fn() -> i64 + Send + Sync>,
+    ) -> Result<Self> {
         let prev_limit = storage.load_tso_limit()? as i64;
         // Start above anything a previous incarnation could have handed out.
         let physical = std::cmp::max(clock(), prev_limit + 1);
@@ -101,8 +109,12 @@ mod tests {
         let mut last = 0u64;
         for _ in 0..3 {
             let c = clock.clone();
-            let tso = Tso::with_clock(Storage::open(dir.path()).unwrap(), 100, Box::new(move || c.load(Ordering::SeqCst)))
-                .unwrap();
+            let tso = Tso::with_clock(
+                Storage::open(dir.path()).unwrap(),
+                100,
+                Box::new(move || c.load(Ordering::SeqCst)),
+            )
+            .unwrap();
             for i in 0..2000u32 {
                 let ts = tso.alloc(1 + i % 200).unwrap().compose();
                 assert!(ts > last, "{ts} <= {last}");
@@ -122,7 +134,8 @@ mod tests {
     #[test]
     fn a_batch_reserves_every_timestamp_up_to_the_last() {
         let dir = tempfile::tempdir().unwrap();
-        let tso = Tso::with_clock(Storage::open(dir.path()).unwrap(), 1000, Box::new(|| 5)).unwrap();
+        let tso =
+            Tso::with_clock(Storage::open(dir.path()).unwrap(), 1000, Box::new(|| 5)).unwrap();
         let a = tso.alloc(10).unwrap();
         let b = tso.alloc(1).unwrap();
         assert_eq!(b.compose(), a.compose() + 1, "the 10 before `a` belong to the first caller");

@@ -48,22 +48,40 @@ async fn state_survives_restart() {
 
         let store = metapb::Store { id: 1, address: "127.0.0.1:1".into(), ..Default::default() };
         for bad in [0, 3] {
-            let req = pdpb::BootstrapRequest { header: None, store: Some(store.clone()), region: Some(region()), api_version: bad };
+            let req = pdpb::BootstrapRequest {
+                header: None,
+                store: Some(store.clone()),
+                region: Some(region()),
+                api_version: bad,
+            };
             let err = c.bootstrap(req).await.expect_err("bootstrap without a valid api version");
             assert!(err.message().contains("api version"), "{err}");
         }
         let r = c
-            .bootstrap(pdpb::BootstrapRequest { header: None, store: Some(store.clone()), region: Some(region()), api_version: 2 })
+            .bootstrap(pdpb::BootstrapRequest {
+                header: None,
+                store: Some(store.clone()),
+                region: Some(region()),
+                api_version: 2,
+            })
             .await
             .unwrap()
             .into_inner();
         assert!(r.header.unwrap().error.is_none());
         let again = c
-            .bootstrap(pdpb::BootstrapRequest { header: None, store: Some(store.clone()), region: Some(region()), api_version: 2 })
+            .bootstrap(pdpb::BootstrapRequest {
+                header: None,
+                store: Some(store.clone()),
+                region: Some(region()),
+                api_version: 2,
+            })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(again.header.unwrap().error.unwrap().r#type, pdpb::ErrorType::AlreadyBootstrapped as i32);
+        assert_eq!(
+            again.header.unwrap().error.unwrap().r#type,
+            pdpb::ErrorType::AlreadyBootstrapped as i32
+        );
 
         let mut ids = vec![];
         for _ in 0..5 {
@@ -84,17 +102,25 @@ async fn state_survives_restart() {
     assert!(ids.iter().all(|old| id > *old), "ids are never reused");
     assert!(tso(&mut c, 1).await > ts, "timestamps keep increasing");
     let r = c
-        .get_region(pdpb::GetRegionRequest { header: None, region_key: b"any".to_vec(), need_buckets: false })
+        .get_region(pdpb::GetRegionRequest {
+            header: None,
+            region_key: b"any".to_vec(),
+            need_buckets: false,
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r.region.unwrap().id, 2, "routing table persisted");
-    let stores = c.get_all_stores(pdpb::GetAllStoresRequest::default()).await.unwrap().into_inner().stores;
+    let stores =
+        c.get_all_stores(pdpb::GetAllStoresRequest::default()).await.unwrap().into_inner().stores;
     assert_eq!(stores.len(), 1);
-    let config = c.get_cluster_config(pdpb::GetClusterConfigRequest::default()).await.unwrap().into_inner();
+    let config =
+        c.get_cluster_config(pdpb::GetClusterConfigRequest::default()).await.unwrap().into_inner();
     assert_eq!(config.api_version, 2, "api version persisted");
     // Requests for another cluster are refused.
-    let wrong = pdpb::AllocIdRequest { header: Some(pdpb::RequestHeader { cluster_id: cluster_id + 1, sender_id: 0 }) };
+    let wrong = pdpb::AllocIdRequest {
+        header: Some(pdpb::RequestHeader { cluster_id: cluster_id + 1, sender_id: 0 }),
+    };
     assert!(c.alloc_id(wrong).await.is_err());
     s.stop().await;
 }
@@ -107,22 +133,42 @@ async fn api_version_is_fixed_at_bootstrap() {
     let dir = tempfile::tempdir().unwrap();
     let s = PdServer::start(cfg(dir.path())).await.unwrap();
     let mut c = client(&s).await;
-    let config = c.get_cluster_config(pdpb::GetClusterConfigRequest::default()).await.unwrap().into_inner();
+    let config =
+        c.get_cluster_config(pdpb::GetClusterConfigRequest::default()).await.unwrap().into_inner();
     assert_eq!(config.api_version, 0, "not chosen before bootstrap");
     let store = metapb::Store { id: 1, address: "127.0.0.1:1".into(), ..Default::default() };
-    let req = pdpb::BootstrapRequest { header: None, store: Some(store.clone()), region: Some(region()), api_version: 1 };
+    let req = pdpb::BootstrapRequest {
+        header: None,
+        store: Some(store.clone()),
+        region: Some(region()),
+        api_version: 1,
+    };
     assert!(c.bootstrap(req).await.unwrap().into_inner().header.unwrap().error.is_none());
-    let config = c.get_cluster_config(pdpb::GetClusterConfigRequest::default()).await.unwrap().into_inner();
+    let config =
+        c.get_cluster_config(pdpb::GetClusterConfigRequest::default()).await.unwrap().into_inner();
     assert_eq!(config.api_version, 1);
     // A second bootstrap with another version changes nothing.
-    let req = pdpb::BootstrapRequest { header: None, store: Some(store.clone()), region: Some(region()), api_version: 2 };
+    let req = pdpb::BootstrapRequest {
+        header: None,
+        store: Some(store.clone()),
+        region: Some(region()),
+        api_version: 2,
+    };
     let again = c.bootstrap(req).await.unwrap().into_inner();
-    assert_eq!(again.header.unwrap().error.unwrap().r#type, pdpb::ErrorType::AlreadyBootstrapped as i32);
-    let config = c.get_cluster_config(pdpb::GetClusterConfigRequest::default()).await.unwrap().into_inner();
+    assert_eq!(
+        again.header.unwrap().error.unwrap().r#type,
+        pdpb::ErrorType::AlreadyBootstrapped as i32
+    );
+    let config =
+        c.get_cluster_config(pdpb::GetClusterConfigRequest::default()).await.unwrap().into_inner();
     assert_eq!(config.api_version, 1);
 
     let mut ks = KeyspaceClient::connect(format!("http://{}", s.addr)).await.unwrap();
-    let resp = ks.load_keyspace(LoadKeyspaceRequest { header: None, name: "DEFAULT".into() }).await.unwrap().into_inner();
+    let resp = ks
+        .load_keyspace(LoadKeyspaceRequest { header: None, name: "DEFAULT".into() })
+        .await
+        .unwrap()
+        .into_inner();
     let err = resp.header.unwrap().error.expect("keyspaces need API V2");
     assert!(err.message.contains("API V1"), "{}", err.message);
     assert!(resp.keyspace.is_none());
@@ -135,6 +181,9 @@ async fn api_version_is_fixed_at_bootstrap() {
     };
     let mut stream = c.region_heartbeat(tokio_stream::iter(vec![hb])).await.unwrap().into_inner();
     let next = tokio::time::timeout(std::time::Duration::from_millis(500), stream.message()).await;
-    assert!(!matches!(next, Ok(Ok(Some(ref r))) if r.split_region.is_some()), "no split in V1: {next:?}");
+    assert!(
+        !matches!(next, Ok(Ok(Some(ref r))) if r.split_region.is_some()),
+        "no split in V1: {next:?}"
+    );
     s.stop().await;
 }

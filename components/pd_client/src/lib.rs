@@ -48,10 +48,20 @@ macro_rules! has_header {
     )*};
 }
 has_header!(
-    pdpb::GetMembersResponse, pdpb::AllocIdResponse, pdpb::IsBootstrappedResponse, pdpb::BootstrapResponse,
-    pdpb::PutStoreResponse, pdpb::GetStoreResponse, pdpb::GetAllStoresResponse, pdpb::GetRegionResponse,
-    pdpb::ScanRegionsResponse, pdpb::AskBatchSplitResponse, pdpb::ReportBatchSplitResponse,
-    pdpb::StoreHeartbeatResponse, pdpb::GetClusterConfigResponse, keyspacepb::LoadKeyspaceResponse,
+    pdpb::GetMembersResponse,
+    pdpb::AllocIdResponse,
+    pdpb::IsBootstrappedResponse,
+    pdpb::BootstrapResponse,
+    pdpb::PutStoreResponse,
+    pdpb::GetStoreResponse,
+    pdpb::GetAllStoresResponse,
+    pdpb::GetRegionResponse,
+    pdpb::ScanRegionsResponse,
+    pdpb::AskBatchSplitResponse,
+    pdpb::ReportBatchSplitResponse,
+    pdpb::StoreHeartbeatResponse,
+    pdpb::GetClusterConfigResponse,
+    keyspacepb::LoadKeyspaceResponse,
     pdpb::TsoResponse
 );
 
@@ -127,10 +137,19 @@ async fn connect_any(endpoints: &[String]) -> Result<Conn> {
             }
         };
         let cluster_id = members.header.as_ref().map(|h| h.cluster_id).unwrap_or_default();
-        let leader_url = members.leader.as_ref().and_then(|m| m.client_urls.first().cloned()).unwrap_or_else(|| url(ep));
+        let leader_url = members
+            .leader
+            .as_ref()
+            .and_then(|m| m.client_urls.first().cloned())
+            .unwrap_or_else(|| url(ep));
         // Talk to the leader directly if it is not the member we asked.
         let ch = if leader_url == url(ep) { ch } else { channel(&leader_url).await.unwrap_or(ch) };
-        return Ok(Conn { pd: Grpc::new(ch.clone()), keyspace: KeyspaceClient::new(ch), cluster_id, leader_url });
+        return Ok(Conn {
+            pd: Grpc::new(ch.clone()),
+            keyspace: KeyspaceClient::new(ch),
+            cluster_id,
+            leader_url,
+        });
     }
     Err(PdError::Unreachable { endpoints: endpoints.to_vec(), msg: last })
 }
@@ -161,7 +180,13 @@ macro_rules! call {
 }
 
 fn retryable(s: &tonic::Status) -> bool {
-    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+    )
 }
 
 fn backoff(attempt: usize) -> Duration {
@@ -175,7 +200,9 @@ impl PdClient {
         let mut attempt = 0;
         loop {
             match connect_any(endpoints).await {
-                Ok(conn) => return Ok(PdClient { endpoints: endpoints.to_vec(), conn: RwLock::new(conn) }),
+                Ok(conn) => {
+                    return Ok(PdClient { endpoints: endpoints.to_vec(), conn: RwLock::new(conn) })
+                }
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(_) => {
                     attempt += 1;
@@ -221,7 +248,12 @@ impl PdClient {
 
     /// Returns `Ok(false)` if another store bootstrapped the cluster first.
     /// `api_version` becomes the cluster's for good.
-    pub async fn bootstrap(&self, store: metapb::Store, region: metapb::Region, api_version: ApiVersion) -> Result<bool> {
+    pub async fn bootstrap(
+        &self,
+        store: metapb::Store,
+        region: metapb::Region,
+        api_version: ApiVersion,
+    ) -> Result<bool> {
         let req = pdpb::BootstrapRequest {
             header: None,
             store: Some(store),
@@ -236,7 +268,12 @@ impl PdClient {
     }
 
     pub async fn put_store(&self, store: metapb::Store) -> Result<()> {
-        call!(self, pd, put_store, pdpb::PutStoreRequest { header: None, store: Some(store.clone()) })?;
+        call!(
+            self,
+            pd,
+            put_store,
+            pdpb::PutStoreRequest { header: None, store: Some(store.clone()) }
+        )?;
         Ok(())
     }
 
@@ -259,7 +296,8 @@ impl PdClient {
 
     /// The cluster's API version; `None` until it is bootstrapped.
     pub async fn api_version(&self) -> Result<Option<ApiVersion>> {
-        let v = call!(self, pd, get_cluster_config, pdpb::GetClusterConfigRequest::default())?.api_version;
+        let v = call!(self, pd, get_cluster_config, pdpb::GetClusterConfigRequest::default())?
+            .api_version;
         match v {
             0 => Ok(None),
             v => u8::try_from(v)
@@ -272,7 +310,8 @@ impl PdClient {
 
     /// The region containing `key` (in the cluster's region key space).
     pub async fn get_region(&self, key: &[u8]) -> Result<Option<RegionInfo>> {
-        let req = pdpb::GetRegionRequest { header: None, region_key: key.to_vec(), need_buckets: false };
+        let req =
+            pdpb::GetRegionRequest { header: None, region_key: key.to_vec(), need_buckets: false };
         let r = call!(self, pd, get_region, req.clone())?;
         Ok(r.region.map(|region| RegionInfo { region, leader: r.leader }))
     }
@@ -283,17 +322,37 @@ impl PdClient {
         Ok(r.region.map(|region| RegionInfo { region, leader: r.leader }))
     }
 
-    pub async fn scan_regions(&self, start: &[u8], end: &[u8], limit: i32) -> Result<Vec<RegionInfo>> {
-        let req = pdpb::ScanRegionsRequest { header: None, start_key: start.to_vec(), end_key: end.to_vec(), limit };
+    pub async fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: i32,
+    ) -> Result<Vec<RegionInfo>> {
+        let req = pdpb::ScanRegionsRequest {
+            header: None,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            limit,
+        };
         let r = call!(self, pd, scan_regions, req.clone())?;
         Ok(r.regions
             .into_iter()
-            .filter_map(|x| x.region.map(|region| RegionInfo { region, leader: x.leader.filter(|l| l.id != 0) }))
+            .filter_map(|x| {
+                x.region.map(|region| RegionInfo { region, leader: x.leader.filter(|l| l.id != 0) })
+            })
             .collect())
     }
 
-    pub async fn ask_batch_split(&self, region: &metapb::Region, count: u32) -> Result<Vec<pdpb::SplitId>> {
-        let req = pdpb::AskBatchSplitRequest { header: None, region: Some(region.clone()), split_count: count };
+    pub async fn ask_batch_split(
+        &self,
+        region: &metapb::Region,
+        count: u32,
+    ) -> Result<Vec<pdpb::SplitId>> {
+        let req = pdpb::AskBatchSplitRequest {
+            header: None,
+            region: Some(region.clone()),
+            split_count: count,
+        };
         let r = call!(self, pd, ask_batch_split, req.clone())?;
         if r.ids.len() != count as usize {
             return Err(PdError::Invalid(format!("asked {count} split ids, got {}", r.ids.len())));
@@ -302,12 +361,22 @@ impl PdClient {
     }
 
     pub async fn report_batch_split(&self, regions: Vec<metapb::Region>) -> Result<()> {
-        call!(self, pd, report_batch_split, pdpb::ReportBatchSplitRequest { header: None, regions: regions.clone() })?;
+        call!(
+            self,
+            pd,
+            report_batch_split,
+            pdpb::ReportBatchSplitRequest { header: None, regions: regions.clone() }
+        )?;
         Ok(())
     }
 
     pub async fn store_heartbeat(&self, stats: pdpb::StoreStats) -> Result<()> {
-        call!(self, pd, store_heartbeat, pdpb::StoreHeartbeatRequest { header: None, stats: Some(stats.clone()) })?;
+        call!(
+            self,
+            pd,
+            store_heartbeat,
+            pdpb::StoreHeartbeatRequest { header: None, stats: Some(stats.clone()) }
+        )?;
         Ok(())
     }
 
@@ -323,8 +392,11 @@ impl PdClient {
         let mut c = self.conn.read().pd.clone();
         let req = pdpb::TsoRequest { header: self.header(), count: 1, dc_location: String::new() };
         let mut stream = c.tso(tokio_stream::once(req)).await?.into_inner();
-        let resp = stream.message().await?.ok_or_else(|| PdError::Invalid("tso stream closed".into()))?;
-        let ts = check(resp)?.timestamp.ok_or_else(|| PdError::Invalid("tso without timestamp".into()))?;
+        let resp =
+            stream.message().await?.ok_or_else(|| PdError::Invalid("tso stream closed".into()))?;
+        let ts = check(resp)?
+            .timestamp
+            .ok_or_else(|| PdError::Invalid("tso without timestamp".into()))?;
         Ok(((ts.physical as u64) << 18) | ts.logical as u64)
     }
 
@@ -333,7 +405,10 @@ impl PdClient {
     pub async fn region_heartbeat(
         &self,
         queue: usize,
-    ) -> Result<(mpsc::Sender<pdpb::RegionHeartbeatRequest>, tonic::Streaming<pdpb::RegionHeartbeatResponse>)> {
+    ) -> Result<(
+        mpsc::Sender<pdpb::RegionHeartbeatRequest>,
+        tonic::Streaming<pdpb::RegionHeartbeatResponse>,
+    )> {
         let (tx, rx) = mpsc::channel(queue);
         let mut c = self.conn.read().pd.clone();
         let resp = c.region_heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx)).await?;

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use atoll_engine_traits::{data_cf, KvEngine, WriteBatch};
 use atoll_proto::atollpb::{
-    AdminCmdType, AdminRequest, BatchSplitRequest, CmdType, PeerState, RaftApplyState, RaftCmdRequest,
-    RaftTruncatedState, Request,
+    AdminCmdType, AdminRequest, BatchSplitRequest, CmdType, PeerState, RaftApplyState,
+    RaftCmdRequest, RaftTruncatedState, Request,
 };
 use atoll_proto::metapb;
 use prost::Message as _;
@@ -115,7 +115,11 @@ impl ApplyDelegate {
             match (cb, res) {
                 (Some((cb, at)), res) => done.push((cb, res, at)),
                 (None, Err(e)) if !matches!(e, Error::EpochNotMatch { .. }) => {
-                    tracing::warn!(region = self.region.id, index = entry.index, "apply failed: {e}");
+                    tracing::warn!(
+                        region = self.region.id,
+                        index = entry.index,
+                        "apply failed: {e}"
+                    );
                 }
                 _ => {}
             }
@@ -130,7 +134,12 @@ impl ApplyDelegate {
 
     /// The callback proposed for `(index, term)`; older proposals that can no
     /// longer commit get `StaleCommand`.
-    fn take_callback(&mut self, index: u64, term: u64, done: &mut DoneCallbacks) -> Option<(WriteCallback, Instant)> {
+    fn take_callback(
+        &mut self,
+        index: u64,
+        term: u64,
+        done: &mut DoneCallbacks,
+    ) -> Option<(WriteCallback, Instant)> {
         while let Some(p) = self.pending.front() {
             if p.index > index {
                 return None;
@@ -187,32 +196,51 @@ impl ApplyDelegate {
 
     /// A membership change: the raft `ConfChange` carries the proposing
     /// `RaftCmdRequest` (with its epoch) as context.
-    fn exec_conf_change<W: WriteBatch>(&mut self, wb: &mut W, entry: &Entry) -> Result<WriteResponse> {
+    fn exec_conf_change<W: WriteBatch>(
+        &mut self,
+        wb: &mut W,
+        entry: &Entry,
+    ) -> Result<WriteResponse> {
         let cc = ConfChange::decode(entry.data.as_slice())
             .map_err(|e| Error::Raft(format!("undecodable conf change {}: {e}", entry.index)))?;
-        let req = RaftCmdRequest::decode(cc.context.as_slice())
-            .map_err(|e| Error::Raft(format!("undecodable conf change context {}: {e}", entry.index)))?;
-        let cp = req
-            .admin_request
-            .as_ref()
-            .and_then(|a| a.change_peer.as_ref())
-            .ok_or_else(|| Error::InvalidRequest("conf change without a change-peer request".into()))?;
+        let req = RaftCmdRequest::decode(cc.context.as_slice()).map_err(|e| {
+            Error::Raft(format!("undecodable conf change context {}: {e}", entry.index))
+        })?;
+        let cp =
+            req.admin_request.as_ref().and_then(|a| a.change_peer.as_ref()).ok_or_else(|| {
+                Error::InvalidRequest("conf change without a change-peer request".into())
+            })?;
         // Membership changes only conflict with other membership changes.
         let sent = req.header.as_ref().and_then(|h| h.region_epoch.clone()).unwrap_or_default();
         let current = self.region.region_epoch.clone().unwrap_or_default();
         if sent.conf_ver != current.conf_ver {
             return Err(Error::EpochNotMatch {
-                msg: format!("region {} conf_ver is {}, change has {}", self.region.id, current.conf_ver, sent.conf_ver),
+                msg: format!(
+                    "region {} conf_ver is {}, change has {}",
+                    self.region.id, current.conf_ver, sent.conf_ver
+                ),
                 current_regions: vec![self.region.clone()],
             });
         }
-        let peer = cp.peer.clone().ok_or_else(|| Error::InvalidRequest("change peer without a peer".into()))?;
+        let peer = cp
+            .peer
+            .clone()
+            .ok_or_else(|| Error::InvalidRequest("change peer without a peer".into()))?;
         if peer.id != cc.node_id {
-            return Err(Error::InvalidRequest(format!("conf change for {} carries peer {}", cc.node_id, peer.id)));
+            return Err(Error::InvalidRequest(format!(
+                "conf change for {} carries peer {}",
+                cc.node_id, peer.id
+            )));
         }
         let region = change_peer(&self.region, cc.change_type, &peer)?;
         write_region_state(wb, &region, PeerState::Normal)?;
-        tracing::info!(region = region.id, index = entry.index, "applied conf change {:?} {:?}", cc.get_change_type(), peer);
+        tracing::info!(
+            region = region.id,
+            index = entry.index,
+            "applied conf change {:?} {:?}",
+            cc.get_change_type(),
+            peer
+        );
         self.region = region.clone();
         self.results.push(ExecResult::ChangePeer { cc, region });
         Ok(WriteResponse::default())
@@ -220,14 +248,21 @@ impl ApplyDelegate {
 
     /// Replaces the delegate's state with an applied snapshot's.
     pub fn restore(&mut self, region: metapb::Region, apply_state: RaftApplyState) {
-        assert!(apply_state.applied_index >= self.apply_state.applied_index, "restore would go back");
+        assert!(
+            apply_state.applied_index >= self.apply_state.applied_index,
+            "restore would go back"
+        );
         self.region = region;
         self.apply_state = apply_state;
     }
 
     /// A split may have applied between proposal and now.
     fn check_epoch(&self, req: &RaftCmdRequest) -> Result<()> {
-        crate::check_epoch(&self.region, req.header.as_ref().and_then(|h| h.region_epoch.as_ref()), false)
+        crate::check_epoch(
+            &self.region,
+            req.header.as_ref().and_then(|h| h.region_epoch.as_ref()),
+            false,
+        )
     }
 
     fn exec_request<E: KvEngine>(
@@ -239,13 +274,19 @@ impl ApplyDelegate {
     ) -> Result<Option<CasResult>> {
         match CmdType::try_from(r.cmd_type).unwrap_or(CmdType::Invalid) {
             CmdType::Put => {
-                let p = r.put.as_ref().ok_or_else(|| Error::InvalidRequest("put without body".into()))?;
+                let p = r
+                    .put
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidRequest("put without body".into()))?;
                 wb.put_cf(data_cf(&p.cf)?, &keys::data_key(&p.key), &p.value)?;
                 self.written_keys += 1;
                 self.written_bytes += (p.key.len() + p.value.len()) as u64;
             }
             CmdType::Delete => {
-                let d = r.delete.as_ref().ok_or_else(|| Error::InvalidRequest("delete without body".into()))?;
+                let d = r
+                    .delete
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidRequest("delete without body".into()))?;
                 wb.delete_cf(data_cf(&d.cf)?, &keys::data_key(&d.key))?;
                 self.written_keys += 1;
             }
@@ -256,10 +297,17 @@ impl ApplyDelegate {
                     .ok_or_else(|| Error::InvalidRequest("delete range without body".into()))?;
                 // Clip to the region so a range never touches a neighbour's data.
                 let (lo, hi) = crate::clip_to_region(&self.region, &d.start_key, &d.end_key);
-                wb.delete_range_cf(data_cf(&d.cf)?, &keys::data_key(&lo), &keys::data_end_key(&hi))?;
+                wb.delete_range_cf(
+                    data_cf(&d.cf)?,
+                    &keys::data_key(&lo),
+                    &keys::data_end_key(&hi),
+                )?;
             }
             CmdType::CompareAndSwap => {
-                let c = r.cas.as_ref().ok_or_else(|| Error::InvalidRequest("cas without body".into()))?;
+                let c = r
+                    .cas
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidRequest("cas without body".into()))?;
                 let cf = data_cf(&c.cf)?;
                 if !wb.is_empty() {
                     flush(wb)?;
@@ -284,7 +332,9 @@ impl ApplyDelegate {
                 }
                 return Ok(Some(CasResult { succeed, previous: live.map(|rv| rv.encode()) }));
             }
-            CmdType::Invalid => return Err(Error::InvalidRequest(format!("unknown command type {}", r.cmd_type))),
+            CmdType::Invalid => {
+                return Err(Error::InvalidRequest(format!("unknown command type {}", r.cmd_type)))
+            }
         }
         Ok(None)
     }
@@ -298,27 +348,42 @@ impl ApplyDelegate {
     ) -> Result<WriteResponse> {
         match AdminCmdType::try_from(admin.cmd_type).unwrap_or(AdminCmdType::InvalidAdmin) {
             AdminCmdType::CompactLog => {
-                let c = admin.compact_log.as_ref().ok_or_else(|| Error::InvalidRequest("empty compact".into()))?;
+                let c = admin
+                    .compact_log
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidRequest("empty compact".into()))?;
                 let old = self.apply_state.truncated_state.clone().unwrap_or_default();
                 if c.compact_index <= old.index {
                     return Ok(WriteResponse::default());
                 }
-                assert!(c.compact_index <= self.apply_state.applied_index, "compacting unapplied entries");
+                assert!(
+                    c.compact_index <= self.apply_state.applied_index,
+                    "compacting unapplied entries"
+                );
                 let truncated = RaftTruncatedState { index: c.compact_index, term: c.compact_term };
                 self.apply_state.truncated_state = Some(truncated.clone());
                 self.results.push(ExecResult::CompactLog { truncated, first_index: old.index + 1 });
             }
             AdminCmdType::BatchSplit => {
                 self.check_epoch(req)?;
-                let splits = admin.splits.as_ref().ok_or_else(|| Error::InvalidRequest("empty split".into()))?;
+                let splits = admin
+                    .splits
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidRequest("empty split".into()))?;
                 let (derived, regions) = split_region(&self.region, splits)?;
                 write_region_state(wb, &derived, PeerState::Normal)?;
                 for r in regions.iter().filter(|r| r.id != derived.id) {
                     // On a replay after losing unsynced apply writes, the new
                     // region may already have a (synced) raft state that moved
                     // on: never reset it.
-                    if engine.get_value_cf(atoll_engine_traits::CF_RAFT, &keys::raft_state_key(r.id))?.is_some() {
-                        tracing::warn!(region = r.id, "split target already has raft state; keeping it");
+                    if engine
+                        .get_value_cf(atoll_engine_traits::CF_RAFT, &keys::raft_state_key(r.id))?
+                        .is_some()
+                    {
+                        tracing::warn!(
+                            region = r.id,
+                            "split target already has raft state; keeping it"
+                        );
                         continue;
                     }
                     write_initial_region_states(wb, r)?;
@@ -327,10 +392,15 @@ impl ApplyDelegate {
                 self.results.push(ExecResult::Split { derived, regions });
             }
             AdminCmdType::ChangePeer => {
-                return Err(Error::InvalidRequest("membership changes go through raft conf change entries".into()))
+                return Err(Error::InvalidRequest(
+                    "membership changes go through raft conf change entries".into(),
+                ))
             }
             AdminCmdType::InvalidAdmin => {
-                return Err(Error::InvalidRequest(format!("unknown admin command {}", admin.cmd_type)))
+                return Err(Error::InvalidRequest(format!(
+                    "unknown admin command {}",
+                    admin.cmd_type
+                )))
             }
         }
         Ok(WriteResponse::default())
@@ -339,23 +409,39 @@ impl ApplyDelegate {
 
 /// The region after one membership change (conf_ver + 1). Adding a voter
 /// promotes an existing learner; a store never holds two peers of a region.
-pub fn change_peer(region: &metapb::Region, change_type: i32, peer: &metapb::Peer) -> Result<metapb::Region> {
+pub fn change_peer(
+    region: &metapb::Region,
+    change_type: i32,
+    peer: &metapb::Peer,
+) -> Result<metapb::Region> {
     let mut r = region.clone();
     let existing = r.peers.iter().position(|p| p.id == peer.id);
     let same_store = r.peers.iter().any(|p| p.store_id == peer.store_id && p.id != peer.id);
     let learner = metapb::PeerRole::Learner as i32;
     match ConfChangeType::from_i32(change_type).ok_or(change_type) {
         Ok(ConfChangeType::AddNode) => match existing {
-            Some(i) if r.peers[i].role == learner => r.peers[i].role = metapb::PeerRole::Voter as i32,
-            Some(_) => return Err(Error::InvalidRequest(format!("peer {} is already a voter", peer.id))),
-            None if same_store => {
-                return Err(Error::InvalidRequest(format!("store {} already has a peer", peer.store_id)))
+            Some(i) if r.peers[i].role == learner => {
+                r.peers[i].role = metapb::PeerRole::Voter as i32
             }
-            None => r.peers.push(metapb::Peer { role: metapb::PeerRole::Voter as i32, ..peer.clone() }),
+            Some(_) => {
+                return Err(Error::InvalidRequest(format!("peer {} is already a voter", peer.id)))
+            }
+            None if same_store => {
+                return Err(Error::InvalidRequest(format!(
+                    "store {} already has a peer",
+                    peer.store_id
+                )))
+            }
+            None => {
+                r.peers.push(metapb::Peer { role: metapb::PeerRole::Voter as i32, ..peer.clone() })
+            }
         },
         Ok(ConfChangeType::AddLearnerNode) => {
             if existing.is_some() || same_store {
-                return Err(Error::InvalidRequest(format!("store {} already has a peer", peer.store_id)));
+                return Err(Error::InvalidRequest(format!(
+                    "store {} already has a peer",
+                    peer.store_id
+                )));
             }
             r.peers.push(metapb::Peer { role: learner, ..peer.clone() });
         }
@@ -365,7 +451,9 @@ pub fn change_peer(region: &metapb::Region, change_type: i32, peer: &metapb::Pee
             }
             None => return Err(Error::InvalidRequest(format!("peer {} is not a member", peer.id))),
         },
-        Err(_) => return Err(Error::InvalidRequest(format!("unknown conf change type {change_type}"))),
+        Err(_) => {
+            return Err(Error::InvalidRequest(format!("unknown conf change type {change_type}")))
+        }
     }
     let mut epoch = r.region_epoch.clone().unwrap_or_default();
     epoch.conf_ver += 1;
@@ -388,7 +476,10 @@ pub fn split_region(
         let above_start = k > &prev || (prev.is_empty() && !k.is_empty());
         let below_end = region.end_key.is_empty() || k < &region.end_key;
         if k.is_empty() || !above_start || !below_end {
-            return Err(Error::InvalidRequest(format!("split key {k:?} out of order or outside region {}", region.id)));
+            return Err(Error::InvalidRequest(format!(
+                "split key {k:?} out of order or outside region {}",
+                region.id
+            )));
         }
         if r.new_peer_ids.len() != region.peers.len() {
             return Err(Error::InvalidRequest(format!(
@@ -408,7 +499,12 @@ pub fn split_region(
             .peers
             .iter()
             .zip(&r.new_peer_ids)
-            .map(|(p, id)| metapb::Peer { id: *id, store_id: p.store_id, role: p.role, is_witness: false })
+            .map(|(p, id)| metapb::Peer {
+                id: *id,
+                store_id: p.store_id,
+                role: p.role,
+                is_witness: false,
+            })
             .collect();
         regions.push(metapb::Region {
             id: r.new_region_id,
@@ -475,14 +571,18 @@ mod tests {
         for r in &regions {
             assert_eq!(r.region_epoch.as_ref().unwrap().version, 3);
         }
-        assert_eq!(regions[1].peers[1], metapb::Peer { id: 103, store_id: 2, ..Default::default() });
+        assert_eq!(
+            regions[1].peers[1],
+            metapb::Peer { id: 103, store_id: 2, ..Default::default() }
+        );
     }
 
     #[test]
     fn membership_changes() {
         let r = region();
         let new = metapb::Peer { id: 9, store_id: 3, ..Default::default() };
-        let add = |r: &metapb::Region, t: ConfChangeType, p: &metapb::Peer| change_peer(r, t as i32, p);
+        let add =
+            |r: &metapb::Region, t: ConfChangeType, p: &metapb::Peer| change_peer(r, t as i32, p);
         let with_learner = add(&r, ConfChangeType::AddLearnerNode, &new).unwrap();
         assert_eq!(with_learner.peers.len(), 3);
         assert_eq!(with_learner.peers[2].role, metapb::PeerRole::Learner as i32);
@@ -492,7 +592,10 @@ mod tests {
         assert_eq!(promoted.peers[2].role, metapb::PeerRole::Voter as i32);
         assert!(add(&promoted, ConfChangeType::AddNode, &new).is_err(), "already a voter");
         let other_on_store = metapb::Peer { id: 10, store_id: 2, ..Default::default() };
-        assert!(add(&r, ConfChangeType::AddLearnerNode, &other_on_store).is_err(), "one peer per store");
+        assert!(
+            add(&r, ConfChangeType::AddLearnerNode, &other_on_store).is_err(),
+            "one peer per store"
+        );
         let removed = add(&promoted, ConfChangeType::RemoveNode, &r.peers[0]).unwrap();
         assert_eq!(removed.peers.iter().map(|p| p.id).collect::<Vec<_>>(), vec![3, 9]);
         assert_eq!(removed.region_epoch.as_ref().unwrap().conf_ver, 4);

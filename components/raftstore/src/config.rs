@@ -107,7 +107,9 @@ impl Config {
         if self.raft_base_tick_interval.0.is_zero() {
             return Err("raftstore.raft-base-tick-interval must be positive".into());
         }
-        if self.raft_heartbeat_ticks == 0 || self.raft_election_timeout_ticks <= self.raft_heartbeat_ticks {
+        if self.raft_heartbeat_ticks == 0
+            || self.raft_election_timeout_ticks <= self.raft_heartbeat_ticks
+        {
             return Err(format!(
                 "raftstore: election timeout ({} ticks) must exceed heartbeat ({} ticks) > 0",
                 self.raft_election_timeout_ticks, self.raft_heartbeat_ticks
@@ -132,10 +134,14 @@ impl Config {
             return Err("raftstore: entry and message size limits must be positive".into());
         }
         if self.region_split_size.0 == 0 || self.region_split_size.0 > self.region_max_size.0 {
-            return Err("raftstore: region-split-size must be positive and <= region-max-size".into());
+            return Err(
+                "raftstore: region-split-size must be positive and <= region-max-size".into()
+            );
         }
         if self.region_split_keys == 0 || self.region_split_keys > self.region_max_keys {
-            return Err("raftstore: region-split-keys must be positive and <= region-max-keys".into());
+            return Err(
+                "raftstore: region-split-keys must be positive and <= region-max-keys".into()
+            );
         }
         if self.raft_log_gc_count_limit < self.raft_log_gc_threshold {
             return Err("raftstore.raft-log-gc-count-limit must be >= raft-log-gc-threshold".into());

@@ -41,11 +41,15 @@ impl Error {
         let mut e = errorpb::Error { message: self.to_string(), ..Default::default() };
         match self {
             Error::NotLeader { region_id, leader } => {
-                e.not_leader = Some(errorpb::NotLeader { region_id: *region_id, leader: leader.clone() })
+                e.not_leader =
+                    Some(errorpb::NotLeader { region_id: *region_id, leader: leader.clone() })
             }
-            Error::RegionNotFound(id) => e.region_not_found = Some(errorpb::RegionNotFound { region_id: *id }),
+            Error::RegionNotFound(id) => {
+                e.region_not_found = Some(errorpb::RegionNotFound { region_id: *id })
+            }
             Error::EpochNotMatch { current_regions, .. } => {
-                e.epoch_not_match = Some(errorpb::EpochNotMatch { current_regions: current_regions.clone() })
+                e.epoch_not_match =
+                    Some(errorpb::EpochNotMatch { current_regions: current_regions.clone() })
             }
             Error::KeyNotInRegion { key, region } => {
                 e.key_not_in_region = Some(errorpb::KeyNotInRegion {
@@ -56,19 +60,26 @@ impl Error {
                 })
             }
             // A store going down: the client refreshes routing and retries elsewhere.
-            Error::StaleCommand | Error::Shutdown => e.stale_command = Some(errorpb::StaleCommand {}),
+            Error::StaleCommand | Error::Shutdown => {
+                e.stale_command = Some(errorpb::StaleCommand {})
+            }
             Error::EntryTooLarge { region_id, size } => {
                 e.raft_entry_too_large =
                     Some(errorpb::RaftEntryTooLarge { region_id: *region_id, entry_size: *size })
             }
             Error::StoreNotMatch { requested, actual } => {
-                e.store_not_match =
-                    Some(errorpb::StoreNotMatch { request_store_id: *requested, actual_store_id: *actual })
+                e.store_not_match = Some(errorpb::StoreNotMatch {
+                    request_store_id: *requested,
+                    actual_store_id: *actual,
+                })
             }
             Error::Busy(reason) => {
-                e.server_is_busy = Some(errorpb::ServerIsBusy { reason: reason.clone(), ..Default::default() })
+                e.server_is_busy =
+                    Some(errorpb::ServerIsBusy { reason: reason.clone(), ..Default::default() })
             }
-            Error::InvalidRequest(_) | Error::Engine(_) | Error::Raft(_) | Error::Snapshot(_) => return None,
+            Error::InvalidRequest(_) | Error::Engine(_) | Error::Raft(_) | Error::Snapshot(_) => {
+                return None
+            }
         }
         Some(e)
     }

@@ -44,7 +44,10 @@ pub fn raft_log_key(region_id: u64, index: u64) -> Vec<u8> {
 
 /// `[start, end)` covering every log entry of the region.
 pub fn raft_log_range(region_id: u64) -> (Vec<u8>, Vec<u8>) {
-    (region_raft_key(region_id, RAFT_LOG_SUFFIX, 0), region_raft_key(region_id, RAFT_LOG_SUFFIX + 1, 0))
+    (
+        region_raft_key(region_id, RAFT_LOG_SUFFIX, 0),
+        region_raft_key(region_id, RAFT_LOG_SUFFIX + 1, 0),
+    )
 }
 
 /// Extracts the index from a raft log key.

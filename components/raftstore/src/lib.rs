@@ -41,12 +41,17 @@ use atoll_proto::metapb;
 /// cluster's region key space (see `atoll_codec::api`); this crate never
 /// converts between key spaces.
 pub fn region_contains(region: &metapb::Region, key: &[u8]) -> bool {
-    key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
+    key >= region.start_key.as_slice()
+        && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
 /// Checks a request's epoch against the region's current one: the version
 /// (splits) always, the membership version only with `check_conf`.
-pub fn check_epoch(region: &metapb::Region, sent: Option<&metapb::RegionEpoch>, check_conf: bool) -> Result<()> {
+pub fn check_epoch(
+    region: &metapb::Region,
+    sent: Option<&metapb::RegionEpoch>,
+    check_conf: bool,
+) -> Result<()> {
     let current = region.region_epoch.clone().unwrap_or_default();
     let sent = sent.cloned().unwrap_or_default();
     if sent.version != current.version || (check_conf && sent.conf_ver != current.conf_ver) {
@@ -77,7 +82,11 @@ mod tests {
 
     #[test]
     fn clipping() {
-        let r = metapb::Region { start_key: b"c".to_vec(), end_key: b"m".to_vec(), ..Default::default() };
+        let r = metapb::Region {
+            start_key: b"c".to_vec(),
+            end_key: b"m".to_vec(),
+            ..Default::default()
+        };
         assert_eq!(clip_to_region(&r, b"a", b""), (b"c".to_vec(), b"m".to_vec()));
         assert_eq!(clip_to_region(&r, b"d", b"e"), (b"d".to_vec(), b"e".to_vec()));
         assert_eq!(clip_to_region(&r, b"d", b"z"), (b"d".to_vec(), b"m".to_vec()));
@@ -89,7 +98,11 @@ mod tests {
     #[test]
     fn containment_at_the_bounds() {
         // Keys equal to a bound, sharing its first bytes, or with trailing zeros.
-        let r = metapb::Region { start_key: b"B".to_vec(), end_key: b"split-m".to_vec(), ..Default::default() };
+        let r = metapb::Region {
+            start_key: b"B".to_vec(),
+            end_key: b"split-m".to_vec(),
+            ..Default::default()
+        };
         for k in [&b"B"[..], b"B\0", b"split-l\xff", b"split-\0"] {
             assert!(region_contains(&r, k), "{k:?}");
         }

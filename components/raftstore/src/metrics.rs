@@ -27,18 +27,25 @@ lazy_static! {
     )
     .unwrap();
     pub static ref READY_HANDLED: IntCounter =
-        register_int_counter!("atoll_raftstore_ready_handled_total", "Raft readies handled").unwrap();
-    pub static ref RAFT_MESSAGES_SENT: IntCounter =
-        register_int_counter!("atoll_raftstore_raft_messages_sent_total", "Raft messages handed to the transport")
+        register_int_counter!("atoll_raftstore_ready_handled_total", "Raft readies handled")
             .unwrap();
+    pub static ref RAFT_MESSAGES_SENT: IntCounter = register_int_counter!(
+        "atoll_raftstore_raft_messages_sent_total",
+        "Raft messages handed to the transport"
+    )
+    .unwrap();
     pub static ref RAFT_MESSAGES_DROPPED: IntCounterVec = register_int_counter_vec!(
         "atoll_raftstore_raft_messages_dropped_total",
         "Raft messages dropped, by reason",
         &["reason"]
     )
     .unwrap();
-    pub static ref PROPOSALS: IntCounterVec =
-        register_int_counter_vec!("atoll_raftstore_proposals_total", "Proposals by kind", &["kind"]).unwrap();
+    pub static ref PROPOSALS: IntCounterVec = register_int_counter_vec!(
+        "atoll_raftstore_proposals_total",
+        "Proposals by kind",
+        &["kind"]
+    )
+    .unwrap();
     pub static ref REGION_COUNT: IntGauge =
         register_int_gauge!("atoll_raftstore_region_count", "Regions on this store").unwrap();
     pub static ref LEADER_COUNT: IntGauge =
@@ -50,8 +57,11 @@ lazy_static! {
         exponential_buckets(0.00005, 2.0, 20).unwrap()
     )
     .unwrap();
-    pub static ref ENGINE_SIZE: IntGauge =
-        register_int_gauge!("atoll_engine_size_bytes", "Approximate engine size (measured each store heartbeat)").unwrap();
+    pub static ref ENGINE_SIZE: IntGauge = register_int_gauge!(
+        "atoll_engine_size_bytes",
+        "Approximate engine size (measured each store heartbeat)"
+    )
+    .unwrap();
     pub static ref ENGINE_FSYNCS: IntCounter =
         register_int_counter!("atoll_engine_fsyncs_total", "Synced engine writes").unwrap();
     pub static ref ENGINE_WRITE_BYTES: IntCounterVec = register_int_counter_vec!(
@@ -78,6 +88,9 @@ lazy_static! {
         &["result"]
     )
     .unwrap();
-    pub static ref HIBERNATED_REGIONS: IntGauge =
-        register_int_gauge!("atoll_raftstore_hibernated_regions", "Regions on this store that stopped ticking").unwrap();
+    pub static ref HIBERNATED_REGIONS: IntGauge = register_int_gauge!(
+        "atoll_raftstore_hibernated_regions",
+        "Regions on this store that stopped ticking"
+    )
+    .unwrap();
 }

@@ -67,7 +67,12 @@ pub enum PeerMsg<E: KvEngine> {
     Campaign,
     /// Add, promote or remove a peer (`change_type` is an eraftpb
     /// `ConfChangeType`); ignored unless `epoch` is current.
-    ChangePeer { epoch: metapb::RegionEpoch, change_type: i32, peer: metapb::Peer, cb: Option<WriteCallback> },
+    ChangePeer {
+        epoch: metapb::RegionEpoch,
+        change_type: i32,
+        peer: metapb::Peer,
+        cb: Option<WriteCallback>,
+    },
     /// The split checker measured the region (split keys are encoded).
     SplitCheckResult { epoch: metapb::RegionEpoch, size: u64, keys: u64, split_keys: Vec<Vec<u8>> },
     /// The transport finished (or failed) sending a snapshot to `to_peer_id`.

@@ -50,13 +50,17 @@ pub struct Peer<E: KvEngine> {
 
 impl<E: KvEngine> Peer<E> {
     /// Builds a peer from its persisted state.
-    pub fn create(store_id: u64, cfg: &Config, engine: E, region: metapb::Region, logger: &slog::Logger) -> Result<Self> {
-        let meta = region
-            .peers
-            .iter()
-            .find(|p| p.store_id == store_id)
-            .cloned()
-            .ok_or_else(|| Error::Raft(format!("region {} has no peer on store {store_id}", region.id)))?;
+    pub fn create(
+        store_id: u64,
+        cfg: &Config,
+        engine: E,
+        region: metapb::Region,
+        logger: &slog::Logger,
+    ) -> Result<Self> {
+        let meta =
+            region.peers.iter().find(|p| p.store_id == store_id).cloned().ok_or_else(|| {
+                Error::Raft(format!("region {} has no peer on store {store_id}", region.id))
+            })?;
         let storage = PeerStorage::load(engine, region, cfg.raft_entry_cache_limit)?;
         Self::new(meta, storage, cfg, logger)
     }
@@ -74,7 +78,12 @@ impl<E: KvEngine> Peer<E> {
         Self::new(meta, storage, cfg, logger)
     }
 
-    fn new(meta: metapb::Peer, storage: PeerStorage<E>, cfg: &Config, logger: &slog::Logger) -> Result<Self> {
+    fn new(
+        meta: metapb::Peer,
+        storage: PeerStorage<E>,
+        cfg: &Config,
+        logger: &slog::Logger,
+    ) -> Result<Self> {
         let region = storage.region.clone();
         let applied = storage.applied_index();
         let raft_cfg = raft::Config {
@@ -92,7 +101,8 @@ impl<E: KvEngine> Peer<E> {
         raft_cfg.validate().map_err(|e| Error::Raft(e.to_string()))?;
         let tag = format!("[region {}] {}", region.id, meta.id);
         let logger = logger.new(slog::o!("region_id" => region.id, "peer_id" => meta.id));
-        let raft = RawNode::new(&raft_cfg, storage, &logger).map_err(|e| Error::Raft(e.to_string()))?;
+        let raft =
+            RawNode::new(&raft_cfg, storage, &logger).map_err(|e| Error::Raft(e.to_string()))?;
         let peer_cache = region.peers.iter().map(|p| (p.id, p.clone())).collect();
         Ok(Peer {
             tag,

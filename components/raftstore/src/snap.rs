@@ -131,19 +131,32 @@ pub fn build<S: Iterable>(snap: &S, region: &metapb::Region, path: &Path) -> Res
     drop(w);
     if size > SNAP_FILE_MAX {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::Snapshot(format!("region {} snapshot is {size} bytes, over the limit", region.id)));
+        return Err(Error::Snapshot(format!(
+            "region {} snapshot is {size} bytes, over the limit",
+            region.id
+        )));
     }
     fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
-    Ok(SnapshotData { region: Some(region.clone()), file_size: size, checksum: crc.finalize(), key_count: count })
+    Ok(SnapshotData {
+        region: Some(region.clone()),
+        file_size: size,
+        checksum: crc.finalize(),
+        key_count: count,
+    })
 }
 
 /// Verifies a received file against its metadata and stages its records
 /// into `wb`. Every key must lie inside the region's data range.
 pub fn load_into<W: WriteBatch>(path: &Path, meta: &SnapshotData, wb: &mut W) -> Result<()> {
-    let region = meta.region.as_ref().ok_or_else(|| Error::Snapshot("snapshot without a region".into()))?;
+    let region =
+        meta.region.as_ref().ok_or_else(|| Error::Snapshot("snapshot without a region".into()))?;
     let len = fs::metadata(path).map_err(|e| io_err(path, e))?.len();
     if len != meta.file_size || len > SNAP_FILE_MAX {
-        return Err(Error::Snapshot(format!("{}: {len} bytes, expected {}", path.display(), meta.file_size)));
+        return Err(Error::Snapshot(format!(
+            "{}: {len} bytes, expected {}",
+            path.display(),
+            meta.file_size
+        )));
     }
     let mut buf = Vec::with_capacity(len as usize);
     File::open(path).and_then(|mut f| f.read_to_end(&mut buf)).map_err(|e| io_err(path, e))?;
@@ -160,7 +173,9 @@ pub fn load_into<W: WriteBatch>(path: &Path, meta: &SnapshotData, wb: &mut W) ->
         Ok(s)
     };
     while pos < buf.len() {
-        let cf = *DATA_CFS.get(take(&mut pos, 1)?[0] as usize).ok_or_else(|| corrupt("unknown column family"))?;
+        let cf = *DATA_CFS
+            .get(take(&mut pos, 1)?[0] as usize)
+            .ok_or_else(|| corrupt("unknown column family"))?;
         let klen = u32::from_le_bytes(take(&mut pos, 4)?.try_into().expect("4 bytes")) as usize;
         let key = take(&mut pos, klen)?;
         let vlen = u32::from_le_bytes(take(&mut pos, 4)?.try_into().expect("4 bytes")) as usize;

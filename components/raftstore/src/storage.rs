@@ -37,12 +37,18 @@ pub fn initial_apply_state() -> RaftApplyState {
     RaftApplyState {
         applied_index: RAFT_INIT_LOG_INDEX,
         applied_term: RAFT_INIT_LOG_TERM,
-        truncated_state: Some(RaftTruncatedState { index: RAFT_INIT_LOG_INDEX, term: RAFT_INIT_LOG_TERM }),
+        truncated_state: Some(RaftTruncatedState {
+            index: RAFT_INIT_LOG_INDEX,
+            term: RAFT_INIT_LOG_TERM,
+        }),
     }
 }
 
 /// Writes the local state of a brand-new region (bootstrap or split).
-pub fn write_initial_region_states<W: WriteBatch>(wb: &mut W, region: &metapb::Region) -> Result<()> {
+pub fn write_initial_region_states<W: WriteBatch>(
+    wb: &mut W,
+    region: &metapb::Region,
+) -> Result<()> {
     let state = RegionLocalState { state: PeerState::Normal as i32, region: Some(region.clone()) };
     wb.put_cf(CF_RAFT, &keys::region_state_key(region.id), &state.encode_to_vec())?;
     wb.put_cf(CF_RAFT, &keys::raft_state_key(region.id), &initial_raft_state().encode_to_vec())?;
@@ -50,19 +56,26 @@ pub fn write_initial_region_states<W: WriteBatch>(wb: &mut W, region: &metapb::R
     Ok(())
 }
 
-pub fn write_region_state<W: WriteBatch>(wb: &mut W, region: &metapb::Region, state: PeerState) -> Result<()> {
+pub fn write_region_state<W: WriteBatch>(
+    wb: &mut W,
+    region: &metapb::Region,
+    state: PeerState,
+) -> Result<()> {
     let s = RegionLocalState { state: state as i32, region: Some(region.clone()) };
     wb.put_cf(CF_RAFT, &keys::region_state_key(region.id), &s.encode_to_vec())?;
     Ok(())
 }
 
 /// Reads and decodes a protobuf record, treating undecodable bytes as corruption.
-pub fn load_pb<M: prost::Message + Default>(engine: &impl Peekable, key: &[u8]) -> Result<Option<M>> {
+pub fn load_pb<M: prost::Message + Default>(
+    engine: &impl Peekable,
+    key: &[u8],
+) -> Result<Option<M>> {
     match engine.get_value_cf(CF_RAFT, key)? {
         None => Ok(None),
-        Some(v) => M::decode(v.as_slice())
-            .map(Some)
-            .map_err(|e| Error::Engine(atoll_engine_traits::Error::Corruption(format!("{key:?}: {e}")))),
+        Some(v) => M::decode(v.as_slice()).map(Some).map_err(|e| {
+            Error::Engine(atoll_engine_traits::Error::Corruption(format!("{key:?}: {e}")))
+        }),
     }
 }
 
@@ -121,7 +134,9 @@ impl<E: KvEngine> PeerStorage<E> {
         if raft_state.commit < apply_state.applied_index {
             raft_state.commit = apply_state.applied_index;
         }
-        if raft_state.last_index < apply_state.applied_index || truncated.index > apply_state.applied_index {
+        if raft_state.last_index < apply_state.applied_index
+            || truncated.index > apply_state.applied_index
+        {
             return Err(Error::Raft(format!(
                 "region {id}: inconsistent states raft {raft_state:?} apply {apply_state:?}"
             )));
@@ -199,7 +214,10 @@ impl<E: KvEngine> PeerStorage<E> {
     /// Replaces the log and states with those of an applied snapshot at
     /// `(index, term)` (the caller has written them to the engine).
     pub fn restore(&mut self, region: metapb::Region, index: u64, term: u64) {
-        assert!(index >= self.apply_state.applied_index, "snapshot {index} is older than what is applied");
+        assert!(
+            index >= self.apply_state.applied_index,
+            "snapshot {index} is older than what is applied"
+        );
         self.region = region;
         self.apply_state = RaftApplyState {
             applied_index: index,
@@ -223,11 +241,11 @@ impl<E: KvEngine> PeerStorage<E> {
 
     fn load_entry(&self, index: u64) -> Result<Entry> {
         let key = keys::raft_log_key(self.region.id, index);
-        let v = self
-            .engine
-            .get_value_cf(CF_RAFT, &key)?
-            .ok_or_else(|| Error::Raft(format!("region {}: log entry {index} missing", self.region.id)))?;
-        let e = Entry::decode(v.as_slice()).map_err(|e| Error::Raft(format!("decode entry {index}: {e}")))?;
+        let v = self.engine.get_value_cf(CF_RAFT, &key)?.ok_or_else(|| {
+            Error::Raft(format!("region {}: log entry {index} missing", self.region.id))
+        })?;
+        let e = Entry::decode(v.as_slice())
+            .map_err(|e| Error::Raft(format!("decode entry {index}: {e}")))?;
         assert_eq!(e.index, index, "entry stored under the wrong index");
         Ok(e)
     }
@@ -274,13 +292,22 @@ impl<E: KvEngine> PeerStorage<E> {
     }
 
     pub fn save_raft_state<W: WriteBatch>(&self, wb: &mut W) -> Result<()> {
-        wb.put_cf(CF_RAFT, &keys::raft_state_key(self.region.id), &self.raft_state.encode_to_vec())?;
+        wb.put_cf(
+            CF_RAFT,
+            &keys::raft_state_key(self.region.id),
+            &self.raft_state.encode_to_vec(),
+        )?;
         Ok(())
     }
 
     /// Deletes log entries up to and including `truncated.index` (already
     /// recorded as truncated by the apply pool).
-    pub fn compact_to<W: WriteBatch>(&mut self, truncated: RaftTruncatedState, old_first: u64, wb: &mut W) -> Result<()> {
+    pub fn compact_to<W: WriteBatch>(
+        &mut self,
+        truncated: RaftTruncatedState,
+        old_first: u64,
+        wb: &mut W,
+    ) -> Result<()> {
         if truncated.index < old_first {
             return Ok(());
         }
@@ -311,7 +338,11 @@ fn storage_err(e: Error) -> raft::Error {
 
 impl<E: KvEngine> raft::Storage for PeerStorage<E> {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let hs = HardState { term: self.raft_state.term, vote: self.raft_state.vote, commit: self.raft_state.commit };
+        let hs = HardState {
+            term: self.raft_state.term,
+            vote: self.raft_state.vote,
+            commit: self.raft_state.commit,
+        };
         Ok(RaftState::new(hs, conf_state_of(&self.region)))
     }
 
@@ -384,9 +415,13 @@ impl<E: KvEngine> raft::Storage for PeerStorage<E> {
             };
             *g = GenSnapState::Idle;
             match res {
-                Ok(snap) if snap.metadata.as_ref().map_or(0, |m| m.index) >= request_index => return Ok(snap),
+                Ok(snap) if snap.metadata.as_ref().map_or(0, |m| m.index) >= request_index => {
+                    return Ok(snap)
+                }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(region = self.region.id, "snapshot generation failed: {e}"),
+                Err(e) => {
+                    tracing::warn!(region = self.region.id, "snapshot generation failed: {e}")
+                }
             }
         }
         if matches!(*g, GenSnapState::Idle) {

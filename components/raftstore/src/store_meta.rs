@@ -47,7 +47,10 @@ impl StoreMeta {
         let candidates: Box<dyn DoubleEndedIterator<Item = (&Vec<u8>, &u64)>> = if end.is_empty() {
             Box::new(self.by_start.iter())
         } else {
-            Box::new(self.by_start.range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(end))))
+            Box::new(
+                self.by_start
+                    .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Excluded(end))),
+            )
         };
         for (_, id) in candidates.rev() {
             let r = &self.regions[id];

@@ -7,7 +7,9 @@ use std::thread::JoinHandle;
 
 use atoll_batch_system::{BatchSystem, SendError};
 use atoll_engine_traits::{KvEngine, WriteBatch, WriteOptions, CF_RAFT};
-use atoll_proto::atollpb::{PeerState, RaftCmdRequest, RaftMessage, RaftRequestHeader, RegionLocalState, StoreIdent};
+use atoll_proto::atollpb::{
+    PeerState, RaftCmdRequest, RaftMessage, RaftRequestHeader, RegionLocalState, StoreIdent,
+};
 use atoll_proto::metapb;
 use prost::Message as _;
 
@@ -15,16 +17,17 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsm::apply::{ApplyControlFsm, ApplyFsm, ApplyPollerBuilder};
 use crate::fsm::{
-    register_region, ApplyRouter, PeerFsm, PollContext, RaftPollerBuilder, RaftRouter, StoreFsm, RAFT_WB_CAPACITY,
+    register_region, ApplyRouter, PeerFsm, PollContext, RaftPollerBuilder, RaftRouter, StoreFsm,
+    RAFT_WB_CAPACITY,
 };
-use crate::snap::SnapManager;
-use crate::store_meta::StoreShared;
-use crate::worker::{SnapGenerator, SplitChecker};
 use crate::metrics::REGION_COUNT;
 use crate::msg::{PeerMsg, ReadCallback, StoreMsg, WriteCallback};
 use crate::peer::Peer;
+use crate::snap::SnapManager;
 use crate::storage::{load_pb, write_initial_region_states};
+use crate::store_meta::StoreShared;
 use crate::transport::{PdSink, Transport};
+use crate::worker::{SnapGenerator, SplitChecker};
 use crate::{keys, Error as StoreError};
 
 /// Reads the store's identity, if it was ever bootstrapped.
@@ -75,8 +78,9 @@ pub fn load_regions(engine: &impl KvEngine) -> Result<Vec<metapb::Region>> {
     let (start, end) = keys::region_meta_range();
     let mut out = vec![];
     engine.scan_cf(CF_RAFT, &start, &end, false, &mut |k, v| {
-        let s = RegionLocalState::decode(v)
-            .map_err(|e| atoll_engine_traits::Error::Corruption(format!("region state {k:?}: {e}")))?;
+        let s = RegionLocalState::decode(v).map_err(|e| {
+            atoll_engine_traits::Error::Corruption(format!("region state {k:?}: {e}"))
+        })?;
         if s.state == PeerState::Normal as i32 {
             if let Some(r) = s.region {
                 out.push(r);
@@ -109,7 +113,9 @@ impl<E: KvEngine> Clone for StoreHandle<E> {
 fn send_error<M>(region_id: u64, e: SendError<M>) -> (StoreError, M) {
     match e {
         SendError::Full(m) => (Error::Busy(format!("region {region_id} mailbox is full")), m),
-        SendError::NotFound(m) | SendError::Disconnected(m) => (Error::RegionNotFound(region_id), m),
+        SendError::NotFound(m) | SendError::Disconnected(m) => {
+            (Error::RegionNotFound(region_id), m)
+        }
     }
 }
 
@@ -122,7 +128,9 @@ impl<E: KvEngine> StoreHandle<E> {
             Err(SendError::NotFound(PeerMsg::Raft(m))) => {
                 let _ = self.router.send_control(StoreMsg::Raft(m));
             }
-            Err(_) => crate::metrics::RAFT_MESSAGES_DROPPED.with_label_values(&["mailbox_full"]).inc(),
+            Err(_) => {
+                crate::metrics::RAFT_MESSAGES_DROPPED.with_label_values(&["mailbox_full"]).inc()
+            }
         }
     }
 
@@ -233,27 +241,37 @@ impl<E: KvEngine> RaftSystem<E> {
         }
     }
 
-
     /// Loads every region from disk, starts the pollers and the ticker.
     pub fn start<T: Transport, P: PdSink>(&mut self, trans: T, pd: P) -> Result<()> {
         let logger = atoll_util::logger::raft_logger();
         let regions = load_regions(&self.engine)?;
         for region in regions {
-            let peer = Peer::create(self.store_id, &self.cfg, self.engine.clone(), region.clone(), &logger)?;
+            let peer = Peer::create(
+                self.store_id,
+                &self.cfg,
+                self.engine.clone(),
+                region.clone(),
+                &logger,
+            )?;
             let mut meta = self.shared.meta.lock();
             meta.set_region(&region);
             register_region(&self.router, &self.apply_router, &self.shared, peer);
         }
         tracing::info!(store = self.store_id, regions = self.router.len(), "raftstore starting");
         // Workers stop on their own once every sender (held by pollers) is gone.
-        let (snap_gen, _) = SnapGenerator::spawn(&format!("snap-gen-{}", self.store_id), self.snap_mgr.clone());
+        let (snap_gen, _) =
+            SnapGenerator::spawn(&format!("snap-gen-{}", self.store_id), self.snap_mgr.clone());
         let (split_checker, _) = SplitChecker::spawn(
             &format!("split-check-{}", self.store_id),
             self.engine.clone(),
             self.cfg.split_thresholds(),
             self.router.clone(),
         );
-        self.apply.spawn(ApplyPollerBuilder { engine: self.engine.clone(), raft_router: self.router.clone(), snap_gen });
+        self.apply.spawn(ApplyPollerBuilder {
+            engine: self.engine.clone(),
+            raft_router: self.router.clone(),
+            snap_gen,
+        });
         let cfg = &self.cfg;
         self.raft.spawn(RaftPollerBuilder {
             template: PollContext {

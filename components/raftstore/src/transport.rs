@@ -16,7 +16,12 @@ pub trait Transport: Send + Clone + 'static {
     fn flush(&mut self);
     /// Streams the snapshot file at `path` followed by `msg` (a MsgSnapshot)
     /// to the target store, off the raft thread; `done(ok)` reports the outcome.
-    fn send_snapshot(&mut self, msg: RaftMessage, path: std::path::PathBuf, done: Box<dyn FnOnce(bool) + Send>);
+    fn send_snapshot(
+        &mut self,
+        msg: RaftMessage,
+        path: std::path::PathBuf,
+        done: Box<dyn FnOnce(bool) + Send>,
+    );
 }
 
 /// Per-region statistics reported in a region heartbeat.
@@ -32,7 +37,12 @@ pub struct RegionStats {
 
 /// Work for the PD worker.
 pub enum PdTask {
-    RegionHeartbeat { term: u64, region: metapb::Region, leader: metapb::Peer, stats: RegionStats },
+    RegionHeartbeat {
+        term: u64,
+        region: metapb::Region,
+        leader: metapb::Peer,
+        stats: RegionStats,
+    },
     /// Ask PD for ids, then send `PeerMsg::ProposeSplit` back to the region.
     AskBatchSplit {
         region: metapb::Region,
@@ -40,8 +50,15 @@ pub enum PdTask {
         peer: metapb::Peer,
         cb: Option<WriteCallback>,
     },
-    ReportBatchSplit { regions: Vec<metapb::Region> },
-    StoreHeartbeat { store_id: u64, region_count: u32, leader_count: u32, used_size: u64 },
+    ReportBatchSplit {
+        regions: Vec<metapb::Region>,
+    },
+    StoreHeartbeat {
+        store_id: u64,
+        region_count: u32,
+        leader_count: u32,
+        used_size: u64,
+    },
 }
 
 /// Accepts PD tasks without blocking the caller.

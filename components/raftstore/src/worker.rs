@@ -67,7 +67,12 @@ fn run_snap_gen<S: atoll_engine_traits::Snapshot>(rx: Receiver<SnapGenTask<S>>, 
         let res = snap::build(&t.snap, &t.region, &path).map(|data| {
             mgr.remove_gen_older_than(&key);
             crate::metrics::SNAPSHOTS.with_label_values(&["generated"]).inc();
-            tracing::info!(region = key.region_id, index = key.index, keys = data.key_count, "snapshot generated");
+            tracing::info!(
+                region = key.region_id,
+                index = key.index,
+                keys = data.key_count,
+                "snapshot generated"
+            );
             Snapshot {
                 data: data.encode_to_vec(),
                 metadata: Some(SnapshotMetadata {
@@ -120,13 +125,21 @@ pub struct SplitPicker {
 
 impl SplitPicker {
     pub fn new(t: SplitThresholds) -> Self {
-        SplitPicker { t, run_size: 0, run_keys: 0, candidates: vec![], out: SplitCheckOutcome::default() }
+        SplitPicker {
+            t,
+            run_size: 0,
+            run_keys: 0,
+            candidates: vec![],
+            out: SplitCheckOutcome::default(),
+        }
     }
 
     /// One key (raw) of the primary column family, in order.
     pub fn add(&mut self, key: &[u8], size: u64) {
         let t = &self.t;
-        if (self.run_size >= t.split_size || self.run_keys >= t.split_keys) && self.candidates.len() < SPLIT_KEYS_MAX {
+        if (self.run_size >= t.split_size || self.run_keys >= t.split_keys)
+            && self.candidates.len() < SPLIT_KEYS_MAX
+        {
             self.candidates.push(key.to_vec());
             self.run_size = 0;
             self.run_keys = 0;
@@ -150,7 +163,10 @@ impl SplitPicker {
     }
 }
 
-pub fn pick_split_keys(items: impl IntoIterator<Item = (Vec<u8>, u64)>, t: &SplitThresholds) -> SplitCheckOutcome {
+pub fn pick_split_keys(
+    items: impl IntoIterator<Item = (Vec<u8>, u64)>,
+    t: &SplitThresholds,
+) -> SplitCheckOutcome {
     let mut p = SplitPicker::new(*t);
     for (k, size) in items {
         p.add(&k, size);
@@ -160,7 +176,12 @@ pub fn pick_split_keys(items: impl IntoIterator<Item = (Vec<u8>, u64)>, t: &Spli
 
 /// The first `default` key at which half of `total` bytes lie before it
 /// (never the region's first key).
-fn middle_key<S: Iterable>(snap: &S, start: &[u8], end: &[u8], total: u64) -> atoll_engine_traits::Result<Option<Vec<u8>>> {
+fn middle_key<S: Iterable>(
+    snap: &S,
+    start: &[u8],
+    end: &[u8],
+    total: u64,
+) -> atoll_engine_traits::Result<Option<Vec<u8>>> {
     let mut acc = 0u64;
     let mut found = None;
     snap.scan_cf(atoll_engine_traits::CF_DEFAULT, start, end, false, &mut |k, v| {
@@ -180,7 +201,12 @@ pub struct SplitChecker {
 }
 
 impl SplitChecker {
-    pub fn spawn<E: KvEngine>(name: &str, engine: E, t: SplitThresholds, router: RaftRouter<E>) -> (Self, JoinHandle<()>) {
+    pub fn spawn<E: KvEngine>(
+        name: &str,
+        engine: E,
+        t: SplitThresholds,
+        router: RaftRouter<E>,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = channel::bounded(SPLIT_CHECK_QUEUE_MAX);
         let h = std::thread::Builder::new()
             .name(name.into())
@@ -199,7 +225,12 @@ impl SplitChecker {
     }
 }
 
-fn check_region<E: KvEngine>(engine: &E, t: &SplitThresholds, router: &RaftRouter<E>, task: SplitCheckTask) {
+fn check_region<E: KvEngine>(
+    engine: &E,
+    t: &SplitThresholds,
+    router: &RaftRouter<E>,
+    task: SplitCheckTask,
+) {
     let region = task.region;
     let (start, end) = snap::region_data_range(&region);
     let snap = engine.snapshot();
@@ -264,7 +295,12 @@ mod tests {
     fn splits_every_split_size() {
         let out = pick_split_keys(items(35, 10), &t());
         assert_eq!(out.split_keys, vec![vec![10], vec![20], vec![30]]);
-        let by_keys = SplitThresholds { max_size: u64::MAX, split_size: u64::MAX, max_keys: 5, split_keys: 4 };
+        let by_keys = SplitThresholds {
+            max_size: u64::MAX,
+            split_size: u64::MAX,
+            max_keys: 5,
+            split_keys: 4,
+        };
         assert_eq!(pick_split_keys(items(9, 1), &by_keys).split_keys, vec![vec![4], vec![8]]);
     }
 

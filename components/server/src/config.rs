@@ -111,29 +111,44 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        for (name, a) in [("server.addr", &self.server.addr), ("server.status-addr", &self.server.status_addr)] {
+        for (name, a) in
+            [("server.addr", &self.server.addr), ("server.status-addr", &self.server.status_addr)]
+        {
             a.parse::<SocketAddr>().map_err(|e| format!("{name} {a:?}: {e}"))?;
         }
         if self.pd.endpoints.is_empty() {
             return Err("pd.endpoints must list at least one PD".into());
         }
         if ApiVersion::from_config(self.storage.api_version).is_none() {
-            return Err(format!("storage.api-version must be 1 or 2, not {}", self.storage.api_version));
+            return Err(format!(
+                "storage.api-version must be 1 or 2, not {}",
+                self.storage.api_version
+            ));
         }
         if self.server.max_key_size.0 == 0 || self.server.max_value_size.0 == 0 {
             return Err("server.max-key-size and max-value-size must be positive".into());
         }
-        if self.server.max_value_size.0 + self.server.max_key_size.0 + 1024 > self.raftstore.raft_entry_max_size.0 {
+        if self.server.max_value_size.0 + self.server.max_key_size.0 + 1024
+            > self.raftstore.raft_entry_max_size.0
+        {
             return Err(format!(
                 "server.max-value-size ({}) must leave room under raftstore.raft-entry-max-size ({})",
                 self.server.max_value_size, self.raftstore.raft_entry_max_size
             ));
         }
-        if self.server.max_scan_limit == 0 || self.server.raft_msg_queue_max == 0 || self.server.raft_msg_batch_max == 0 {
-            return Err("server scan limit and raft message queue/batch limits must be positive".into());
+        if self.server.max_scan_limit == 0
+            || self.server.raft_msg_queue_max == 0
+            || self.server.raft_msg_batch_max == 0
+        {
+            return Err(
+                "server scan limit and raft message queue/batch limits must be positive".into()
+            );
         }
         if self.server.grpc_max_message_size.0 < self.raftstore.raft_entry_max_size.0 * 2 {
-            return Err("server.grpc-max-message-size must be at least twice raftstore.raft-entry-max-size".into());
+            return Err(
+                "server.grpc-max-message-size must be at least twice raftstore.raft-entry-max-size"
+                    .into(),
+            );
         }
         self.raftstore.validate()
     }
@@ -153,10 +168,17 @@ mod tests {
 
     #[test]
     fn config_template_equals_defaults() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../etc/config-template.toml"))
-            .expect("etc/config-template.toml exists");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../etc/config-template.toml"
+        ))
+        .expect("etc/config-template.toml exists");
         let parsed = Config::from_toml(&text).unwrap();
-        assert_eq!(parsed, Config::default(), "etc/config-template.toml drifted from Config::default()");
+        assert_eq!(
+            parsed,
+            Config::default(),
+            "etc/config-template.toml drifted from Config::default()"
+        );
         parsed.validate().unwrap();
     }
 

@@ -62,7 +62,10 @@ fn region_only(kind: &str, e: Error) -> Result<Option<errorpb::Error>, Status> {
 
 #[tonic::async_trait]
 impl<E: KvEngine> Tikv for KvService<E> {
-    async fn raw_get(&self, req: Request<RawGetRequest>) -> Result<Response<RawGetResponse>, Status> {
+    async fn raw_get(
+        &self,
+        req: Request<RawGetRequest>,
+    ) -> Result<Response<RawGetResponse>, Status> {
         let _t = Timer::start("raw_get");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
@@ -75,7 +78,10 @@ impl<E: KvEngine> Tikv for KvService<E> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_batch_get(&self, req: Request<RawBatchGetRequest>) -> Result<Response<RawBatchGetResponse>, Status> {
+    async fn raw_batch_get(
+        &self,
+        req: Request<RawBatchGetRequest>,
+    ) -> Result<Response<RawBatchGetResponse>, Status> {
         let _t = Timer::start("raw_batch_get");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
@@ -87,7 +93,10 @@ impl<E: KvEngine> Tikv for KvService<E> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_put(&self, req: Request<RawPutRequest>) -> Result<Response<RawPutResponse>, Status> {
+    async fn raw_put(
+        &self,
+        req: Request<RawPutRequest>,
+    ) -> Result<Response<RawPutResponse>, Status> {
         let _t = Timer::start("raw_put");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
@@ -98,7 +107,10 @@ impl<E: KvEngine> Tikv for KvService<E> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_batch_put(&self, req: Request<RawBatchPutRequest>) -> Result<Response<RawBatchPutResponse>, Status> {
+    async fn raw_batch_put(
+        &self,
+        req: Request<RawBatchPutRequest>,
+    ) -> Result<Response<RawBatchPutResponse>, Status> {
         let _t = Timer::start("raw_batch_put");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
@@ -112,7 +124,10 @@ impl<E: KvEngine> Tikv for KvService<E> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_delete(&self, req: Request<RawDeleteRequest>) -> Result<Response<RawDeleteResponse>, Status> {
+    async fn raw_delete(
+        &self,
+        req: Request<RawDeleteRequest>,
+    ) -> Result<Response<RawDeleteResponse>, Status> {
         let _t = Timer::start("raw_delete");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
@@ -123,7 +138,10 @@ impl<E: KvEngine> Tikv for KvService<E> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_batch_delete(&self, req: Request<RawBatchDeleteRequest>) -> Result<Response<RawBatchDeleteResponse>, Status> {
+    async fn raw_batch_delete(
+        &self,
+        req: Request<RawBatchDeleteRequest>,
+    ) -> Result<Response<RawBatchDeleteResponse>, Status> {
         let _t = Timer::start("raw_batch_delete");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
@@ -134,12 +152,16 @@ impl<E: KvEngine> Tikv for KvService<E> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_scan(&self, req: Request<RawScanRequest>) -> Result<Response<RawScanResponse>, Status> {
+    async fn raw_scan(
+        &self,
+        req: Request<RawScanRequest>,
+    ) -> Result<Response<RawScanResponse>, Status> {
         let _t = Timer::start("raw_scan");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
         let mut resp = RawScanResponse::default();
-        let opts = ScanOpts { limit: r.limit, key_only: r.key_only, reverse: r.reverse, batch: false };
+        let opts =
+            ScanOpts { limit: r.limit, key_only: r.key_only, reverse: r.reverse, batch: false };
         match self.storage.scan(&ctx, &r.cf, &[(r.start_key, r.end_key)], opts).await {
             Ok(pairs) => resp.kvs = kv_pairs(pairs),
             Err(e) => resp.region_error = region_only("raw_scan", e)?,
@@ -147,7 +169,10 @@ impl<E: KvEngine> Tikv for KvService<E> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_delete_range(&self, req: Request<RawDeleteRangeRequest>) -> Result<Response<RawDeleteRangeResponse>, Status> {
+    async fn raw_delete_range(
+        &self,
+        req: Request<RawDeleteRangeRequest>,
+    ) -> Result<Response<RawDeleteRangeResponse>, Status> {
         let _t = Timer::start("raw_delete_range");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
@@ -158,13 +183,18 @@ impl<E: KvEngine> Tikv for KvService<E> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_batch_scan(&self, req: Request<RawBatchScanRequest>) -> Result<Response<RawBatchScanResponse>, Status> {
+    async fn raw_batch_scan(
+        &self,
+        req: Request<RawBatchScanRequest>,
+    ) -> Result<Response<RawBatchScanResponse>, Status> {
         let _t = Timer::start("raw_batch_scan");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
-        let ranges: Vec<(Vec<u8>, Vec<u8>)> = r.ranges.into_iter().map(|k| (k.start_key, k.end_key)).collect();
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> =
+            r.ranges.into_iter().map(|k| (k.start_key, k.end_key)).collect();
         let mut resp = RawBatchScanResponse::default();
-        let opts = ScanOpts { limit: r.each_limit, key_only: r.key_only, reverse: r.reverse, batch: true };
+        let opts =
+            ScanOpts { limit: r.each_limit, key_only: r.key_only, reverse: r.reverse, batch: true };
         match self.storage.scan(&ctx, &r.cf, &ranges, opts).await {
             Ok(pairs) => resp.kvs = kv_pairs(pairs),
             Err(e) => resp.region_error = region_only("raw_batch_scan", e)?,
@@ -172,7 +202,10 @@ impl<E: KvEngine> Tikv for KvService<E> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_get_key_ttl(&self, req: Request<RawGetKeyTtlRequest>) -> Result<Response<RawGetKeyTtlResponse>, Status> {
+    async fn raw_get_key_ttl(
+        &self,
+        req: Request<RawGetKeyTtlRequest>,
+    ) -> Result<Response<RawGetKeyTtlResponse>, Status> {
         let _t = Timer::start("raw_get_key_ttl");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
@@ -185,7 +218,10 @@ impl<E: KvEngine> Tikv for KvService<E> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_compare_and_swap(&self, req: Request<RawCasRequest>) -> Result<Response<RawCasResponse>, Status> {
+    async fn raw_compare_and_swap(
+        &self,
+        req: Request<RawCasRequest>,
+    ) -> Result<Response<RawCasResponse>, Status> {
         let _t = Timer::start("raw_compare_and_swap");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
@@ -202,7 +238,10 @@ impl<E: KvEngine> Tikv for KvService<E> {
         Ok(Response::new(resp))
     }
 
-    async fn raw_checksum(&self, req: Request<RawChecksumRequest>) -> Result<Response<RawChecksumResponse>, Status> {
+    async fn raw_checksum(
+        &self,
+        req: Request<RawChecksumRequest>,
+    ) -> Result<Response<RawChecksumResponse>, Status> {
         let _t = Timer::start("raw_checksum");
         let r = req.into_inner();
         let ctx = r.context.unwrap_or_default();
@@ -211,7 +250,8 @@ impl<E: KvEngine> Tikv for KvService<E> {
             resp.error = format!("unknown checksum algorithm {}", r.algorithm);
             return Ok(Response::new(resp));
         }
-        let ranges: Vec<(Vec<u8>, Vec<u8>)> = r.ranges.into_iter().map(|k| (k.start_key, k.end_key)).collect();
+        let ranges: Vec<(Vec<u8>, Vec<u8>)> =
+            r.ranges.into_iter().map(|k| (k.start_key, k.end_key)).collect();
         match self.storage.checksum(&ctx, &ranges).await {
             Ok(sum) => {
                 resp.checksum = sum.crc64_xor;

@@ -3,7 +3,8 @@ use prometheus::*;
 
 lazy_static! {
     pub static ref GRPC_REQUESTS: IntCounterVec =
-        register_int_counter_vec!("atoll_grpc_requests_total", "gRPC requests by type", &["type"]).unwrap();
+        register_int_counter_vec!("atoll_grpc_requests_total", "gRPC requests by type", &["type"])
+            .unwrap();
     pub static ref GRPC_DURATION: HistogramVec = register_histogram_vec!(
         "atoll_grpc_request_duration_seconds",
         "gRPC request duration by type",
@@ -11,18 +12,31 @@ lazy_static! {
         exponential_buckets(0.0001, 2.0, 20).unwrap()
     )
     .unwrap();
-    pub static ref GRPC_ERRORS: IntCounterVec =
-        register_int_counter_vec!("atoll_grpc_request_errors_total", "gRPC requests that failed, by type and kind", &["type", "kind"]).unwrap();
+    pub static ref GRPC_ERRORS: IntCounterVec = register_int_counter_vec!(
+        "atoll_grpc_request_errors_total",
+        "gRPC requests that failed, by type and kind",
+        &["type", "kind"]
+    )
+    .unwrap();
     pub static ref TRANSPORT_BATCH_SIZE: Histogram = register_histogram!(
         "atoll_transport_batch_size",
         "Raft messages per transport batch",
         exponential_buckets(1.0, 2.0, 10).unwrap()
     )
     .unwrap();
-    pub static ref TRANSPORT_FLUSHES: IntCounter =
-        register_int_counter!("atoll_transport_flushes_total", "Transport flushes (one per poll round with messages)").unwrap();
-    pub static ref TRANSPORT_RECONNECTS: IntCounter =
-        register_int_counter!("atoll_transport_reconnects_total", "Store-to-store stream (re)connections").unwrap();
-    pub static ref TRANSPORT_RECEIVED: IntCounter =
-        register_int_counter!("atoll_transport_messages_received_total", "Raft messages received from other stores").unwrap();
+    pub static ref TRANSPORT_FLUSHES: IntCounter = register_int_counter!(
+        "atoll_transport_flushes_total",
+        "Transport flushes (one per poll round with messages)"
+    )
+    .unwrap();
+    pub static ref TRANSPORT_RECONNECTS: IntCounter = register_int_counter!(
+        "atoll_transport_reconnects_total",
+        "Store-to-store stream (re)connections"
+    )
+    .unwrap();
+    pub static ref TRANSPORT_RECEIVED: IntCounter = register_int_counter!(
+        "atoll_transport_messages_received_total",
+        "Raft messages received from other stores"
+    )
+    .unwrap();
 }

@@ -38,7 +38,11 @@ pub enum NodeError {
 
 /// Returns this store's id, allocating and persisting one on first start.
 /// A data directory of another cluster, data format or API version is refused.
-pub async fn store_id<E: KvEngine>(pd: &PdClient, engine: &E, api_version: ApiVersion) -> Result<u64, NodeError> {
+pub async fn store_id<E: KvEngine>(
+    pd: &PdClient,
+    engine: &E,
+    api_version: ApiVersion,
+) -> Result<u64, NodeError> {
     let cluster_id = pd.cluster_id();
     if let Some(ident) = load_store_ident(engine)? {
         if ident.cluster_id != cluster_id {
@@ -55,16 +59,26 @@ pub async fn store_id<E: KvEngine>(pd: &PdClient, engine: &E, api_version: ApiVe
         return Ok(ident.store_id);
     }
     let store_id = pd.alloc_id().await?;
-    let ident = StoreIdent { cluster_id, store_id, api_version: api_version.to_proto(), data_format: DATA_FORMAT };
+    let ident = StoreIdent {
+        cluster_id,
+        store_id,
+        api_version: api_version.to_proto(),
+        data_format: DATA_FORMAT,
+    };
     write_store_ident(engine, &ident)?;
     Ok(store_id)
 }
 
 /// Refuses to serve a cluster whose API version (once bootstrapped) is not
 /// this store's.
-pub async fn check_cluster_api_version(pd: &PdClient, configured: ApiVersion) -> Result<(), NodeError> {
+pub async fn check_cluster_api_version(
+    pd: &PdClient,
+    configured: ApiVersion,
+) -> Result<(), NodeError> {
     match pd.api_version().await? {
-        Some(cluster) if cluster != configured => Err(NodeError::ClusterApiVersion { cluster, configured }),
+        Some(cluster) if cluster != configured => {
+            Err(NodeError::ClusterApiVersion { cluster, configured })
+        }
         _ => Ok(()),
     }
 }
@@ -92,7 +106,10 @@ pub async fn bootstrap<E: KvEngine>(
     let mut logged = false;
     while !pd.is_bootstrapped().await? {
         // A previous run may have prepared the first region and died before PD knew.
-        if let Some(r) = local.iter().find(|r| initial_epoch(r) && r.start_key.is_empty() && r.end_key.is_empty()) {
+        if let Some(r) = local
+            .iter()
+            .find(|r| initial_epoch(r) && r.start_key.is_empty() && r.end_key.is_empty())
+        {
             pd.bootstrap(me.clone(), r.clone(), api_version).await?;
             continue;
         }
@@ -103,7 +120,11 @@ pub async fn bootstrap<E: KvEngine>(
             let region_id = pd.alloc_id().await?;
             let mut peers = Vec::with_capacity(want);
             for s in &stores[..want] {
-                peers.push(metapb::Peer { id: pd.alloc_id().await?, store_id: *s, ..Default::default() });
+                peers.push(metapb::Peer {
+                    id: pd.alloc_id().await?,
+                    store_id: *s,
+                    ..Default::default()
+                });
             }
             let region = metapb::Region {
                 id: region_id,
@@ -120,7 +141,10 @@ pub async fn bootstrap<E: KvEngine>(
             break;
         }
         if !logged {
-            tracing::info!("waiting for {want} stores to register before bootstrap ({} so far)", stores.len());
+            tracing::info!(
+                "waiting for {want} stores to register before bootstrap ({} so far)",
+                stores.len()
+            );
             logged = true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

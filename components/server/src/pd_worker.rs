@@ -22,7 +22,9 @@ pub struct PdSender {
 
 impl PdSink for PdSender {
     fn schedule(&self, task: PdTask) {
-        if let Err(mpsc::error::TrySendError::Full(t) | mpsc::error::TrySendError::Closed(t)) = self.tx.try_send(task) {
+        if let Err(mpsc::error::TrySendError::Full(t) | mpsc::error::TrySendError::Closed(t)) =
+            self.tx.try_send(task)
+        {
             if let PdTask::AskBatchSplit { cb: Some(cb), .. } = t {
                 cb(Err(Error::Busy("pd worker queue is full".into())));
             }
@@ -36,8 +38,15 @@ pub fn channel() -> (PdSender, mpsc::Receiver<PdTask>) {
 }
 
 /// Runs until the task channel closes.
-pub async fn run<E: KvEngine>(pd: Arc<PdClient>, store: StoreHandle<E>, mut rx: mpsc::Receiver<PdTask>) {
-    let mut hb: Option<(mpsc::Sender<pdpb::RegionHeartbeatRequest>, tonic::Streaming<pdpb::RegionHeartbeatResponse>)> = None;
+pub async fn run<E: KvEngine>(
+    pd: Arc<PdClient>,
+    store: StoreHandle<E>,
+    mut rx: mpsc::Receiver<PdTask>,
+) {
+    let mut hb: Option<(
+        mpsc::Sender<pdpb::RegionHeartbeatRequest>,
+        tonic::Streaming<pdpb::RegionHeartbeatResponse>,
+    )> = None;
     loop {
         if hb.is_none() {
             match pd.region_heartbeat(HEARTBEAT_STREAM_QUEUE_MAX).await {
@@ -95,7 +104,10 @@ pub async fn run<E: KvEngine>(pd: Arc<PdClient>, store: StoreHandle<E>, mut rx: 
                         Ok(ids) => {
                             let ids = ids
                                 .into_iter()
-                                .map(|i| SplitIds { new_region_id: i.new_region_id, new_peer_ids: i.new_peer_ids })
+                                .map(|i| SplitIds {
+                                    new_region_id: i.new_region_id,
+                                    new_peer_ids: i.new_peer_ids,
+                                })
                                 .collect();
                             let epoch = region.region_epoch.clone().unwrap_or_default();
                             let msg = PeerMsg::ProposeSplit { epoch, split_keys, ids, cb };
@@ -115,7 +127,9 @@ pub async fn run<E: KvEngine>(pd: Arc<PdClient>, store: StoreHandle<E>, mut rx: 
             PdTask::ReportBatchSplit { regions } => {
                 // Inline, so the heartbeat queued right after it (the parent's
                 // new shape) reaches PD only once the children are known.
-                match tokio::time::timeout(Duration::from_secs(2), pd.report_batch_split(regions)).await {
+                match tokio::time::timeout(Duration::from_secs(2), pd.report_batch_split(regions))
+                    .await
+                {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::debug!("report batch split: {e}"),
                     Err(_) => tracing::debug!("report batch split timed out"),

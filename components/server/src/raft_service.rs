@@ -2,7 +2,9 @@
 //! files streamed in chunks.
 
 use atoll_engine_traits::KvEngine;
-use atoll_proto::atollpb::{raft_transport_server::RaftTransport, BatchRaftMessage, Done, SnapshotChunk};
+use atoll_proto::atollpb::{
+    raft_transport_server::RaftTransport, BatchRaftMessage, Done, SnapshotChunk,
+};
 use atoll_raftstore::snap::{SnapKey, SNAP_FILE_MAX};
 use atoll_raftstore::StoreHandle;
 use futures::StreamExt;
@@ -18,7 +20,10 @@ pub struct RaftService<E: KvEngine> {
 
 #[tonic::async_trait]
 impl<E: KvEngine> RaftTransport for RaftService<E> {
-    async fn batch_raft(&self, req: Request<Streaming<BatchRaftMessage>>) -> Result<Response<Done>, Status> {
+    async fn batch_raft(
+        &self,
+        req: Request<Streaming<BatchRaftMessage>>,
+    ) -> Result<Response<Done>, Status> {
         let mut stream = req.into_inner();
         while let Some(batch) = stream.next().await {
             let batch = batch?;
@@ -28,7 +33,11 @@ impl<E: KvEngine> RaftTransport for RaftService<E> {
             for msg in batch.msgs {
                 let to = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
                 if to != self.store.store_id {
-                    tracing::warn!(to, me = self.store.store_id, "raft message for another store dropped");
+                    tracing::warn!(
+                        to,
+                        me = self.store.store_id,
+                        "raft message for another store dropped"
+                    );
                     continue;
                 }
                 TRANSPORT_RECEIVED.inc();
@@ -41,13 +50,24 @@ impl<E: KvEngine> RaftTransport for RaftService<E> {
     /// Writes the chunks to a temporary file; once the stream ends cleanly
     /// the file is renamed into place and the raft message (from the first
     /// chunk) is delivered, so a peer never sees a snapshot without its data.
-    async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Done>, Status> {
         let mut stream = req.into_inner();
-        let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        let msg = first.message.ok_or_else(|| Status::invalid_argument("first snapshot chunk has no message"))?;
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let msg = first
+            .message
+            .ok_or_else(|| Status::invalid_argument("first snapshot chunk has no message"))?;
         let to = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
         if to != self.store.store_id {
-            return Err(Status::invalid_argument(format!("snapshot for store {to} sent to {}", self.store.store_id)));
+            return Err(Status::invalid_argument(format!(
+                "snapshot for store {to} sent to {}",
+                self.store.store_id
+            )));
         }
         let m = raft::eraftpb::Message::decode(msg.message.as_slice())
             .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;

@@ -61,18 +61,26 @@ impl Server {
 
         let listener = tokio::net::TcpListener::bind(&cfg.server.addr).await?;
         let addr = listener.local_addr()?;
-        let advertise = if cfg.server.advertise_addr.is_empty() { addr.to_string() } else { cfg.advertise_addr() };
+        let advertise = if cfg.server.advertise_addr.is_empty() {
+            addr.to_string()
+        } else {
+            cfg.advertise_addr()
+        };
 
         let pd = Arc::new(PdClient::connect(&cfg.pd.endpoints, PD_CONNECT_WAIT).await?);
         let api_version = cfg.storage.api_version();
         crate::node::check_cluster_api_version(&pd, api_version).await?;
         let store_id = crate::node::store_id(&pd, &engine, api_version).await?;
 
-        let status_holder: Arc<Mutex<Option<atoll_raftstore::StoreHandle<RocksEngine>>>> = Arc::new(Mutex::new(None));
+        let status_holder: Arc<Mutex<Option<atoll_raftstore::StoreHandle<RocksEngine>>>> =
+            Arc::new(Mutex::new(None));
         let sh = status_holder.clone();
         let status_advertise = advertise.clone();
         let status_server = atoll_util::status::serve(
-            cfg.server.status_addr.parse().map_err(|e| ServerError::Config(format!("status-addr: {e}")))?,
+            cfg.server
+                .status_addr
+                .parse()
+                .map_err(|e| ServerError::Config(format!("status-addr: {e}")))?,
             Arc::new(move || {
                 let h = sh.lock();
                 serde_json::json!({
@@ -113,7 +121,8 @@ impl Server {
                 batch_max: cfg.server.raft_msg_batch_max,
                 batch_bytes_max: cfg.server.raft_msg_batch_bytes_max.0 as usize,
                 grpc_max_message_size: cfg.server.grpc_max_message_size.0 as usize,
-                keepalive_interval: cfg.raftstore.base_tick() * cfg.raftstore.raft_heartbeat_ticks as u32,
+                keepalive_interval: cfg.raftstore.base_tick()
+                    * cfg.raftstore.raft_heartbeat_ticks as u32,
             },
         );
         let (pd_sender, pd_rx) = crate::pd_worker::channel();
@@ -121,9 +130,11 @@ impl Server {
         raft.start(transport.clone(), pd_sender)?;
 
         let max_msg = cfg.server.grpc_max_message_size.0 as usize;
-        let kv = TikvServer::new(KvService { storage: RawStorage::new(handle.clone(), &cfg.server, api_version) })
-            .max_decoding_message_size(max_msg)
-            .max_encoding_message_size(max_msg);
+        let kv = TikvServer::new(KvService {
+            storage: RawStorage::new(handle.clone(), &cfg.server, api_version),
+        })
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
         let raft_svc = RaftTransportServer::new(RaftService { store: handle.clone() })
             .max_decoding_message_size(max_msg)
             .max_encoding_message_size(max_msg);
@@ -181,7 +192,10 @@ impl Server {
 /// Runs a store until Ctrl-C / SIGTERM.
 pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let server = Server::start(cfg).await?;
-    println!("atoll-server store {} listening on {} (status {})", server.store_id, server.addr, server.status_addr);
+    println!(
+        "atoll-server store {} listening on {} (status {})",
+        server.store_id, server.addr, server.status_addr
+    );
     shutdown_signal().await;
     tracing::info!("store stopping");
     server.stop().await;
@@ -190,7 +204,8 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}

@@ -12,12 +12,15 @@ use std::time::Duration;
 use atoll_codec::api::{ApiVersion, KEYSPACE_PREFIX_LEN, RAW_KEY_PREFIX};
 use atoll_engine_traits::{data_cf, Iterable, KvEngine, Peekable};
 use atoll_proto::atollpb::{
-    CasRequest, CmdType, DeleteRangeRequest, DeleteRequest, PutRequest, RaftCmdRequest, RaftRequestHeader, Request,
+    CasRequest, CmdType, DeleteRangeRequest, DeleteRequest, PutRequest, RaftCmdRequest,
+    RaftRequestHeader, Request,
 };
 use atoll_proto::kvrpcpb::Context;
 use atoll_proto::metapb;
 use atoll_raftstore::codec::RawValue;
-use atoll_raftstore::{clip_to_region, keys, region_contains, CasResult, Error, ReadResponse, StoreHandle};
+use atoll_raftstore::{
+    clip_to_region, keys, region_contains, CasResult, Error, ReadResponse, StoreHandle,
+};
 use tokio::sync::oneshot;
 
 use crate::checksum::Checksum;
@@ -49,7 +52,12 @@ async fn wait<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
 }
 
 fn header(ctx: &Context) -> RaftRequestHeader {
-    RaftRequestHeader { region_id: ctx.region_id, peer: ctx.peer.clone(), region_epoch: ctx.region_epoch.clone(), term: 0 }
+    RaftRequestHeader {
+        region_id: ctx.region_id,
+        peer: ctx.peer.clone(),
+        region_epoch: ctx.region_epoch.clone(),
+        term: 0,
+    }
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -81,7 +89,12 @@ pub fn region_key_in(api: ApiVersion, region: &metapb::Region, key: &[u8]) -> Op
 /// The engine range (data keys) of a raw request's range `[lo, hi)` (empty
 /// `hi` = unbounded) inside `region`, or `None` if they do not meet: what
 /// scans and checksums visit.
-pub fn data_range_in(api: ApiVersion, region: &metapb::Region, lo: &[u8], hi: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+pub fn data_range_in(
+    api: ApiVersion,
+    region: &metapb::Region,
+    lo: &[u8],
+    hi: &[u8],
+) -> Option<(Vec<u8>, Vec<u8>)> {
     let (lo, hi) = clip_to_region(region, &api.raw_region_bound(lo), &api.raw_region_bound(hi));
     (hi.is_empty() || lo < hi).then(|| (keys::data_key(&lo), keys::data_end_key(&hi)))
 }
@@ -117,14 +130,22 @@ impl<E: KvEngine> RawStorage<E> {
             return Err(bad("key is empty"));
         }
         if key.len() > self.max_key {
-            return Err(bad(format!("key of {} bytes exceeds max-key-size {}", key.len(), self.max_key)));
+            return Err(bad(format!(
+                "key of {} bytes exceeds max-key-size {}",
+                key.len(),
+                self.max_key
+            )));
         }
         Ok(())
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {
         if value.len() > self.max_value {
-            return Err(bad(format!("value of {} bytes exceeds max-value-size {}", value.len(), self.max_value)));
+            return Err(bad(format!(
+                "value of {} bytes exceeds max-value-size {}",
+                value.len(),
+                self.max_value
+            )));
         }
         Ok(())
     }
@@ -150,11 +171,18 @@ impl<E: KvEngine> RawStorage<E> {
     }
 
     /// API version, then (V2) key mode: raw commands take only raw keys.
-    fn check_keys<'a>(&self, cmd: &str, ctx: &Context, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+    fn check_keys<'a>(
+        &self,
+        cmd: &str,
+        ctx: &Context,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<()> {
         self.check_api(cmd, ctx)?;
         if self.api == ApiVersion::V2 {
             if let Some(k) = keys.into_iter().find(|k| k.first() != Some(&RAW_KEY_PREFIX)) {
-                return Err(bad(format!("key mode not matched: {cmd} in API V2 takes raw keys (prefix 'r'), got {k:?}")));
+                return Err(bad(format!(
+                    "key mode not matched: {cmd} in API V2 takes raw keys (prefix 'r'), got {k:?}"
+                )));
             }
         }
         Ok(())
@@ -164,7 +192,9 @@ impl<E: KvEngine> RawStorage<E> {
     fn check_ranges(&self, cmd: &str, ctx: &Context, ranges: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         self.check_api(cmd, ctx)?;
         if self.api == ApiVersion::V2 {
-            if let Some((s, e)) = ranges.iter().find(|(s, e)| !is_v2_raw_bound(s) || !is_v2_raw_bound(e)) {
+            if let Some((s, e)) =
+                ranges.iter().find(|(s, e)| !is_v2_raw_bound(s) || !is_v2_raw_bound(e))
+            {
                 return Err(bad(format!(
                     "key mode not matched: {cmd} in API V2 takes raw ranges (both bounds with prefix 'r'), got [{s:?}, {e:?})"
                 )));
@@ -178,13 +208,18 @@ impl<E: KvEngine> RawStorage<E> {
     }
 
     fn user_key(&self, region_key: &[u8]) -> Result<Vec<u8>> {
-        self.api.raw_user_key(region_key).map_err(|e| Error::Raft(format!("stored key {region_key:?}: {e}")))
+        self.api
+            .raw_user_key(region_key)
+            .map_err(|e| Error::Raft(format!("stored key {region_key:?}: {e}")))
     }
 
     fn check_ctx(&self, ctx: &Context) -> Result<()> {
         if let Some(p) = &ctx.peer {
             if p.store_id != 0 && p.store_id != self.store.store_id {
-                return Err(Error::StoreNotMatch { requested: p.store_id, actual: self.store.store_id });
+                return Err(Error::StoreNotMatch {
+                    requested: p.store_id,
+                    actual: self.store.store_id,
+                });
             }
         }
         Ok(())
@@ -197,7 +232,11 @@ impl<E: KvEngine> RawStorage<E> {
         wait(rx).await
     }
 
-    async fn write(&self, ctx: &Context, requests: Vec<Request>) -> Result<atoll_raftstore::WriteResponse> {
+    async fn write(
+        &self,
+        ctx: &Context,
+        requests: Vec<Request>,
+    ) -> Result<atoll_raftstore::WriteResponse> {
         self.check_ctx(ctx)?;
         let req = RaftCmdRequest { header: Some(header(ctx)), requests, admin_request: None };
         let (tx, rx) = oneshot::channel();
@@ -255,16 +294,36 @@ impl<E: KvEngine> RawStorage<E> {
         Ok(out)
     }
 
-    pub async fn put(&self, ctx: &Context, cf: &str, key: Vec<u8>, value: Vec<u8>, ttl: u64) -> Result<()> {
+    pub async fn put(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: u64,
+    ) -> Result<()> {
         self.put_pairs("raw_put", ctx, cf, vec![(key, value)], &[ttl]).await
     }
 
     /// `ttls` is empty (no TTL), one value for all pairs, or one per pair.
-    pub async fn batch_put(&self, ctx: &Context, cf: &str, pairs: Vec<Pair>, ttls: &[u64]) -> Result<()> {
+    pub async fn batch_put(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        pairs: Vec<Pair>,
+        ttls: &[u64],
+    ) -> Result<()> {
         self.put_pairs("raw_batch_put", ctx, cf, pairs, ttls).await
     }
 
-    async fn put_pairs(&self, cmd: &str, ctx: &Context, cf: &str, pairs: Vec<Pair>, ttls: &[u64]) -> Result<()> {
+    async fn put_pairs(
+        &self,
+        cmd: &str,
+        ctx: &Context,
+        cf: &str,
+        pairs: Vec<Pair>,
+        ttls: &[u64],
+    ) -> Result<()> {
         self.check_keys(cmd, ctx, pairs.iter().map(|(k, _)| k.as_slice()))?;
         if pairs.is_empty() {
             return Err(bad("batch put with no pairs"));
@@ -281,7 +340,11 @@ impl<E: KvEngine> RawStorage<E> {
             let ttl = ttls.get(i).or(ttls.first()).copied().unwrap_or(0);
             reqs.push(Request {
                 cmd_type: CmdType::Put as i32,
-                put: Some(PutRequest { cf: cf.into(), key: self.region_key(&k), value: RawValue::new(v, ttl, now).encode() }),
+                put: Some(PutRequest {
+                    cf: cf.into(),
+                    key: self.region_key(&k),
+                    value: RawValue::new(v, ttl, now).encode(),
+                }),
                 ..Default::default()
             });
         }
@@ -296,7 +359,13 @@ impl<E: KvEngine> RawStorage<E> {
         self.delete_keys("raw_batch_delete", ctx, cf, keys).await
     }
 
-    async fn delete_keys(&self, cmd: &str, ctx: &Context, cf: &str, keys: Vec<Vec<u8>>) -> Result<()> {
+    async fn delete_keys(
+        &self,
+        cmd: &str,
+        ctx: &Context,
+        cf: &str,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<()> {
         self.check_keys(cmd, ctx, keys.iter().map(Vec::as_slice))?;
         if keys.is_empty() {
             return Err(bad("batch delete with no keys"));
@@ -314,13 +383,20 @@ impl<E: KvEngine> RawStorage<E> {
         self.write(ctx, reqs).await.map(|_| ())
     }
 
-    pub async fn delete_range(&self, ctx: &Context, cf: &str, start: Vec<u8>, end: Vec<u8>) -> Result<()> {
+    pub async fn delete_range(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    ) -> Result<()> {
         self.check_ranges("raw_delete_range", ctx, &[(start.clone(), end.clone())])?;
         let cf = data_cf(cf)?;
         if !end.is_empty() && start >= end {
             return Err(bad("delete range start must be below end"));
         }
-        let (start_key, end_key) = (self.api.raw_region_bound(&start), self.api.raw_region_bound(&end));
+        let (start_key, end_key) =
+            (self.api.raw_region_bound(&start), self.api.raw_region_bound(&end));
         let req = Request {
             cmd_type: CmdType::DeleteRange as i32,
             delete_range: Some(DeleteRangeRequest { cf: cf.into(), start_key, end_key }),
@@ -358,7 +434,8 @@ impl<E: KvEngine> RawStorage<E> {
             ..Default::default()
         };
         let resp = self.write(ctx, vec![req]).await?;
-        let CasResult { succeed, previous } = resp.cas.ok_or_else(|| Error::Raft("cas without result".into()))?;
+        let CasResult { succeed, previous } =
+            resp.cas.ok_or_else(|| Error::Raft("cas without result".into()))?;
         let previous = match previous {
             Some(p) => Some(RawValue::decode(&p).map_err(Error::Raft)?.value),
             None => None,
@@ -370,11 +447,20 @@ impl<E: KvEngine> RawStorage<E> {
     /// Forward: `[start, end)`. Reverse (TiKV semantics): `start` is the
     /// exclusive upper bound and `end` the inclusive lower one. Ranges are
     /// clipped to the region; an empty bound means "region edge".
-    pub async fn scan(&self, ctx: &Context, cf: &str, ranges: &[(Vec<u8>, Vec<u8>)], opts: ScanOpts) -> Result<Vec<Pair>> {
+    pub async fn scan(
+        &self,
+        ctx: &Context,
+        cf: &str,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        opts: ScanOpts,
+    ) -> Result<Vec<Pair>> {
         let cmd = if opts.batch { "raw_batch_scan" } else { "raw_scan" };
         self.check_ranges(cmd, ctx, ranges)?;
         if opts.limit > self.max_scan {
-            return Err(bad(format!("scan limit {} exceeds max-scan-limit {}", opts.limit, self.max_scan)));
+            return Err(bad(format!(
+                "scan limit {} exceeds max-scan-limit {}",
+                opts.limit, self.max_scan
+            )));
         }
         let cf = data_cf(cf)?;
         let read = self.snapshot(ctx).await?;
@@ -420,12 +506,16 @@ impl<E: KvEngine> RawStorage<E> {
         reverse: bool,
         f: &mut dyn FnMut(Vec<u8>, RawValue) -> Result<bool>,
     ) -> Result<()> {
-        let Some((start, end)) = data_range_in(self.api, &read.region, lo, hi) else { return Ok(()) };
+        let Some((start, end)) = data_range_in(self.api, &read.region, lo, hi) else {
+            return Ok(());
+        };
         let snap: &Arc<E::Snapshot> = &read.snapshot;
         let now = atoll_util::time::unix_secs();
         let mut failed = None;
         snap.scan_cf(cf, &start, &end, reverse, &mut |k, v| {
-            let pair = RawValue::decode(v).map_err(Error::Raft).and_then(|rv| Ok((self.user_key(keys::origin_key(k))?, rv)));
+            let pair = RawValue::decode(v)
+                .map_err(Error::Raft)
+                .and_then(|rv| Ok((self.user_key(keys::origin_key(k))?, rv)));
             match pair {
                 Ok((_, rv)) if rv.is_expired(now) => Ok(true),
                 Ok((key, rv)) => f(key, rv).or_else(|e| {

@@ -3,18 +3,20 @@
 //! round) wakes its sender task, which drains the queue into batches.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll_pd_client::PdClient;
-use atoll_proto::atollpb::{raft_transport_client::RaftTransportClient, BatchRaftMessage, RaftMessage, SnapshotChunk};
+use atoll_proto::atollpb::{
+    raft_transport_client::RaftTransportClient, BatchRaftMessage, RaftMessage, SnapshotChunk,
+};
 use atoll_raftstore::snap::SNAP_CHUNK_SIZE;
-use tokio::io::AsyncReadExt;
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use dashmap::DashMap;
 use prost::Message as _;
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Notify};
 
 use crate::metrics::{TRANSPORT_BATCH_SIZE, TRANSPORT_FLUSHES, TRANSPORT_RECONNECTS};
@@ -65,7 +67,12 @@ pub struct ServerTransport {
 }
 
 impl ServerTransport {
-    pub fn new(store_id: u64, pd: Arc<PdClient>, rt: tokio::runtime::Handle, limits: Limits) -> Self {
+    pub fn new(
+        store_id: u64,
+        pd: Arc<PdClient>,
+        rt: tokio::runtime::Handle,
+        limits: Limits,
+    ) -> Self {
         ServerTransport {
             inner: Arc::new(Inner {
                 store_id,
@@ -123,16 +130,28 @@ impl atoll_raftstore::Transport for ServerTransport {
                 Ok(())
             }
             Err(TrySendError::Full(_)) => Err(format!("queue to store {store_id} is full")),
-            Err(TrySendError::Disconnected(_)) => Err(format!("sender to store {store_id} stopped")),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(format!("sender to store {store_id} stopped"))
+            }
         }
     }
 
-    fn send_snapshot(&mut self, msg: RaftMessage, path: PathBuf, done: Box<dyn FnOnce(bool) + Send>) {
+    fn send_snapshot(
+        &mut self,
+        msg: RaftMessage,
+        path: PathBuf,
+        done: Box<dyn FnOnce(bool) + Send>,
+    ) {
         let inner = self.inner.clone();
         self.inner.rt.spawn(async move {
             let store_id = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
             let res = match inner.snap_slots.clone().acquire_owned().await {
-                Ok(_permit) => match tokio::time::timeout(SNAP_SEND_TIMEOUT, send_snapshot(&inner, store_id, msg, &path)).await {
+                Ok(_permit) => match tokio::time::timeout(
+                    SNAP_SEND_TIMEOUT,
+                    send_snapshot(&inner, store_id, msg, &path),
+                )
+                .await
+                {
                     Ok(r) => r,
                     Err(_) => Err("timed out".into()),
                 },
@@ -185,7 +204,12 @@ async fn resolve(inner: &Inner, store_id: u64) -> Result<String, String> {
 /// Streams one snapshot file on its own gRPC stream: chunks of
 /// `SNAP_CHUNK_SIZE`, the raft message in the first; the target delivers the
 /// message only after the whole file arrived.
-async fn send_snapshot(inner: &Inner, store_id: u64, msg: RaftMessage, path: &std::path::Path) -> Result<(), String> {
+async fn send_snapshot(
+    inner: &Inner,
+    store_id: u64,
+    msg: RaftMessage,
+    path: &std::path::Path,
+) -> Result<(), String> {
     let addr = resolve(inner, store_id).await?;
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
@@ -196,7 +220,8 @@ async fn send_snapshot(inner: &Inner, store_id: u64, msg: RaftMessage, path: &st
     let mut client = RaftTransportClient::new(ch)
         .max_encoding_message_size(inner.limits.grpc_max_message_size)
         .max_decoding_message_size(inner.limits.grpc_max_message_size);
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file =
+        tokio::fs::File::open(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
     let reader = async move {
         let mut first = Some(msg);
@@ -271,7 +296,8 @@ async fn run_sender(
             .max_encoding_message_size(inner.limits.grpc_max_message_size)
             .max_decoding_message_size(inner.limits.grpc_max_message_size);
         let (stx, srx) = mpsc::channel::<BatchRaftMessage>(STREAM_BATCHES_MAX);
-        let mut call = Box::pin(client.batch_raft(tokio_stream::wrappers::ReceiverStream::new(srx)));
+        let mut call =
+            Box::pin(client.batch_raft(tokio_stream::wrappers::ReceiverStream::new(srx)));
         tracing::info!(store_id, %addr, "raft stream connected");
         let keepalive = inner.limits.keepalive_interval;
         let mut last_sent = Instant::now() - keepalive;
@@ -294,14 +320,22 @@ async fn run_sender(
                     break;
                 }
                 TRANSPORT_BATCH_SIZE.observe(batch.len() as f64);
-                if stx.send(BatchRaftMessage { msgs: batch, from_store_id: inner.store_id }).await.is_err() {
+                if stx
+                    .send(BatchRaftMessage { msgs: batch, from_store_id: inner.store_id })
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 last_sent = Instant::now();
             }
             if last_sent.elapsed() >= keepalive {
                 // Proof of life for hibernated followers on the target.
-                if stx.send(BatchRaftMessage { msgs: vec![], from_store_id: inner.store_id }).await.is_err() {
+                if stx
+                    .send(BatchRaftMessage { msgs: vec![], from_store_id: inner.store_id })
+                    .await
+                    .is_err()
+                {
                     continue;
                 }
                 last_sent = Instant::now();

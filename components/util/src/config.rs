@@ -26,7 +26,8 @@ impl FromStr for ReadableDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).ok_or(format!("missing unit in {s:?}"))?;
+        let split =
+            s.find(|c: char| !c.is_ascii_digit()).ok_or(format!("missing unit in {s:?}"))?;
         let (num, unit) = s.split_at(split);
         let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
         let ms = match unit {
@@ -125,7 +126,9 @@ mod tests {
 
     #[test]
     fn durations_round_trip() {
-        for (s, ms) in [("150ms", 150), ("10s", 10_000), ("5m", 300_000), ("1h", 3_600_000), ("0s", 0)] {
+        for (s, ms) in
+            [("150ms", 150), ("10s", 10_000), ("5m", 300_000), ("1h", 3_600_000), ("0s", 0)]
+        {
             let d: ReadableDuration = s.parse().unwrap();
             assert_eq!(d.as_millis(), ms);
             assert_eq!(d.to_string(), s);

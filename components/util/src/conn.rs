@@ -38,13 +38,19 @@ impl Connections {
     /// Accepts from `listener` with `TCP_NODELAY` set on every socket
     /// (`serve_with_incoming` ignores the builder's `tcp_nodelay`; without it
     /// small responses wait out delayed ACKs, ~40 ms).
-    pub fn incoming(&self, listener: TcpListener) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
+    pub fn incoming(
+        &self,
+        listener: TcpListener,
+    ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
         let closed = self.closed.clone();
-        futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), move |s| {
-            let io = s?;
-            let _ = io.set_nodelay(true);
-            Ok(Conn { io, closed: Box::pin(closed.clone().cancelled_owned()) })
-        })
+        futures::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            move |s| {
+                let io = s?;
+                let _ = io.set_nodelay(true);
+                Ok(Conn { io, closed: Box::pin(closed.clone().cancelled_owned()) })
+            },
+        )
     }
 }
 
@@ -58,14 +64,20 @@ impl Conn {
     /// Ready with an error once closed; otherwise registers the waker.
     fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         match self.closed.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(io::ErrorKind::ConnectionAborted, "server stopped")),
+            Poll::Ready(()) => {
+                Poll::Ready(io::Error::new(io::ErrorKind::ConnectionAborted, "server stopped"))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if let Poll::Ready(e) = self.poll_closed(cx) {
             return Poll::Ready(Err(e));
         }
@@ -74,7 +86,11 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if let Poll::Ready(e) = self.poll_closed(cx) {
             return Poll::Ready(Err(e));
         }

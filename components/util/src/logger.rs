@@ -11,7 +11,8 @@ use tracing_subscriber::EnvFilter;
 /// overrides it. Calling it twice is harmless.
 pub fn init(level: &str) {
     // raft-rs is chatty at info (every vote); keep it at warn unless asked.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{level},raft=warn")));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},raft=warn")));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(true).try_init();
 }
 
@@ -37,7 +38,9 @@ impl Drain for TracingDrain {
         let _ = values.serialize(record, &mut kv);
         let msg = record.msg();
         match record.level() {
-            slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{msg}{}", kv.0),
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", "{msg}{}", kv.0)
+            }
             slog::Level::Warning => tracing::warn!(target: "raft", "{msg}{}", kv.0),
             slog::Level::Info => tracing::info!(target: "raft", "{msg}{}", kv.0),
             slog::Level::Debug => tracing::debug!(target: "raft", "{msg}{}", kv.0),

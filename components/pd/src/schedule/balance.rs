@@ -16,7 +16,12 @@ fn voter_on(r: &metapb::Region, store: u64) -> bool {
 
 /// A region that may be scheduled: no operator, leader known, every peer on
 /// a live store and caught up.
-fn movable(r: &RegionInfo, ops: &Operators, busy: &HashSet<u64>, views: &HashMap<u64, StoreView>) -> bool {
+fn movable(
+    r: &RegionInfo,
+    ops: &Operators,
+    busy: &HashSet<u64>,
+    views: &HashMap<u64, StoreView>,
+) -> bool {
     ops.get(r.region.id).is_none()
         && !busy.contains(&r.region.id)
         && r.leader.is_some()
@@ -41,7 +46,9 @@ pub fn balance_leaders(
     for op in ops.all() {
         for step in op.remaining() {
             if let OpStep::TransferLeader { to_store } = step {
-                if let Some(from) = c.region_by_id(op.region_id).and_then(|r| r.leader.as_ref()).map(|l| l.store_id) {
+                if let Some(from) =
+                    c.region_by_id(op.region_id).and_then(|r| r.leader.as_ref()).map(|l| l.store_id)
+                {
                     *counts.entry(from).or_default() -= 1;
                 }
                 *counts.entry(*to_store).or_default() += 1;
@@ -51,9 +58,11 @@ pub fn balance_leaders(
     let mut picked: HashSet<u64> = HashSet::new();
     let budget = cfg.leader_schedule_limit.saturating_sub(ops.count(OpKind::Leader));
     while out.len() < budget && counts.len() >= 2 {
-        let (&src, &max) = counts.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))).expect("non-empty");
+        let (&src, &max) =
+            counts.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))).expect("non-empty");
         // The idlest store that holds a voter of one of src's regions.
-        let mut targets: Vec<(u64, i64)> = counts.iter().map(|(id, n)| (*id, *n)).filter(|(id, _)| *id != src).collect();
+        let mut targets: Vec<(u64, i64)> =
+            counts.iter().map(|(id, n)| (*id, *n)).filter(|(id, _)| *id != src).collect();
         targets.sort_by_key(|(id, n)| (*n, *id));
         let mut chosen = None;
         for (dst, n) in targets {
@@ -104,7 +113,8 @@ pub fn balance_regions(
     let mut picked: HashSet<u64> = HashSet::new();
     let budget = cfg.region_schedule_limit.saturating_sub(ops.count(OpKind::Region));
     while out.len() < budget && counts.len() >= 2 {
-        let (&src, &max) = counts.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))).expect("non-empty");
+        let (&src, &max) =
+            counts.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))).expect("non-empty");
         let (&dst, &min) = counts.iter().min_by_key(|(id, n)| (**n, **id)).expect("non-empty");
         if src == dst || (max - min) as u64 <= cfg.balance_tolerance {
             break;
@@ -131,7 +141,14 @@ pub fn balance_regions(
         steps.push(OpStep::RemovePeer { store_id: src });
         *counts.get_mut(&src).expect("src counted") -= 1;
         *counts.get_mut(&dst).expect("dst counted") += 1;
-        out.push(Operator::new(r.region.id, OpKind::Region, "balance-region", steps, now, cfg.operator_timeout));
+        out.push(Operator::new(
+            r.region.id,
+            OpKind::Region,
+            "balance-region",
+            steps,
+            now,
+            cfg.operator_timeout,
+        ));
     }
     out
 }
@@ -151,7 +168,9 @@ mod tests {
         let ops = balance_leaders(&c, &Operators::default(), &views, &HashSet::new(), now, &cfg());
         // 6/0/0 -> 2/2/2 needs four transfers; the limit is four.
         assert_eq!(ops.len(), 4, "{ops:?}");
-        let to = |s: u64| ops.iter().filter(|o| o.steps == vec![OpStep::TransferLeader { to_store: s }]).count();
+        let to = |s: u64| {
+            ops.iter().filter(|o| o.steps == vec![OpStep::TransferLeader { to_store: s }]).count()
+        };
         assert_eq!((to(2), to(3)), (2, 2));
         let ids: HashSet<u64> = ops.iter().map(|o| o.region_id).collect();
         assert_eq!(ids.len(), 4, "one operator per region");
@@ -160,22 +179,38 @@ mod tests {
     #[test]
     fn balanced_leaders_stay() {
         let now = Instant::now();
-        let c = cluster(&[1, 2, 3], &[(1, &[1, 2, 3]), (2, &[1, 2, 3]), (3, &[1, 2, 3]), (1, &[1, 2, 3])], now);
+        let c = cluster(
+            &[1, 2, 3],
+            &[(1, &[1, 2, 3]), (2, &[1, 2, 3]), (3, &[1, 2, 3]), (1, &[1, 2, 3])],
+            now,
+        );
         let views = store_views(&c, now, now, &cfg());
-        assert!(balance_leaders(&c, &Operators::default(), &views, &HashSet::new(), now, &cfg()).is_empty());
+        assert!(balance_leaders(&c, &Operators::default(), &views, &HashSet::new(), now, &cfg())
+            .is_empty());
     }
 
     #[test]
     fn replicas_move_to_a_new_store() {
         let now = Instant::now();
-        let regions: Vec<(u64, &[u64])> = (0..8).map(|i| ((i % 3) as u64 + 1, &[1u64, 2, 3][..])).collect();
+        let regions: Vec<(u64, &[u64])> =
+            (0..8).map(|i| ((i % 3) as u64 + 1, &[1u64, 2, 3][..])).collect();
         let c = cluster(&[1, 2, 3, 4], &regions, now);
         let views = store_views(&c, now, now, &cfg());
-        let ops = balance_regions(&c, &Operators::default(), &views, &HashSet::new(), now, &cfg(), &mut counter());
+        let ops = balance_regions(
+            &c,
+            &Operators::default(),
+            &views,
+            &HashSet::new(),
+            now,
+            &cfg(),
+            &mut counter(),
+        );
         assert_eq!(ops.len(), 4, "limited by region-schedule-limit");
         for op in &ops {
             assert!(matches!(op.steps[0], OpStep::AddLearner { store_id: 4, .. }), "{op:?}");
-            let OpStep::RemovePeer { store_id: src } = *op.steps.last().unwrap() else { panic!("{op:?}") };
+            let OpStep::RemovePeer { store_id: src } = *op.steps.last().unwrap() else {
+                panic!("{op:?}")
+            };
             let leader = c.region_by_id(op.region_id).unwrap().leader.as_ref().unwrap().store_id;
             // Leaving the leader's store means handing leadership over first.
             assert_eq!(op.steps.contains(&OpStep::TransferLeader { to_store: 4 }), leader == src);
@@ -186,7 +221,11 @@ mod tests {
         assert!(after.values().all(|n| *n >= 4), "{after:?}");
     }
 
-    fn ops_counts(c: &Cluster, ops: &[Operator], views: &HashMap<u64, StoreView>) -> HashMap<u64, i64> {
+    fn ops_counts(
+        c: &Cluster,
+        ops: &[Operator],
+        views: &HashMap<u64, StoreView>,
+    ) -> HashMap<u64, i64> {
         let _ = c;
         let mut o = Operators::default();
         for op in ops {
@@ -206,7 +245,15 @@ mod tests {
         }
         let views = store_views(&c, now, start, &cfg());
         assert!(!views[&4].up);
-        let ops = balance_regions(&c, &Operators::default(), &views, &HashSet::new(), now, &cfg(), &mut counter());
+        let ops = balance_regions(
+            &c,
+            &Operators::default(),
+            &views,
+            &HashSet::new(),
+            now,
+            &cfg(),
+            &mut counter(),
+        );
         assert!(ops.is_empty(), "never move data to a down store: {ops:?}");
     }
 }

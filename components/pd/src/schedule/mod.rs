@@ -44,7 +44,12 @@ pub struct StoreView {
 /// Store liveness: heartbeat within `max_store_down_time`. A store PD has
 /// not heard from since its own start counts as up until PD has been up
 /// that long (PD restarts must not trigger mass repair).
-pub fn store_views(c: &Cluster, now: Instant, pd_started: Instant, cfg: &ScheduleConfig) -> HashMap<u64, StoreView> {
+pub fn store_views(
+    c: &Cluster,
+    now: Instant,
+    pd_started: Instant,
+    cfg: &ScheduleConfig,
+) -> HashMap<u64, StoreView> {
     let mut views: HashMap<u64, StoreView> = c
         .stores
         .values()
@@ -107,7 +112,11 @@ impl Operators {
 
     /// Advances the region's operator with a heartbeat; returns the command
     /// to send, and whether the operator ended (finished or timed out).
-    pub fn on_heartbeat(&mut self, r: &RegionInfo, now: Instant) -> (Option<pdpb::RegionHeartbeatResponse>, Option<(&'static str, OpStatus)>) {
+    pub fn on_heartbeat(
+        &mut self,
+        r: &RegionInfo,
+        now: Instant,
+    ) -> (Option<pdpb::RegionHeartbeatResponse>, Option<(&'static str, OpStatus)>) {
         let Some(op) = self.ops.get_mut(&r.region.id) else { return (None, None) };
         match op.check(r, now) {
             OpStatus::Running => (op.command(r), None),
@@ -133,7 +142,8 @@ impl Operators {
             .filter(|op| {
                 op.remaining().iter().any(|step| match step {
                     OpStep::TransferLeader { to_store } => down(to_store),
-                    OpStep::AddLearner { store_id, .. } | OpStep::PromoteLearner { store_id, .. } => down(store_id),
+                    OpStep::AddLearner { store_id, .. }
+                    | OpStep::PromoteLearner { store_id, .. } => down(store_id),
                     OpStep::RemovePeer { .. } => false,
                 })
             })
@@ -143,7 +153,8 @@ impl Operators {
 
     /// Region counts per store as they will be once running operators finish.
     pub fn projected_region_counts(&self, views: &HashMap<u64, StoreView>) -> HashMap<u64, i64> {
-        let mut counts: HashMap<u64, i64> = views.iter().map(|(id, v)| (*id, v.region_count as i64)).collect();
+        let mut counts: HashMap<u64, i64> =
+            views.iter().map(|(id, v)| (*id, v.region_count as i64)).collect();
         for op in self.ops.values() {
             for step in op.remaining() {
                 if let Some((store, d)) = step.region_delta() {
@@ -176,7 +187,11 @@ pub fn schedule(
 }
 
 /// Stores that could take a new replica of `region`, best (fewest regions) first.
-pub(crate) fn candidate_stores(region: &metapb::Region, counts: &HashMap<u64, i64>, views: &HashMap<u64, StoreView>) -> Vec<u64> {
+pub(crate) fn candidate_stores(
+    region: &metapb::Region,
+    counts: &HashMap<u64, i64>,
+    views: &HashMap<u64, StoreView>,
+) -> Vec<u64> {
     let mut c: Vec<u64> = views
         .values()
         .filter(|v| v.up && !region.peers.iter().any(|p| p.store_id == v.id))
@@ -208,18 +223,23 @@ pub(crate) mod test_util {
     pub fn cluster(stores: &[u64], regions: &[(u64, &[u64])], now: Instant) -> Cluster {
         let mut c = Cluster::default();
         for s in stores {
-            c.stores.insert(*s, StoreInfo {
-                store: metapb::Store { id: *s, ..Default::default() },
-                stats: None,
-                last_heartbeat: Some(now),
-            });
+            c.stores.insert(
+                *s,
+                StoreInfo {
+                    store: metapb::Store { id: *s, ..Default::default() },
+                    stats: None,
+                    last_heartbeat: Some(now),
+                },
+            );
         }
         for (i, (leader, peers)) in regions.iter().enumerate() {
             let id = i as u64 + 1;
             let start = if i == 0 { vec![] } else { vec![i as u8] };
             let end = if i + 1 == regions.len() { vec![] } else { vec![i as u8 + 1] };
-            let peers: Vec<metapb::Peer> =
-                peers.iter().map(|s| metapb::Peer { id: id * 100 + s, store_id: *s, ..Default::default() }).collect();
+            let peers: Vec<metapb::Peer> = peers
+                .iter()
+                .map(|s| metapb::Peer { id: id * 100 + s, store_id: *s, ..Default::default() })
+                .collect();
             let leader = peers.iter().find(|p| p.store_id == *leader).cloned();
             c.put_region(RegionInfo {
                 region: metapb::Region {
@@ -263,10 +283,26 @@ mod tests {
             c.stores.get_mut(&s).unwrap().last_heartbeat = Some(now);
         }
         let mut ops = Operators::default();
-        let to4 = vec![OpStep::AddLearner { store_id: 4, peer_id: 9 }, OpStep::RemovePeer { store_id: 1 }];
-        ops.add(Operator::new(1, OpKind::Region, "balance-region", to4, now, Duration::from_secs(60)), false);
+        let to4 = vec![
+            OpStep::AddLearner { store_id: 4, peer_id: 9 },
+            OpStep::RemovePeer { store_id: 1 },
+        ];
+        ops.add(
+            Operator::new(1, OpKind::Region, "balance-region", to4, now, Duration::from_secs(60)),
+            false,
+        );
         let leader_to2 = vec![OpStep::TransferLeader { to_store: 2 }];
-        ops.add(Operator::new(2, OpKind::Leader, "balance-leader", leader_to2, now, Duration::from_secs(60)), false);
+        ops.add(
+            Operator::new(
+                2,
+                OpKind::Leader,
+                "balance-leader",
+                leader_to2,
+                now,
+                Duration::from_secs(60),
+            ),
+            false,
+        );
         let views = store_views(&c, now, start, &cfg());
         assert_eq!(ops.doomed(&views), vec![1]);
     }

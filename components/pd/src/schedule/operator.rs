@@ -60,8 +60,12 @@ impl OpStep {
     /// Does the region (as last heard) show this step as done?
     pub fn is_done(&self, r: &RegionInfo) -> bool {
         match self {
-            OpStep::TransferLeader { to_store } => r.leader.as_ref().is_some_and(|l| l.store_id == *to_store),
-            OpStep::AddLearner { store_id, peer_id } => peer_on(&r.region, *store_id).is_some_and(|p| p.id == *peer_id),
+            OpStep::TransferLeader { to_store } => {
+                r.leader.as_ref().is_some_and(|l| l.store_id == *to_store)
+            }
+            OpStep::AddLearner { store_id, peer_id } => {
+                peer_on(&r.region, *store_id).is_some_and(|p| p.id == *peer_id)
+            }
             OpStep::PromoteLearner { store_id, peer_id } => peer_on(&r.region, *store_id)
                 .is_some_and(|p| p.id == *peer_id && p.role != metapb::PeerRole::Learner as i32),
             OpStep::RemovePeer { store_id } => peer_on(&r.region, *store_id).is_none(),
@@ -87,7 +91,14 @@ impl OpStep {
 }
 
 impl Operator {
-    pub fn new(region_id: u64, kind: OpKind, desc: &'static str, steps: Vec<OpStep>, now: Instant, timeout: Duration) -> Self {
+    pub fn new(
+        region_id: u64,
+        kind: OpKind,
+        desc: &'static str,
+        steps: Vec<OpStep>,
+        now: Instant,
+        timeout: Duration,
+    ) -> Self {
         Operator { region_id, kind, desc, steps, current: 0, created_at: now, timeout }
     }
 
@@ -114,14 +125,21 @@ impl Operator {
     pub fn command(&self, r: &RegionInfo) -> Option<pdpb::RegionHeartbeatResponse> {
         let step = self.steps.get(self.current)?;
         let mut resp = r.response();
-        let change = |peer: metapb::Peer, change_type: i32| Some(pdpb::ChangePeer { peer: Some(peer), change_type });
+        let change = |peer: metapb::Peer, change_type: i32| {
+            Some(pdpb::ChangePeer { peer: Some(peer), change_type })
+        };
         match step {
             OpStep::TransferLeader { to_store } => {
                 let to = peer_on(&r.region, *to_store)?.clone();
                 resp.transfer_leader = Some(pdpb::TransferLeader { peer: Some(to), peers: vec![] });
             }
             OpStep::AddLearner { store_id, peer_id } => {
-                let p = metapb::Peer { id: *peer_id, store_id: *store_id, role: metapb::PeerRole::Learner as i32, ..Default::default() };
+                let p = metapb::Peer {
+                    id: *peer_id,
+                    store_id: *store_id,
+                    role: metapb::PeerRole::Learner as i32,
+                    ..Default::default()
+                };
                 resp.change_peer = change(p, ADD_LEARNER_NODE);
             }
             OpStep::PromoteLearner { store_id, peer_id } => {
@@ -135,8 +153,13 @@ impl Operator {
                 let p = peer_on(&r.region, *store_id)?.clone();
                 if r.leader.as_ref().is_some_and(|l| l.id == p.id) {
                     // A leader cannot remove itself: hand leadership to another voter first.
-                    let to = r.region.peers.iter().find(|q| q.id != p.id && q.role != metapb::PeerRole::Learner as i32)?;
-                    resp.transfer_leader = Some(pdpb::TransferLeader { peer: Some(to.clone()), peers: vec![] });
+                    let to = r
+                        .region
+                        .peers
+                        .iter()
+                        .find(|q| q.id != p.id && q.role != metapb::PeerRole::Learner as i32)?;
+                    resp.transfer_leader =
+                        Some(pdpb::TransferLeader { peer: Some(to.clone()), peers: vec![] });
                 } else {
                     resp.change_peer = change(p, REMOVE_NODE);
                 }
@@ -179,7 +202,8 @@ mod tests {
             OpStep::PromoteLearner { store_id: 4, peer_id: 40 },
             OpStep::RemovePeer { store_id: 1 },
         ];
-        let mut op = Operator::new(1, OpKind::Region, "balance-region", steps, now, Duration::from_secs(60));
+        let mut op =
+            Operator::new(1, OpKind::Region, "balance-region", steps, now, Duration::from_secs(60));
         let r = info(&[(10, 1, false), (20, 2, false), (30, 3, false)], 1);
         assert_eq!(op.check(&r, now), OpStatus::Running);
         let cmd = op.command(&r).unwrap().change_peer.unwrap();
@@ -208,7 +232,14 @@ mod tests {
     #[test]
     fn operators_time_out() {
         let now = Instant::now();
-        let mut op = Operator::new(1, OpKind::Leader, "t", vec![OpStep::TransferLeader { to_store: 2 }], now, Duration::from_secs(1));
+        let mut op = Operator::new(
+            1,
+            OpKind::Leader,
+            "t",
+            vec![OpStep::TransferLeader { to_store: 2 }],
+            now,
+            Duration::from_secs(1),
+        );
         let r = info(&[(10, 1, false), (20, 2, false)], 1);
         assert_eq!(op.check(&r, now + Duration::from_secs(2)), OpStatus::TimedOut);
     }

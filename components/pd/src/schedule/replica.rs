@@ -39,7 +39,9 @@ pub fn check_replicas(
         let peers = &r.region.peers;
         let voters: Vec<&metapb::Peer> = peers.iter().filter(|p| !is_learner(p)).collect();
         let down: Vec<&metapb::Peer> = peers.iter().filter(|p| !up(p.store_id)).collect();
-        let add = |counts: &mut HashMap<u64, i64>, alloc_id: &mut dyn FnMut() -> Option<u64>| -> Option<Vec<OpStep>> {
+        let add = |counts: &mut HashMap<u64, i64>,
+                   alloc_id: &mut dyn FnMut() -> Option<u64>|
+         -> Option<Vec<OpStep>> {
             let target = *candidate_stores(&r.region, counts, views).first()?;
             let peer_id = alloc_id()?;
             *counts.entry(target).or_default() += 1;
@@ -73,7 +75,10 @@ pub fn check_replicas(
         } else if let Some(l) = peers.iter().find(|p| is_learner(p)) {
             // A learner no operator owns (e.g. one that timed out half-way).
             if voters.len() < cfg.max_replicas {
-                Some(("promote-learner", vec![OpStep::PromoteLearner { store_id: l.store_id, peer_id: l.id }]))
+                Some((
+                    "promote-learner",
+                    vec![OpStep::PromoteLearner { store_id: l.store_id, peer_id: l.id }],
+                ))
             } else {
                 Some(("remove-extra-learner", vec![OpStep::RemovePeer { store_id: l.store_id }]))
             }
@@ -85,12 +90,21 @@ pub fn check_replicas(
                 .iter()
                 .filter(|p| p.id != leader.id)
                 .max_by_key(|p| (counts.get(&p.store_id).copied().unwrap_or(0), p.store_id))
-                .map(|p| ("remove-extra-replica", vec![OpStep::RemovePeer { store_id: p.store_id }]))
+                .map(|p| {
+                    ("remove-extra-replica", vec![OpStep::RemovePeer { store_id: p.store_id }])
+                })
         } else {
             None
         };
         if let Some((desc, steps)) = plan {
-            out.push(Operator::new(r.region.id, OpKind::Replica, desc, steps, now, cfg.operator_timeout));
+            out.push(Operator::new(
+                r.region.id,
+                OpKind::Replica,
+                desc,
+                steps,
+                now,
+                cfg.operator_timeout,
+            ));
             budget -= 1;
         }
     }
@@ -101,7 +115,7 @@ pub fn check_replicas(
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::super::test_util::{cluster, counter, cfg};
+    use super::super::test_util::{cfg, cluster, counter};
     use super::super::{schedule, store_views, OpStep, Operators};
     use super::*;
 
@@ -110,13 +124,15 @@ mod tests {
         let now = Instant::now();
         let c = cluster(&[1, 2, 3], &[(1, &[1, 2, 3]), (2, &[1, 2, 3])], now);
         let views = store_views(&c, now, now, &cfg());
-        assert!(check_replicas(&c, &Operators::default(), &views, now, &cfg(), &mut counter()).is_empty());
+        assert!(check_replicas(&c, &Operators::default(), &views, now, &cfg(), &mut counter())
+            .is_empty());
     }
 
     #[test]
     fn replicas_on_a_down_store_are_rebuilt_on_a_live_one() {
         let start = Instant::now();
-        let mut c = cluster(&[1, 2, 3, 4], &[(1, &[1, 2, 3]), (2, &[1, 2, 3]), (1, &[1, 2, 4])], start);
+        let mut c =
+            cluster(&[1, 2, 3, 4], &[(1, &[1, 2, 3]), (2, &[1, 2, 3]), (1, &[1, 2, 4])], start);
         let now = start + Duration::from_secs(60);
         for s in [1, 2, 4] {
             c.stores.get_mut(&s).unwrap().last_heartbeat = Some(now);
@@ -126,7 +142,10 @@ mod tests {
         let repairs: Vec<_> = ops.iter().filter(|o| o.kind == OpKind::Replica).collect();
         assert_eq!(repairs.len(), 2, "{ops:?}");
         for op in repairs {
-            assert_eq!(op.steps[0], OpStep::AddLearner { store_id: 4, peer_id: op.steps[1].peer_id() });
+            assert_eq!(
+                op.steps[0],
+                OpStep::AddLearner { store_id: 4, peer_id: op.steps[1].peer_id() }
+            );
             assert_eq!(op.steps[2], OpStep::RemovePeer { store_id: 3 });
         }
     }
@@ -176,7 +195,10 @@ mod tests {
         assert_eq!(ops.len(), 1);
         assert_eq!(
             ops[0].steps,
-            vec![OpStep::PromoteLearner { store_id: 4, peer_id: 104 }, OpStep::RemovePeer { store_id: 2 }]
+            vec![
+                OpStep::PromoteLearner { store_id: 4, peer_id: 104 },
+                OpStep::RemovePeer { store_id: 2 }
+            ]
         );
     }
 
@@ -209,6 +231,9 @@ mod tests {
         for op in first {
             assert!(ops.add(op, false));
         }
-        assert!(check_replicas(&c, &ops, &views, now, &cfg(), &mut counter()).is_empty(), "limit reached");
+        assert!(
+            check_replicas(&c, &ops, &views, now, &cfg(), &mut counter()).is_empty(),
+            "limit reached"
+        );
     }
 }

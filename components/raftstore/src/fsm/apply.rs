@@ -13,22 +13,32 @@ use atoll_proto::atollpb::RaftApplyState;
 use atoll_proto::metapb;
 
 use crate::apply::{ApplyDelegate, ApplyRes, DoneCallbacks, Proposal};
-use crate::storage::SnapSlot;
-use crate::worker::{SnapGenTask, SnapGenerator};
 use crate::error::{Error, Result};
 use crate::fsm::RaftRouter;
 use crate::metrics::{APPLY_DURATION, ENGINE_WRITE_BYTES, ENGINE_WRITE_DURATION, PROPOSE_DURATION};
 use crate::msg::PeerMsg;
+use crate::storage::SnapSlot;
+use crate::worker::{SnapGenTask, SnapGenerator};
 
 pub enum ApplyMsg {
-    Apply { entries: Vec<Entry>, proposals: Vec<Proposal> },
+    Apply {
+        entries: Vec<Entry>,
+        proposals: Vec<Proposal>,
+    },
     /// Raft needs a snapshot: capture the data as of what is applied now.
-    GenSnapshot { slot: SnapSlot },
+    GenSnapshot {
+        slot: SnapSlot,
+    },
     /// The peer applied a snapshot: continue from its state.
-    Restore { region: metapb::Region, apply_state: RaftApplyState },
+    Restore {
+        region: metapb::Region,
+        apply_state: RaftApplyState,
+    },
     /// The region left this store: fail what is pending, delete its data
     /// (after every entry queued before this message) and stop.
-    Destroy { clear_data: bool },
+    Destroy {
+        clear_data: bool,
+    },
 }
 
 pub struct ApplyFsm {
@@ -133,7 +143,9 @@ impl<E: KvEngine> PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller<E> {
                         slot,
                     });
                 }
-                ApplyMsg::Restore { region, apply_state } => cell.fsm.delegate.restore(region, apply_state),
+                ApplyMsg::Restore { region, apply_state } => {
+                    cell.fsm.delegate.restore(region, apply_state)
+                }
                 ApplyMsg::Destroy { clear_data } => {
                     let d = &mut cell.fsm.delegate;
                     let id = d.region_id();

@@ -13,7 +13,9 @@ use atoll_batch_system::{FsmCell, HandlerBuilder, PollHandler, Router};
 use atoll_engine_traits::{KvEngine, WriteBatch, WriteOptions};
 
 use crate::config::Config;
-use crate::metrics::{APPEND_LOG_DURATION, ENGINE_FSYNCS, ENGINE_WRITE_BYTES, ENGINE_WRITE_DURATION};
+use crate::metrics::{
+    APPEND_LOG_DURATION, ENGINE_FSYNCS, ENGINE_WRITE_BYTES, ENGINE_WRITE_DURATION,
+};
 use crate::snap::SnapManager;
 use crate::store_meta::StoreShared;
 use crate::transport::{PdSink, Transport};
@@ -37,7 +39,10 @@ pub fn register_region<E: KvEngine>(
     let region = peer.region().clone();
     shared.ticking.insert(region.id);
     let apply_state = peer.raft.store().apply_state.clone();
-    apply_router.register(region.id, apply::ApplyFsm::new(crate::apply::ApplyDelegate::new(region.clone(), apply_state)));
+    apply_router.register(
+        region.id,
+        apply::ApplyFsm::new(crate::apply::ApplyDelegate::new(region.clone(), apply_state)),
+    );
     router.register(region.id, PeerFsm::new(peer));
     crate::metrics::REGION_COUNT.inc();
 }
@@ -70,7 +75,9 @@ pub struct RaftPoller<E: KvEngine, T, P> {
     pub ctx: PollContext<E, T, P>,
 }
 
-impl<E: KvEngine, T: Transport, P: PdSink> PollHandler<PeerFsm<E>, StoreFsm> for RaftPoller<E, T, P> {
+impl<E: KvEngine, T: Transport, P: PdSink> PollHandler<PeerFsm<E>, StoreFsm>
+    for RaftPoller<E, T, P>
+{
     fn begin(&mut self, _batch_size: usize) {}
 
     fn handle_control(&mut self, control: &mut FsmCell<StoreFsm>) {
@@ -95,7 +102,9 @@ impl<E: KvEngine, T: Transport, P: PdSink> PollHandler<PeerFsm<E>, StoreFsm> for
     fn end(&mut self, normals: &mut [FsmCell<PeerFsm<E>>]) {
         if !self.ctx.raft_wb.is_empty() {
             let start = Instant::now();
-            ENGINE_WRITE_BYTES.with_label_values(&["raft"]).inc_by(self.ctx.raft_wb.data_size() as u64);
+            ENGINE_WRITE_BYTES
+                .with_label_values(&["raft"])
+                .inc_by(self.ctx.raft_wb.data_size() as u64);
             if let Err(e) = self.ctx.engine.write(&mut self.ctx.raft_wb, WriteOptions::sync()) {
                 // Losing the raft log write would break raft's promises.
                 panic!("store {}: raft log write failed: {e}", self.ctx.store_id);
@@ -146,7 +155,9 @@ pub struct RaftPollerBuilder<E: KvEngine, T, P> {
     pub template: PollContext<E, T, P>,
 }
 
-impl<E: KvEngine, T: Transport, P: PdSink> HandlerBuilder<PeerFsm<E>, StoreFsm> for RaftPollerBuilder<E, T, P> {
+impl<E: KvEngine, T: Transport, P: PdSink> HandlerBuilder<PeerFsm<E>, StoreFsm>
+    for RaftPollerBuilder<E, T, P>
+{
     type Handler = RaftPoller<E, T, P>;
     fn build(&mut self) -> Self::Handler {
         RaftPoller { ctx: self.template.fork() }

@@ -23,7 +23,11 @@ impl<E: KvEngine> PeerFsm<E> {
         Box::new(PeerFsm { peer })
     }
 
-    pub fn handle<T: Transport, P: PdSink>(&mut self, msg: PeerMsg<E>, ctx: &mut PollContext<E, T, P>) {
+    pub fn handle<T: Transport, P: PdSink>(
+        &mut self,
+        msg: PeerMsg<E>,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         let peer = &mut self.peer;
         match msg {
             PeerMsg::Raft(m) => peer.on_raft_message(*m, ctx),
@@ -31,7 +35,9 @@ impl<E: KvEngine> PeerFsm<E> {
             PeerMsg::Read { header, cb } => peer.on_read(header, cb, ctx),
             PeerMsg::Tick => peer.on_tick(ctx),
             PeerMsg::ApplyRes(res) => peer.on_apply_res(*res, ctx),
-            PeerMsg::SplitRegion { epoch, split_keys, cb } => peer.on_split_region(epoch, split_keys, cb, ctx),
+            PeerMsg::SplitRegion { epoch, split_keys, cb } => {
+                peer.on_split_region(epoch, split_keys, cb, ctx)
+            }
             PeerMsg::ProposeSplit { epoch, split_keys, ids, cb } => {
                 peer.propose_split(epoch, split_keys, ids, cb, ctx)
             }

@@ -24,7 +24,11 @@ impl Fsm for StoreFsm {
 }
 
 impl StoreFsm {
-    pub fn handle<E: KvEngine, T: Transport, P: PdSink>(&mut self, msg: StoreMsg, ctx: &mut PollContext<E, T, P>) {
+    pub fn handle<E: KvEngine, T: Transport, P: PdSink>(
+        &mut self,
+        msg: StoreMsg,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         match msg {
             StoreMsg::Raft(m) => {
                 let region_id = m.region_id;
@@ -53,15 +57,23 @@ impl StoreFsm {
 
     /// Wakes hibernated followers whose leader's store has not been heard
     /// from for an election timeout, so they can elect a new leader.
-    fn wake_orphaned_followers<E: KvEngine, T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+    fn wake_orphaned_followers<E: KvEngine, T: Transport, P: PdSink>(
+        &mut self,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         let timeout = ctx.cfg.base_tick() * ctx.cfg.raft_election_timeout_ticks as u32;
         let now = Instant::now();
         let silent = |store: u64| {
             let seen = ctx.shared.last_seen.get(&store).map(|t| *t).unwrap_or(self.started_at);
             now.saturating_duration_since(seen) > timeout.max(Duration::from_millis(1))
         };
-        let orphans: Vec<u64> =
-            ctx.shared.sleeping_followers.iter().filter(|e| silent(*e.value())).map(|e| *e.key()).collect();
+        let orphans: Vec<u64> = ctx
+            .shared
+            .sleeping_followers
+            .iter()
+            .filter(|e| silent(*e.value()))
+            .map(|e| *e.key())
+            .collect();
         for region_id in orphans {
             ctx.shared.sleeping_followers.remove(&region_id);
             let _ = ctx.router.force_send(region_id, PeerMsg::Wake);

@@ -17,13 +17,22 @@ use crate::transport::{PdSink, Transport};
 
 impl<E: KvEngine> Peer<E> {
     /// Checks a requested change against the current region and raft state.
-    fn check_change_peer(&self, epoch: &metapb::RegionEpoch, change_type: i32, peer: &metapb::Peer) -> Result<()> {
+    fn check_change_peer(
+        &self,
+        epoch: &metapb::RegionEpoch,
+        change_type: i32,
+        peer: &metapb::Peer,
+    ) -> Result<()> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
         if epoch.conf_ver != self.epoch().conf_ver {
             return Err(Error::EpochNotMatch {
-                msg: format!("change peer for conf_ver {}, region has {}", epoch.conf_ver, self.epoch().conf_ver),
+                msg: format!(
+                    "change peer for conf_ver {}, region has {}",
+                    epoch.conf_ver,
+                    self.epoch().conf_ver
+                ),
                 current_regions: vec![self.region().clone()],
             });
         }
@@ -33,9 +42,11 @@ impl<E: KvEngine> Peer<E> {
         // Validates against the region (membership, one peer per store).
         crate::apply::change_peer(self.region(), change_type, peer)?;
         match ConfChangeType::from_i32(change_type) {
-            Some(ConfChangeType::RemoveNode) if peer.id == self.meta.id => Err(Error::InvalidRequest(
-                "the leader cannot remove itself; transfer leadership first".into(),
-            )),
+            Some(ConfChangeType::RemoveNode) if peer.id == self.meta.id => {
+                Err(Error::InvalidRequest(
+                    "the leader cannot remove itself; transfer leadership first".into(),
+                ))
+            }
             Some(ConfChangeType::RemoveNode) => {
                 // Never drop below a quorum of voters that are caught up.
                 let voters: Vec<&metapb::Peer> = self
@@ -54,7 +65,9 @@ impl<E: KvEngine> Peer<E> {
                 }
                 Ok(())
             }
-            Some(ConfChangeType::AddNode) if self.region().peers.iter().any(|p| p.id == peer.id) => {
+            Some(ConfChangeType::AddNode)
+                if self.region().peers.iter().any(|p| p.id == peer.id) =>
+            {
                 // Promote a learner only once it has the data.
                 if self.is_caught_up(peer.id) {
                     Ok(())

@@ -44,7 +44,11 @@ impl<E: KvEngine> Peer<E> {
         HIBERNATED_REGIONS.dec();
     }
 
-    fn sleep<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>, leader_store: Option<u64>) {
+    fn sleep<T: Transport, P: PdSink>(
+        &mut self,
+        ctx: &mut PollContext<E, T, P>,
+        leader_store: Option<u64>,
+    ) {
         if self.hibernated {
             return;
         }
@@ -86,7 +90,14 @@ impl<E: KvEngine> Peer<E> {
             return;
         }
         let committed = self.raft.raft.raft_log.committed;
-        let followers: Vec<u64> = self.raft.raft.prs().iter().map(|(id, _)| *id).filter(|id| *id != self.meta.id).collect();
+        let followers: Vec<u64> = self
+            .raft
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != self.meta.id)
+            .collect();
         for id in followers {
             let Some(to) = self.peer_cache.get(&id).cloned() else { continue };
             let m = Message {

@@ -52,7 +52,8 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
             let old = state.region.unwrap_or_default();
             let old_conf = old.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
             let sent_conf = msg.region_epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0);
-            let old_peer = old.peers.iter().find(|p| p.store_id == ctx.store_id).map(|p| p.id).unwrap_or(0);
+            let old_peer =
+                old.peers.iter().find(|p| p.store_id == ctx.store_id).map(|p| p.id).unwrap_or(0);
             if sent_conf <= old_conf || to.id <= old_peer {
                 return reject("tombstone");
             }
@@ -75,17 +76,32 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
     if !overlaps.is_empty() {
         // A split not yet applied here (it will create the peer), or a stale
         // local region that a snapshot or GC will replace.
-        tracing::debug!(region = region_id, overlaps = overlaps[0].id, "not creating an overlapping peer");
+        tracing::debug!(
+            region = region_id,
+            overlaps = overlaps[0].id,
+            "not creating an overlapping peer"
+        );
         return reject("overlap");
     }
-    let peer = match Peer::create_uninitialized(to, region_id, &ctx.cfg, ctx.engine.clone(), &ctx.logger) {
+    let peer = match Peer::create_uninitialized(
+        to,
+        region_id,
+        &ctx.cfg,
+        ctx.engine.clone(),
+        &ctx.logger,
+    ) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(region = region_id, "create peer: {e}");
             return reject("create_failed");
         }
     };
-    tracing::info!(store = ctx.store_id, region = region_id, peer = peer.meta.id, "created peer from a raft message");
+    tracing::info!(
+        store = ctx.store_id,
+        region = region_id,
+        peer = peer.meta.id,
+        "created peer from a raft message"
+    );
     register_region(&ctx.router, &ctx.apply_router, &ctx.shared, peer);
     drop(meta);
     Some(msg)
@@ -95,7 +111,11 @@ impl<E: KvEngine> Peer<E> {
     /// Removes this peer from the store: tombstone state, raft log and
     /// states deleted (synced), data deleted by the apply FSM after every
     /// entry it still has queued, mailboxes closed.
-    pub fn destroy<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>, reason: &str) {
+    pub fn destroy<T: Transport, P: PdSink>(
+        &mut self,
+        ctx: &mut PollContext<E, T, P>,
+        reason: &str,
+    ) {
         if self.stopped {
             return;
         }
@@ -144,7 +164,11 @@ impl<E: KvEngine> Peer<E> {
 
     /// A peer that is no longer a member (per a newer epoch than ours) must
     /// learn it was removed: answer its message with a tombstone.
-    pub fn reply_tombstone<T: Transport, P: PdSink>(&self, to: metapb::Peer, ctx: &mut PollContext<E, T, P>) {
+    pub fn reply_tombstone<T: Transport, P: PdSink>(
+        &self,
+        to: metapb::Peer,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         let msg = RaftMessage {
             region_id: self.region_id(),
             from_peer: Some(self.meta.clone()),
@@ -158,7 +182,11 @@ impl<E: KvEngine> Peer<E> {
 
     /// A tombstone message: destroy this peer if its membership is older
     /// than the sender's.
-    pub fn on_tombstone<T: Transport, P: PdSink>(&mut self, msg: &RaftMessage, ctx: &mut PollContext<E, T, P>) {
+    pub fn on_tombstone<T: Transport, P: PdSink>(
+        &mut self,
+        msg: &RaftMessage,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         let sent = msg.region_epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0);
         if sent > self.epoch().conf_ver || !self.is_initialized() {
             self.destroy(ctx, "removed from the region (tombstone message)");

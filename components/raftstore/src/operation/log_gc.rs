@@ -10,7 +10,13 @@ use crate::transport::{PdSink, Transport};
 
 /// Where to compact to, given the log's first index, what is applied, the
 /// slowest follower's match index and the configured limits. `None` = not yet.
-pub fn compact_index(first: u64, applied: u64, min_match: u64, threshold: u64, count_limit: u64) -> Option<u64> {
+pub fn compact_index(
+    first: u64,
+    applied: u64,
+    min_match: u64,
+    threshold: u64,
+    count_limit: u64,
+) -> Option<u64> {
     if applied < first || applied - first + 1 < threshold {
         return None;
     }
@@ -28,9 +34,13 @@ impl<E: KvEngine> Peer<E> {
         let first = store.truncated().index + 1;
         let applied = store.applied_index();
         let min_match = self.raft.raft.prs().iter().map(|(_, p)| p.matched).min().unwrap_or(0);
-        let Some(idx) =
-            compact_index(first, applied, min_match, ctx.cfg.raft_log_gc_threshold, ctx.cfg.raft_log_gc_count_limit)
-        else {
+        let Some(idx) = compact_index(
+            first,
+            applied,
+            min_match,
+            ctx.cfg.raft_log_gc_threshold,
+            ctx.cfg.raft_log_gc_count_limit,
+        ) else {
             return;
         };
         let Ok(term) = self.raft.raft.raft_log.term(idx) else { return };

@@ -26,7 +26,9 @@ fn request_keys(r: &Request) -> Result<Vec<&[u8]>> {
             // The range is clipped to the region at apply; its start must be inside.
             vec![&r.delete_range.as_ref().ok_or_else(missing)?.start_key]
         }
-        CmdType::Invalid => return Err(Error::InvalidRequest(format!("unknown command type {}", r.cmd_type))),
+        CmdType::Invalid => {
+            return Err(Error::InvalidRequest(format!("unknown command type {}", r.cmd_type)))
+        }
     })
 }
 
@@ -38,7 +40,8 @@ impl<E: KvEngine> Peer<E> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        let header = header.ok_or_else(|| Error::InvalidRequest("request without header".into()))?;
+        let header =
+            header.ok_or_else(|| Error::InvalidRequest("request without header".into()))?;
         if header.region_id != self.region_id() {
             return Err(Error::RegionNotFound(header.region_id));
         }
@@ -106,7 +109,10 @@ impl<E: KvEngine> Peer<E> {
         let data = req.encode_to_vec();
         if data.len() as u64 > ctx.cfg.raft_entry_max_size.0 {
             if let Some(cb) = cb {
-                cb(Err(Error::EntryTooLarge { region_id: self.region_id(), size: data.len() as u64 }));
+                cb(Err(Error::EntryTooLarge {
+                    region_id: self.region_id(),
+                    size: data.len() as u64,
+                }));
             }
             return;
         }
@@ -136,10 +142,13 @@ impl<E: KvEngine> Peer<E> {
         }
         let before = self.raft.raft.raft_log.last_index();
         if let Err(e) = f(&mut self.raft) {
-            return fail(cb, match e {
-                raft::Error::ProposalDropped => self.not_leader(),
-                e => Error::Raft(e.to_string()),
-            });
+            return fail(
+                cb,
+                match e {
+                    raft::Error::ProposalDropped => self.not_leader(),
+                    e => Error::Raft(e.to_string()),
+                },
+            );
         }
         let index = self.raft.raft.raft_log.last_index();
         if index == before {
@@ -147,11 +156,20 @@ impl<E: KvEngine> Peer<E> {
             return fail(cb, self.not_leader());
         }
         if let Some(cb) = cb {
-            self.proposals.push_back(Proposal { index, term: self.term(), cb, proposed_at: Instant::now() });
+            self.proposals.push_back(Proposal {
+                index,
+                term: self.term(),
+                cb,
+                proposed_at: Instant::now(),
+            });
         }
     }
 
-    pub fn transfer_leader<T: Transport, P: PdSink>(&mut self, to: metapb::Peer, ctx: &mut PollContext<E, T, P>) {
+    pub fn transfer_leader<T: Transport, P: PdSink>(
+        &mut self,
+        to: metapb::Peer,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         if !self.is_leader() || to.id == self.meta.id {
             return;
         }

@@ -99,7 +99,12 @@ impl<E: KvEngine> Peer<E> {
         self.reads.next_id += 1;
         let reads = std::mem::take(&mut self.reads.new_reads);
         self.raft.read_index(id.to_be_bytes().to_vec());
-        self.reads.batches.push_back(ReadBatch { id, reads, index: None, issued_at_tick: self.ticks });
+        self.reads.batches.push_back(ReadBatch {
+            id,
+            reads,
+            index: None,
+            issued_at_tick: self.ticks,
+        });
     }
 
     /// Raft confirmed the read index for batch `ctx`.
@@ -122,7 +127,9 @@ impl<E: KvEngine> Peer<E> {
                 _ => break,
             }
             let b = self.reads.batches.pop_front().expect("front exists");
-            let snap = snapshot.get_or_insert_with(|| Arc::new(self.raft.store().engine().snapshot())).clone();
+            let snap = snapshot
+                .get_or_insert_with(|| Arc::new(self.raft.store().engine().snapshot()))
+                .clone();
             self.reads.len -= b.reads.len();
             for cb in b.reads {
                 cb(Ok(ReadResponse { snapshot: snap.clone(), region: self.region().clone() }));

@@ -10,12 +10,19 @@ use raft::StateRole;
 
 use crate::apply::{ApplyRes, ExecResult};
 use crate::fsm::{ApplyMsg, PollContext};
-use crate::metrics::{COMMIT_LOG_DURATION, LEADER_COUNT, RAFT_MESSAGES_DROPPED, RAFT_MESSAGES_SENT, READY_HANDLED, SNAPSHOTS};
+use crate::metrics::{
+    COMMIT_LOG_DURATION, LEADER_COUNT, RAFT_MESSAGES_DROPPED, RAFT_MESSAGES_SENT, READY_HANDLED,
+    SNAPSHOTS,
+};
 use crate::peer::Peer;
 use crate::transport::{PdSink, PdTask, RegionStats, Transport};
 
 impl<E: KvEngine> Peer<E> {
-    pub fn on_raft_message<T: Transport, P: PdSink>(&mut self, msg: RaftMessage, ctx: &mut PollContext<E, T, P>) {
+    pub fn on_raft_message<T: Transport, P: PdSink>(
+        &mut self,
+        msg: RaftMessage,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         if msg.is_tombstone {
             return self.on_tombstone(&msg, ctx);
         }
@@ -55,8 +62,11 @@ impl<E: KvEngine> Peer<E> {
             }
             SNAPSHOTS.with_label_values(&["received"]).inc();
         }
-        let is_heartbeat = matches!(m.msg_type(), MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse);
-        if !is_heartbeat || (self.hibernated && !msg.hibernate && m.msg_type() == MessageType::MsgHeartbeat) {
+        let is_heartbeat =
+            matches!(m.msg_type(), MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse);
+        if !is_heartbeat
+            || (self.hibernated && !msg.hibernate && m.msg_type() == MessageType::MsgHeartbeat)
+        {
             self.wake(ctx);
         }
         let (m_from, m_commit) = (m.from, m.commit);
@@ -193,7 +203,11 @@ impl<E: KvEngine> Peer<E> {
         }
     }
 
-    pub fn send_messages<T: Transport, P: PdSink>(&mut self, msgs: Vec<Message>, ctx: &mut PollContext<E, T, P>) {
+    pub fn send_messages<T: Transport, P: PdSink>(
+        &mut self,
+        msgs: Vec<Message>,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         for m in msgs {
             let Some(to) = self.peer_cache.get(&m.to).cloned() else {
                 RAFT_MESSAGES_DROPPED.with_label_values(&["unknown_peer"]).inc();
@@ -234,7 +248,11 @@ impl<E: KvEngine> Peer<E> {
     }
 
     /// Ships committed entries, with the proposals they resolve, to apply.
-    fn send_to_apply<T: Transport, P: PdSink>(&mut self, entries: Vec<Entry>, ctx: &mut PollContext<E, T, P>) {
+    fn send_to_apply<T: Transport, P: PdSink>(
+        &mut self,
+        entries: Vec<Entry>,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         let Some(last) = entries.last().map(|e| e.index) else { return };
         self.apply_sent_index = self.apply_sent_index.max(last);
         let mut proposals = vec![];
@@ -245,16 +263,27 @@ impl<E: KvEngine> Peer<E> {
         }
         // force_send: bounded by raft's own in-flight limits, and dropping
         // committed entries is never an option.
-        if ctx.apply_router.force_send(self.region_id(), ApplyMsg::Apply { entries, proposals }).is_err() {
+        if ctx
+            .apply_router
+            .force_send(self.region_id(), ApplyMsg::Apply { entries, proposals })
+            .is_err()
+        {
             tracing::error!("{} apply fsm is gone", self.tag);
         }
     }
 
-    pub fn on_apply_res<T: Transport, P: PdSink>(&mut self, res: ApplyRes, ctx: &mut PollContext<E, T, P>) {
+    pub fn on_apply_res<T: Transport, P: PdSink>(
+        &mut self,
+        res: ApplyRes,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         assert_eq!(res.region_id, self.region_id());
         {
             let store = self.raft.mut_store();
-            assert!(res.applied_index >= store.apply_state.applied_index, "applied index went back");
+            assert!(
+                res.applied_index >= store.apply_state.applied_index,
+                "applied index went back"
+            );
             store.apply_state.applied_index = res.applied_index;
             store.apply_state.applied_term = res.applied_term;
         }
@@ -267,9 +296,15 @@ impl<E: KvEngine> Peer<E> {
                 break;
             }
             match r {
-                ExecResult::CompactLog { truncated, first_index } => self.on_log_compacted(truncated, first_index, ctx),
-                ExecResult::Split { derived, regions } => self.on_split_applied(derived, regions, ctx),
-                ExecResult::ChangePeer { cc, region } => self.on_change_peer_applied(cc, region, ctx),
+                ExecResult::CompactLog { truncated, first_index } => {
+                    self.on_log_compacted(truncated, first_index, ctx)
+                }
+                ExecResult::Split { derived, regions } => {
+                    self.on_split_applied(derived, regions, ctx)
+                }
+                ExecResult::ChangePeer { cc, region } => {
+                    self.on_change_peer_applied(cc, region, ctx)
+                }
             }
         }
         self.serve_ready_reads();
@@ -299,7 +334,9 @@ impl<E: KvEngine> Peer<E> {
             .raft
             .prs()
             .iter()
-            .filter(move |(id, p)| **id != self.meta.id && (p.matched < truncated || p.matched == 0))
+            .filter(move |(id, p)| {
+                **id != self.meta.id && (p.matched < truncated || p.matched == 0)
+            })
             .map(|(id, _)| *id)
     }
 
@@ -315,9 +352,10 @@ pub fn clone_err(e: &crate::Error) -> crate::Error {
             crate::Error::NotLeader { region_id: *region_id, leader: leader.clone() }
         }
         crate::Error::RegionNotFound(id) => crate::Error::RegionNotFound(*id),
-        crate::Error::EpochNotMatch { msg, current_regions } => {
-            crate::Error::EpochNotMatch { msg: msg.clone(), current_regions: current_regions.clone() }
-        }
+        crate::Error::EpochNotMatch { msg, current_regions } => crate::Error::EpochNotMatch {
+            msg: msg.clone(),
+            current_regions: current_regions.clone(),
+        },
         other => crate::Error::Raft(other.to_string()),
     }
 }

@@ -23,7 +23,10 @@ fn snap_key(region_id: u64, s: &Snapshot) -> SnapKey {
 
 impl<E: KvEngine> Peer<E> {
     /// Raft asked storage for a snapshot: have the apply FSM capture one.
-    pub fn maybe_start_gen_snapshot<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+    pub fn maybe_start_gen_snapshot<T: Transport, P: PdSink>(
+        &mut self,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         if let Some(slot) = self.raft.store().take_gen_request() {
             let msg = ApplyMsg::GenSnapshot { slot: slot.clone() };
             if ctx.apply_router.force_send(self.region_id(), msg).is_err() {
@@ -33,9 +36,17 @@ impl<E: KvEngine> Peer<E> {
     }
 
     /// Sends a MsgSnapshot: the file first, the message last, off-thread.
-    pub fn send_snapshot<T: Transport, P: PdSink>(&mut self, m: &Message, msg: RaftMessage, ctx: &mut PollContext<E, T, P>) {
+    pub fn send_snapshot<T: Transport, P: PdSink>(
+        &mut self,
+        m: &Message,
+        msg: RaftMessage,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
         let to = m.to;
-        let path = ctx.snap_mgr.gen_path(&snap_key(self.region_id(), m.snapshot.as_ref().expect("MsgSnapshot has one")));
+        let path = ctx.snap_mgr.gen_path(&snap_key(
+            self.region_id(),
+            m.snapshot.as_ref().expect("MsgSnapshot has one"),
+        ));
         let router = ctx.router.clone();
         let region_id = self.region_id();
         SNAPSHOTS.with_label_values(&["sending"]).inc();
@@ -44,7 +55,8 @@ impl<E: KvEngine> Peer<E> {
             msg,
             path,
             Box::new(move |ok| {
-                let _ = router.force_send(region_id, PeerMsg::SnapshotReport { to_peer_id: to, ok });
+                let _ =
+                    router.force_send(region_id, PeerMsg::SnapshotReport { to_peer_id: to, ok });
             }),
         );
     }
@@ -57,19 +69,39 @@ impl<E: KvEngine> Peer<E> {
 
     /// May this received snapshot be stepped? Its file must be here and its
     /// range must not overlap another local region.
-    pub fn accept_snapshot<T: Transport, P: PdSink>(&self, m: &Message, ctx: &PollContext<E, T, P>) -> Result<()> {
-        let s = m.snapshot.as_ref().ok_or_else(|| Error::Snapshot("MsgSnapshot without a snapshot".into()))?;
-        let data = SnapshotData::decode(s.data.as_slice()).map_err(|e| Error::Snapshot(format!("bad metadata: {e}")))?;
-        let region = data.region.ok_or_else(|| Error::Snapshot("snapshot without a region".into()))?;
+    pub fn accept_snapshot<T: Transport, P: PdSink>(
+        &self,
+        m: &Message,
+        ctx: &PollContext<E, T, P>,
+    ) -> Result<()> {
+        let s = m
+            .snapshot
+            .as_ref()
+            .ok_or_else(|| Error::Snapshot("MsgSnapshot without a snapshot".into()))?;
+        let data = SnapshotData::decode(s.data.as_slice())
+            .map_err(|e| Error::Snapshot(format!("bad metadata: {e}")))?;
+        let region =
+            data.region.ok_or_else(|| Error::Snapshot("snapshot without a region".into()))?;
         if region.id != self.region_id() {
-            return Err(Error::Snapshot(format!("snapshot of region {} sent to {}", region.id, self.region_id())));
+            return Err(Error::Snapshot(format!(
+                "snapshot of region {} sent to {}",
+                region.id,
+                self.region_id()
+            )));
         }
         let path = ctx.snap_mgr.recv_path(&snap_key(region.id, s));
-        let len = std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Error::Snapshot(format!("{}: {e}", path.display())))?;
+        let len = std::fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| Error::Snapshot(format!("{}: {e}", path.display())))?;
         if len != data.file_size {
-            return Err(Error::Snapshot(format!("{}: {len} bytes, expected {}", path.display(), data.file_size)));
+            return Err(Error::Snapshot(format!(
+                "{}: {len} bytes, expected {}",
+                path.display(),
+                data.file_size
+            )));
         }
-        let overlaps = ctx.shared.meta.lock().overlapping(&region.start_key, &region.end_key, region.id);
+        let overlaps =
+            ctx.shared.meta.lock().overlapping(&region.start_key, &region.end_key, region.id);
         if let Some(o) = overlaps.first() {
             return Err(Error::Snapshot(format!("snapshot range overlaps local region {}", o.id)));
         }
@@ -78,10 +110,18 @@ impl<E: KvEngine> Peer<E> {
 
     /// Installs a snapshot from a ready: replaces this region's data, log and
     /// states in one synced write, then restarts the apply FSM from it.
-    pub fn apply_snapshot<T: Transport, P: PdSink>(&mut self, s: &Snapshot, ctx: &mut PollContext<E, T, P>) -> Result<()> {
+    pub fn apply_snapshot<T: Transport, P: PdSink>(
+        &mut self,
+        s: &Snapshot,
+        ctx: &mut PollContext<E, T, P>,
+    ) -> Result<()> {
         let meta = s.metadata.clone().unwrap_or_default();
-        let data = SnapshotData::decode(s.data.as_slice()).map_err(|e| Error::Snapshot(format!("bad metadata: {e}")))?;
-        let region = data.region.clone().ok_or_else(|| Error::Snapshot("snapshot without a region".into()))?;
+        let data = SnapshotData::decode(s.data.as_slice())
+            .map_err(|e| Error::Snapshot(format!("bad metadata: {e}")))?;
+        let region = data
+            .region
+            .clone()
+            .ok_or_else(|| Error::Snapshot("snapshot without a region".into()))?;
         assert_eq!(region.id, self.region_id(), "snapshot for another region");
         let key = SnapKey { region_id: region.id, term: meta.term, index: meta.index };
         let path = ctx.snap_mgr.recv_path(&key);
@@ -105,7 +145,11 @@ impl<E: KvEngine> Peer<E> {
         self.apply_sent_index = meta.index;
         self.snapshot_applied = Some(meta.index);
         ctx.shared.meta.lock().set_region(&region);
-        if ctx.apply_router.force_send(region.id, ApplyMsg::Restore { region, apply_state }).is_err() {
+        if ctx
+            .apply_router
+            .force_send(region.id, ApplyMsg::Restore { region, apply_state })
+            .is_err()
+        {
             tracing::error!("{} apply fsm is gone", self.tag);
         }
         SNAPSHOTS.with_label_values(&["applied"]).inc();

@@ -21,7 +21,10 @@ impl<E: KvEngine> Peer<E> {
         let mut prev: &[u8] = &r.start_key;
         for k in keys {
             if k.is_empty() || k.as_slice() <= prev || (!r.end_key.is_empty() && k >= &r.end_key) {
-                return Err(Error::InvalidRequest(format!("split key {k:?} is not inside region {} in order", r.id)));
+                return Err(Error::InvalidRequest(format!(
+                    "split key {k:?} is not inside region {} in order",
+                    r.id
+                )));
             }
             prev = k;
         }
@@ -42,7 +45,8 @@ impl<E: KvEngine> Peer<E> {
         let check = if !self.is_leader() {
             Err(self.not_leader())
         } else {
-            self.check_epoch(Some(&epoch), false).and_then(|()| self.validate_split_keys(&split_keys))
+            self.check_epoch(Some(&epoch), false)
+                .and_then(|()| self.validate_split_keys(&split_keys))
         };
         if let Err(e) = check {
             tracing::info!("{} split rejected: {e}", self.tag);
@@ -83,7 +87,11 @@ impl<E: KvEngine> Peer<E> {
         let requests = split_keys
             .into_iter()
             .zip(ids)
-            .map(|(k, id)| SplitRequest { split_key: k, new_region_id: id.new_region_id, new_peer_ids: id.new_peer_ids })
+            .map(|(k, id)| SplitRequest {
+                split_key: k,
+                new_region_id: id.new_region_id,
+                new_peer_ids: id.new_peer_ids,
+            })
             .collect();
         let admin = AdminRequest {
             cmd_type: AdminCmdType::BatchSplit as i32,
@@ -116,7 +124,13 @@ impl<E: KvEngine> Peer<E> {
             if ctx.router.mailbox(r.id).is_some() {
                 continue;
             }
-            let peer = match Peer::create(ctx.store_id, &ctx.cfg, ctx.engine.clone(), r.clone(), &ctx.logger) {
+            let peer = match Peer::create(
+                ctx.store_id,
+                &ctx.cfg,
+                ctx.engine.clone(),
+                r.clone(),
+                &ctx.logger,
+            ) {
                 Ok(p) => p,
                 Err(e) => panic!("{} create split region {}: {e}", self.tag, r.id),
             };

@@ -14,18 +14,28 @@ use crate::worker::SplitCheckTask;
 
 impl<E: KvEngine> Peer<E> {
     pub fn on_split_check_tick<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
-        if !self.is_leader() || !self.is_initialized() || self.split_check_diff < ctx.cfg.region_split_check_diff.0 {
+        if !self.is_leader()
+            || !self.is_initialized()
+            || self.split_check_diff < ctx.cfg.region_split_check_diff.0
+        {
             return;
         }
-        if ctx.split_checker.schedule(SplitCheckTask { region: self.region().clone(), half: false }) {
+        if ctx.split_checker.schedule(SplitCheckTask { region: self.region().clone(), half: false })
+        {
             SPLIT_CHECKS.with_label_values(&["scheduled"]).inc();
             self.split_check_diff = 0;
         }
     }
 
     /// An admin asked to split without keys: split in half by size.
-    pub fn schedule_half_split<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) -> bool {
-        self.is_leader() && ctx.split_checker.schedule(SplitCheckTask { region: self.region().clone(), half: true })
+    pub fn schedule_half_split<T: Transport, P: PdSink>(
+        &mut self,
+        ctx: &mut PollContext<E, T, P>,
+    ) -> bool {
+        self.is_leader()
+            && ctx
+                .split_checker
+                .schedule(SplitCheckTask { region: self.region().clone(), half: true })
     }
 
     pub fn on_split_check_result<T: Transport, P: PdSink>(
@@ -45,7 +55,11 @@ impl<E: KvEngine> Peer<E> {
             return;
         }
         SPLIT_CHECKS.with_label_values(&["split"]).inc();
-        tracing::info!("{} is {size} bytes / {keys} keys: splitting at {} keys", self.tag, split_keys.len());
+        tracing::info!(
+            "{} is {size} bytes / {keys} keys: splitting at {} keys",
+            self.tag,
+            split_keys.len()
+        );
         self.on_split_region(epoch, split_keys, None, ctx);
     }
 }
