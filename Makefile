@@ -14,7 +14,7 @@ BIN := $(CARGO_TARGET_DIR)/release
 PYENV := $(CARGO_TARGET_DIR)/pyenv
 TIKV_PYTHON_VERSION := 0.1.1
 
-.PHONY: all deps pyenv build test run bench clean fmt
+.PHONY: all deps pyenv build test lint run bench clean fmt
 
 all: build
 
@@ -61,6 +61,12 @@ bench: build
 
 fmt:
 	$(CARGO) fmt --all
+
+# Formatting (rustfmt.toml) and clippy with warnings as errors; CI runs it
+# before the tests. Shares the release profile, so it reuses the build.
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 clean:
 	rm -rf ./data

@@ -61,7 +61,7 @@ impl<E: KvEngine> Clone for SimTransport<E> {
 const SIM_BUFFER_MAX: usize = 4096;
 
 impl<E: KvEngine> Transport for SimTransport<E> {
-    fn send(&mut self, msg: RaftMessage) -> Result<(), String> {
+    fn send(&mut self, msg: RaftMessage) -> Result<(), atoll_raftstore::TransportError> {
         if self.buf.len() >= SIM_BUFFER_MAX {
             self.flush();
         }
@@ -343,7 +343,7 @@ impl<E: KvEngine> Cluster<E> {
     ) -> Result<T, Error> {
         let deadline = Instant::now() + timeout;
         let mut hint: Option<u64> = None;
-        let mut last_err = Error::Raft("no store tried".into());
+        let mut last_err = Error::Internal("no store tried".into());
         while Instant::now() < deadline {
             let region = self.region_for_key(key);
             let mut order: Vec<u64> = region.peers.iter().map(|p| p.store_id).collect();
@@ -397,7 +397,7 @@ impl<E: KvEngine> Cluster<E> {
             let (tx, rx) = mpsc::channel();
             h.write(req, Box::new(move |r| drop(tx.send(r.map(|_| ())))));
             rx.recv_timeout(Duration::from_secs(3))
-                .unwrap_or(Err(Error::Raft("write timed out".into())))
+                .unwrap_or(Err(Error::Undetermined("write timed out".into())))
         })
     }
 
@@ -410,9 +410,8 @@ impl<E: KvEngine> Cluster<E> {
         self.retry(key, Duration::from_secs(10), |h, region| {
             let (tx, rx) = mpsc::channel();
             h.read(header(region), Box::new(move |r| drop(tx.send(r))));
-            let resp = rx
-                .recv_timeout(Duration::from_secs(3))
-                .unwrap_or(Err(Error::Raft("read timed out".into())))?;
+            let resp =
+                rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::StaleCommand))?;
             Ok(resp.snapshot.get_value(&keys::data_key(key))?)
         })
     }
@@ -427,8 +426,7 @@ impl<E: KvEngine> Cluster<E> {
         self.retry(key, Duration::from_secs(10), |h, r| {
             let (tx, rx) = mpsc::channel();
             h.read(header(r), Box::new(move |res| drop(tx.send(res.map(|_| ())))));
-            rx.recv_timeout(Duration::from_secs(3))
-                .unwrap_or(Err(Error::Raft("timeout".into())))?;
+            rx.recv_timeout(Duration::from_secs(3)).unwrap_or(Err(Error::StaleCommand))?;
             Ok(h.store_id)
         })
         .unwrap_or_else(|e| panic!("no leader for region {}: {e}", region.id))
@@ -451,7 +449,7 @@ impl<E: KvEngine> Cluster<E> {
             };
             h.send(region.id, msg)?;
             rx.recv_timeout(Duration::from_secs(3))
-                .unwrap_or(Err(Error::Raft("split timed out".into())))
+                .unwrap_or(Err(Error::Undetermined("split timed out".into())))
         })?;
         self.refresh_routing();
         Ok(())
@@ -476,7 +474,7 @@ impl<E: KvEngine> Cluster<E> {
             h.send(region.id, msg)?;
             let res = rx
                 .recv_timeout(Duration::from_secs(3))
-                .unwrap_or(Err(Error::Raft("change peer timed out".into())));
+                .unwrap_or(Err(Error::Undetermined("change peer timed out".into())));
             if res.is_err() {
                 // Learn the newest membership (a retry must carry its conf_ver).
                 self.refresh_routing();

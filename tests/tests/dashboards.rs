@@ -93,7 +93,7 @@ async fn every_dashboard_query_returns_data() {
         let k = format!("dash-{i:05}");
         client.put(k.as_bytes(), b"v").await.unwrap();
         client.get(k.as_bytes()).await.unwrap();
-        if i % 20 == 0 {
+        if i.is_multiple_of(20) {
             client.scan(b"dash-", b"dash.", 50).await.unwrap();
             assert!(client.put(b"", b"empty keys are refused").await.is_err());
             client.pd().get_ts().await.unwrap();

@@ -148,8 +148,6 @@ async fn regions_split_by_size_at_least_50_times_and_keep_every_key() {
     );
 }
 
-/// A plain HTTP POST with a JSON body on loopback, returning the body.
-
 const BALANCE_STORE_CONFIG: &str = r#"
 region-max-keys = 150
 region-split-keys = 100

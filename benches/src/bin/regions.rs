@@ -89,7 +89,7 @@ fn run(a: &Args, hibernate: bool) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let engines: Vec<RocksEngine> = (1..=STORES)
         .map(|s| {
-            RocksEngine::open(&dir.path().join(format!("store{s}")), &RocksConfig::default())
+            RocksEngine::open(dir.path().join(format!("store{s}")), &RocksConfig::default())
                 .unwrap()
         })
         .collect();

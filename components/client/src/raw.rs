@@ -65,10 +65,13 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A region's start key and the `(wire key, item)`s that fall in it.
+type KeyGroup<K> = (Vec<u8>, Vec<(Vec<u8>, K)>);
+
 /// What one RPC attempt produced.
 enum Attempt<T> {
     Done(T),
-    Region(errorpb::Error),
+    Region(Box<errorpb::Error>),
 }
 
 pub struct RawClient {
@@ -87,7 +90,7 @@ const BOOTSTRAP_POLL: Duration = Duration::from_millis(200);
 /// Turns `(region_error, error)` into an attempt result.
 fn outcome<T>(region_error: Option<errorpb::Error>, error: String, value: T) -> Result<Attempt<T>> {
     if let Some(e) = region_error {
-        return Ok(Attempt::Region(e));
+        return Ok(Attempt::Region(Box::new(e)));
     }
     if !error.is_empty() {
         return Err(Error::Server(error));
@@ -383,12 +386,9 @@ impl RawClient {
     }
 
     /// Groups wire keys by region (in key order).
-    async fn group<K: Clone>(
-        &self,
-        mut items: Vec<(Vec<u8>, K)>,
-    ) -> Result<Vec<(Vec<u8>, Vec<(Vec<u8>, K)>)>> {
+    async fn group<K: Clone>(&self, mut items: Vec<(Vec<u8>, K)>) -> Result<Vec<KeyGroup<K>>> {
         items.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut groups: Vec<(Vec<u8>, Vec<(Vec<u8>, K)>)> = vec![];
+        let mut groups: Vec<KeyGroup<K>> = vec![];
         let mut current: Option<CachedRegion> = None;
         for item in items {
             if !current.as_ref().is_some_and(|r| self.holds(r, &item.0)) {

@@ -1,6 +1,6 @@
 /// Engine errors. All of them are fatal to the operation that hit them; the
 /// caller decides whether the process can go on.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("invalid column family {0:?}")]
     InvalidCf(String),

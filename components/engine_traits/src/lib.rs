@@ -23,6 +23,9 @@ pub trait Peekable {
     }
 }
 
+/// Called with each `(key, value)` of a scan; returns whether to go on.
+pub type ScanVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
+
 /// Ordered iteration over a key range `[lower, upper)` of one column family.
 pub trait Iterable {
     type Iterator: EngineIterator;
@@ -38,7 +41,7 @@ pub trait Iterable {
         start: &[u8],
         end: &[u8],
         reverse: bool,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
+        f: &mut ScanVisitor<'_>,
     ) -> Result<()> {
         let mut it = self.iterator_cf(cf, start, end)?;
         let mut valid = if reverse { it.seek_to_last()? } else { it.seek_to_first()? };

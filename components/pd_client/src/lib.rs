@@ -193,6 +193,8 @@ fn backoff(attempt: usize) -> Duration {
     Duration::from_millis((50u64 << attempt.min(5)).min(2000))
 }
 
+// `call!` sets the header of requests built with `Default::default()`.
+#[allow(clippy::field_reassign_with_default)]
 impl PdClient {
     /// Connects to the first reachable endpoint, retrying for up to `wait`.
     pub async fn connect(endpoints: &[String], wait: Duration) -> Result<PdClient> {

@@ -180,7 +180,7 @@ impl ApplyDelegate {
             return Ok(WriteResponse::default());
         }
         let req = RaftCmdRequest::decode(entry.data.as_slice())
-            .map_err(|e| Error::Raft(format!("undecodable entry {}: {e}", entry.index)))?;
+            .map_err(|e| Error::codec(format!("log entry {}", entry.index), e))?;
         if let Some(admin) = &req.admin_request {
             return self.exec_admin(engine, wb, &req, admin);
         }
@@ -202,10 +202,9 @@ impl ApplyDelegate {
         entry: &Entry,
     ) -> Result<WriteResponse> {
         let cc = ConfChange::decode(entry.data.as_slice())
-            .map_err(|e| Error::Raft(format!("undecodable conf change {}: {e}", entry.index)))?;
-        let req = RaftCmdRequest::decode(cc.context.as_slice()).map_err(|e| {
-            Error::Raft(format!("undecodable conf change context {}: {e}", entry.index))
-        })?;
+            .map_err(|e| Error::codec(format!("conf change {}", entry.index), e))?;
+        let req = RaftCmdRequest::decode(cc.context.as_slice())
+            .map_err(|e| Error::codec(format!("conf change context {}", entry.index), e))?;
         let cp =
             req.admin_request.as_ref().and_then(|a| a.change_peer.as_ref()).ok_or_else(|| {
                 Error::InvalidRequest("conf change without a change-peer request".into())
@@ -316,7 +315,9 @@ impl ApplyDelegate {
                 let stored = engine.get_value_cf(cf, &key)?;
                 let live = match &stored {
                     Some(v) => {
-                        let rv = RawValue::decode(v).map_err(Error::Raft)?;
+                        let rv = RawValue::decode(v).map_err(|e| {
+                            Error::Corruption(format!("stored value of {key:?}: {e}"))
+                        })?;
                         (!rv.is_expired(c.now_secs)).then_some(rv)
                     }
                     None => None,

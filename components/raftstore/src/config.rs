@@ -189,11 +189,9 @@ mod tests {
 
     #[test]
     fn invalid_settings_are_rejected() {
-        let mut c = Config::default();
-        c.raft_election_timeout_ticks = 2;
+        let c = Config { raft_election_timeout_ticks: 2, ..Config::default() };
         assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.store_pool_size = 0;
+        let c = Config { store_pool_size: 0, ..Config::default() };
         assert!(c.validate().unwrap_err().contains("store-pool-size"));
     }
 }

@@ -33,7 +33,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use msg::{CasResult, PeerMsg, ReadResponse, SplitIds, StoreMsg, WriteResponse};
 pub use system::{RaftSystem, StoreHandle};
-pub use transport::{PdSink, PdTask, RegionStats, Transport};
+pub use transport::{PdSink, PdTask, RegionStats, Transport, TransportError};
 
 use atoll_proto::metapb;
 

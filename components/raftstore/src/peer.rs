@@ -59,7 +59,7 @@ impl<E: KvEngine> Peer<E> {
     ) -> Result<Self> {
         let meta =
             region.peers.iter().find(|p| p.store_id == store_id).cloned().ok_or_else(|| {
-                Error::Raft(format!("region {} has no peer on store {store_id}", region.id))
+                Error::Internal(format!("region {} has no peer on store {store_id}", region.id))
             })?;
         let storage = PeerStorage::load(engine, region, cfg.raft_entry_cache_limit)?;
         Self::new(meta, storage, cfg, logger)
@@ -98,11 +98,10 @@ impl<E: KvEngine> Peer<E> {
             skip_bcast_commit: false,
             ..Default::default()
         };
-        raft_cfg.validate().map_err(|e| Error::Raft(e.to_string()))?;
+        raft_cfg.validate()?;
         let tag = format!("[region {}] {}", region.id, meta.id);
         let logger = logger.new(slog::o!("region_id" => region.id, "peer_id" => meta.id));
-        let raft =
-            RawNode::new(&raft_cfg, storage, &logger).map_err(|e| Error::Raft(e.to_string()))?;
+        let raft = RawNode::new(&raft_cfg, storage, &logger)?;
         let peer_cache = region.peers.iter().map(|p| (p.id, p.clone())).collect();
         Ok(Peer {
             tag,
@@ -186,7 +185,10 @@ impl<E: KvEngine> Peer<E> {
         if crate::region_contains(self.region(), key) {
             Ok(())
         } else {
-            Err(Error::KeyNotInRegion { key: key.to_vec(), region: self.region().clone() })
+            Err(Error::KeyNotInRegion {
+                key: key.to_vec(),
+                region: Box::new(self.region().clone()),
+            })
         }
     }
 }

@@ -124,9 +124,9 @@ impl<E: KvEngine> PeerStorage<E> {
     pub fn load(engine: E, region: metapb::Region, cache_limit: usize) -> Result<Self> {
         let id = region.id;
         let raft_state: RaftLocalState = load_pb(&engine, &keys::raft_state_key(id))?
-            .ok_or_else(|| Error::Raft(format!("region {id}: raft state missing")))?;
+            .ok_or_else(|| Error::Corruption(format!("region {id}: raft state missing")))?;
         let apply_state: RaftApplyState = load_pb(&engine, &keys::apply_state_key(id))?
-            .ok_or_else(|| Error::Raft(format!("region {id}: apply state missing")))?;
+            .ok_or_else(|| Error::Corruption(format!("region {id}: apply state missing")))?;
         let mut raft_state = raft_state;
         let truncated = apply_state.truncated_state.clone().unwrap_or_default();
         // The commit index is persisted lazily (with the next ready), so after
@@ -137,7 +137,7 @@ impl<E: KvEngine> PeerStorage<E> {
         if raft_state.last_index < apply_state.applied_index
             || truncated.index > apply_state.applied_index
         {
-            return Err(Error::Raft(format!(
+            return Err(Error::Corruption(format!(
                 "region {id}: inconsistent states raft {raft_state:?} apply {apply_state:?}"
             )));
         }
@@ -242,10 +242,10 @@ impl<E: KvEngine> PeerStorage<E> {
     fn load_entry(&self, index: u64) -> Result<Entry> {
         let key = keys::raft_log_key(self.region.id, index);
         let v = self.engine.get_value_cf(CF_RAFT, &key)?.ok_or_else(|| {
-            Error::Raft(format!("region {}: log entry {index} missing", self.region.id))
+            Error::Corruption(format!("region {}: log entry {index} missing", self.region.id))
         })?;
         let e = Entry::decode(v.as_slice())
-            .map_err(|e| Error::Raft(format!("decode entry {index}: {e}")))?;
+            .map_err(|e| Error::codec(format!("log entry {index}"), e))?;
         assert_eq!(e.index, index, "entry stored under the wrong index");
         Ok(e)
     }

@@ -322,13 +322,13 @@ impl<E: KvEngine> RaftSystem<E> {
                         // A full mailbox has work queued anyway; skip its tick.
                         let _ = router.send(*id, PeerMsg::Tick);
                     }
-                    if n % pd_ticks == 0 {
+                    if n.is_multiple_of(pd_ticks) {
                         router.broadcast_normal(|| PeerMsg::PdTick);
                     }
-                    if n % store_ticks == 0 {
+                    if n.is_multiple_of(store_ticks) {
                         let _ = router.send_control(StoreMsg::Tick);
                     }
-                    if n % liveness_ticks == 0 {
+                    if n.is_multiple_of(liveness_ticks) {
                         let _ = router.send_control(StoreMsg::CheckLiveness);
                     }
                 }

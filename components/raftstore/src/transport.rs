@@ -7,11 +7,36 @@ use atoll_proto::metapb;
 
 use crate::msg::WriteCallback;
 
+/// Why a raft message was not queued. Raft treats a lost message like a
+/// dropped packet; the variant is the `reason` label of the drop metric.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("message without a target store")]
+    NoTarget,
+    #[error("store {0} is unreachable")]
+    Unreachable(u64),
+    #[error("queue to store {0} is full")]
+    Full(u64),
+    #[error("sender to store {0} stopped")]
+    Stopped(u64),
+}
+
+impl TransportError {
+    /// The drop metric's `reason` label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TransportError::NoTarget => "no_target",
+            TransportError::Unreachable(_) => "unreachable",
+            TransportError::Full(_) => "queue_full",
+            TransportError::Stopped(_) => "transport_stopped",
+        }
+    }
+}
+
 /// Sends raft messages to other stores.
 pub trait Transport: Send + Clone + 'static {
-    /// Queues `msg`; returns an error if the target's queue is full or unknown
-    /// (raft treats a lost message like a dropped packet).
-    fn send(&mut self, msg: RaftMessage) -> Result<(), String>;
+    /// Queues `msg`, or says why not.
+    fn send(&mut self, msg: RaftMessage) -> Result<(), TransportError>;
     /// Pushes out everything queued (called once per poll round).
     fn flush(&mut self);
     /// Streams the snapshot file at `path` followed by `msg` (a MsgSnapshot)

@@ -118,7 +118,7 @@ pub async fn run<E: KvEngine>(
                         Err(e) => {
                             tracing::warn!(region = region.id, "ask batch split: {e}");
                             if let Some(cb) = cb {
-                                cb(Err(Error::Raft(format!("pd: {e}"))));
+                                cb(Err(Error::Pd(e.to_string())));
                             }
                         }
                     }

@@ -40,14 +40,29 @@ pub struct RawStorage<E: KvEngine> {
     max_scan: u32,
 }
 
-/// Waits for a raftstore callback. A dropped callback means the store is
-/// shutting down; a timeout becomes `StaleCommand`, which clients retry
-/// (safe: raw puts and deletes are idempotent).
-async fn wait<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+/// Waits for a read's callback. A read changes nothing, so a lost answer
+/// (store shutting down, or no answer in time) is safe to retry.
+async fn wait_read<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
     match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
         Ok(Ok(r)) => r,
         Ok(Err(_)) => Err(Error::Shutdown),
         Err(_) => Err(Error::StaleCommand),
+    }
+}
+
+/// Waits for a write's callback. Once handed to raftstore the write may
+/// have been proposed, so a lost answer is [`Error::Undetermined`], never a
+/// retryable region error (a CAS retried after it applied would report the
+/// value it wrote itself as someone else's).
+async fn wait_write<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => {
+            Err(Error::Undetermined("the store dropped the write (shutting down?)".into()))
+        }
+        Err(_) => {
+            Err(Error::Undetermined(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))
+        }
     }
 }
 
@@ -210,7 +225,7 @@ impl<E: KvEngine> RawStorage<E> {
     fn user_key(&self, region_key: &[u8]) -> Result<Vec<u8>> {
         self.api
             .raw_user_key(region_key)
-            .map_err(|e| Error::Raft(format!("stored key {region_key:?}: {e}")))
+            .map_err(|e| Error::Corruption(format!("stored key {region_key:?}: {e}")))
     }
 
     fn check_ctx(&self, ctx: &Context) -> Result<()> {
@@ -229,7 +244,7 @@ impl<E: KvEngine> RawStorage<E> {
         self.check_ctx(ctx)?;
         let (tx, rx) = oneshot::channel();
         self.store.read(header(ctx), Box::new(move |r| drop(tx.send(r))));
-        wait(rx).await
+        wait_read(rx).await
     }
 
     async fn write(
@@ -241,18 +256,21 @@ impl<E: KvEngine> RawStorage<E> {
         let req = RaftCmdRequest { header: Some(header(ctx)), requests, admin_request: None };
         let (tx, rx) = oneshot::channel();
         self.store.write(req, Box::new(move |r| drop(tx.send(r))));
-        wait(rx).await
+        wait_write(rx).await
     }
 
     /// The region key of the user's `key`, which must lie in the read's region.
     fn in_region(&self, read: &ReadResponse<E::Snapshot>, key: &[u8]) -> Result<Vec<u8>> {
-        region_key_in(self.api, &read.region, key)
-            .ok_or_else(|| Error::KeyNotInRegion { key: key.to_vec(), region: read.region.clone() })
+        region_key_in(self.api, &read.region, key).ok_or_else(|| Error::KeyNotInRegion {
+            key: key.to_vec(),
+            region: Box::new(read.region.clone()),
+        })
     }
 
     fn load(snap: &E::Snapshot, cf: &str, region_key: &[u8], now: u64) -> Result<Option<RawValue>> {
         let Some(v) = snap.get_value_cf(cf, &keys::data_key(region_key))? else { return Ok(None) };
-        let rv = RawValue::decode(&v).map_err(Error::Raft)?;
+        let rv = RawValue::decode(&v)
+            .map_err(|e| Error::Corruption(format!("stored value of {region_key:?}: {e}")))?;
         Ok((!rv.is_expired(now)).then_some(rv))
     }
 
@@ -435,9 +453,9 @@ impl<E: KvEngine> RawStorage<E> {
         };
         let resp = self.write(ctx, vec![req]).await?;
         let CasResult { succeed, previous } =
-            resp.cas.ok_or_else(|| Error::Raft("cas without result".into()))?;
+            resp.cas.ok_or_else(|| Error::Internal("cas without result".into()))?;
         let previous = match previous {
-            Some(p) => Some(RawValue::decode(&p).map_err(Error::Raft)?.value),
+            Some(p) => Some(RawValue::decode(&p).map_err(Error::Corruption)?.value),
             None => None,
         };
         Ok((succeed, previous))
@@ -514,7 +532,7 @@ impl<E: KvEngine> RawStorage<E> {
         let mut failed = None;
         snap.scan_cf(cf, &start, &end, reverse, &mut |k, v| {
             let pair = RawValue::decode(v)
-                .map_err(Error::Raft)
+                .map_err(|e| Error::Corruption(format!("stored value of {k:?}: {e}")))
                 .and_then(|rv| Ok((self.user_key(keys::origin_key(k))?, rv)));
             match pair {
                 Ok((_, rv)) if rv.is_expired(now) => Ok(true),

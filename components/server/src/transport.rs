@@ -13,6 +13,7 @@ use atoll_proto::atollpb::{
     raft_transport_client::RaftTransportClient, BatchRaftMessage, RaftMessage, SnapshotChunk,
 };
 use atoll_raftstore::snap::SNAP_CHUNK_SIZE;
+use atoll_raftstore::TransportError;
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use dashmap::DashMap;
 use prost::Message as _;
@@ -113,14 +114,14 @@ impl ServerTransport {
 }
 
 impl atoll_raftstore::Transport for ServerTransport {
-    fn send(&mut self, msg: RaftMessage) -> Result<(), String> {
+    fn send(&mut self, msg: RaftMessage) -> Result<(), TransportError> {
         let store_id = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
         if store_id == 0 {
-            return Err("message without a target store".into());
+            return Err(TransportError::NoTarget);
         }
         let conn = self.queue(store_id);
         if conn.down.load(Ordering::Relaxed) {
-            return Err(format!("store {store_id} is unreachable"));
+            return Err(TransportError::Unreachable(store_id));
         }
         let res = conn.tx.try_send(msg);
         drop(conn);
@@ -129,10 +130,8 @@ impl atoll_raftstore::Transport for ServerTransport {
                 self.touched.insert(store_id);
                 Ok(())
             }
-            Err(TrySendError::Full(_)) => Err(format!("queue to store {store_id} is full")),
-            Err(TrySendError::Disconnected(_)) => {
-                Err(format!("sender to store {store_id} stopped"))
-            }
+            Err(TrySendError::Full(_)) => Err(TransportError::Full(store_id)),
+            Err(TrySendError::Disconnected(_)) => Err(TransportError::Stopped(store_id)),
         }
     }
 

@@ -143,11 +143,11 @@ impl<E: KvEngine> Peer<E> {
             ctx.leader_count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.was_leader = false;
         }
-        let err = || Error::RegionNotFound(id);
+        // Proposals are in the log and may still commit on the other peers.
         for p in self.proposals.drain(..) {
-            (p.cb)(Err(err()));
+            (p.cb)(Err(Error::Undetermined(format!("region {id}: peer destroyed ({reason})"))));
         }
-        self.reads.fail_all(err);
+        self.reads.fail_all(|| Error::RegionNotFound(id));
         // The apply FSM stops itself after this message; unregistering it
         // now would drop it with the message unprocessed.
         let _ = ctx.apply_router.force_send(id, ApplyMsg::Destroy { clear_data: initialized });

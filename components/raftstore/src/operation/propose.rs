@@ -146,7 +146,7 @@ impl<E: KvEngine> Peer<E> {
                 cb,
                 match e {
                     raft::Error::ProposalDropped => self.not_leader(),
-                    e => Error::Raft(e.to_string()),
+                    e => Error::from(e),
                 },
             );
         }

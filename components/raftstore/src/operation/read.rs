@@ -11,7 +11,6 @@ use atoll_proto::atollpb::RaftRequestHeader;
 use crate::error::Error;
 use crate::fsm::PollContext;
 use crate::msg::{ReadCallback, ReadResponse};
-use crate::operation::ready::clone_err;
 use crate::peer::Peer;
 use crate::transport::{PdSink, Transport};
 
@@ -93,7 +92,7 @@ impl<E: KvEngine> Peer<E> {
         }
         if !self.is_leader() {
             let err = self.not_leader();
-            return self.reads.fail_all(|| clone_err(&err));
+            return self.reads.fail_all(|| err.clone());
         }
         let id = self.reads.next_id;
         self.reads.next_id += 1;
@@ -146,7 +145,7 @@ impl<E: KvEngine> Peer<E> {
         }
         if !self.is_leader() {
             let err = self.not_leader();
-            return self.reads.fail_all(|| clone_err(&err));
+            return self.reads.fail_all(|| err.clone());
         }
         let now = self.ticks;
         let stale: Vec<u64> = self

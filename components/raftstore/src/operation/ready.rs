@@ -87,10 +87,10 @@ impl<E: KvEngine> Peer<E> {
         self.ticks += 1;
         self.idle_ticks += 1;
         if self.is_leader() {
-            if self.ticks % ctx.gc_ticks == 0 {
+            if self.ticks.is_multiple_of(ctx.gc_ticks) {
                 self.maybe_compact_log(ctx);
             }
-            if self.ticks % ctx.split_check_ticks == 0 {
+            if self.ticks.is_multiple_of(ctx.split_check_ticks) {
                 self.on_split_check_tick(ctx);
             }
             // PD waits for new peers to catch up before the next step of an
@@ -199,7 +199,7 @@ impl<E: KvEngine> Peer<E> {
             LEADER_COUNT.dec();
             ctx.leader_count.fetch_sub(1, Ordering::Relaxed);
             let err = self.not_leader();
-            self.reads.fail_all(|| clone_err(&err));
+            self.reads.fail_all(|| err.clone());
         }
     }
 
@@ -222,7 +222,7 @@ impl<E: KvEngine> Peer<E> {
             match ctx.trans.send(msg) {
                 Ok(()) => RAFT_MESSAGES_SENT.inc(),
                 Err(e) => {
-                    RAFT_MESSAGES_DROPPED.with_label_values(&["transport"]).inc();
+                    RAFT_MESSAGES_DROPPED.with_label_values(&[e.label()]).inc();
                     tracing::debug!("{} send to {} failed: {e}", self.tag, to.id);
                     self.raft.report_unreachable(to.id);
                 }
@@ -342,20 +342,5 @@ impl<E: KvEngine> Peer<E> {
 
     fn pending_peers(&self) -> Vec<atoll_proto::metapb::Peer> {
         self.pending_peer_ids().filter_map(|id| self.peer_cache.get(&id).cloned()).collect()
-    }
-}
-
-/// Errors are not `Clone`; region errors are rebuilt for each waiter.
-pub fn clone_err(e: &crate::Error) -> crate::Error {
-    match e {
-        crate::Error::NotLeader { region_id, leader } => {
-            crate::Error::NotLeader { region_id: *region_id, leader: leader.clone() }
-        }
-        crate::Error::RegionNotFound(id) => crate::Error::RegionNotFound(*id),
-        crate::Error::EpochNotMatch { msg, current_regions } => crate::Error::EpochNotMatch {
-            msg: msg.clone(),
-            current_regions: current_regions.clone(),
-        },
-        other => crate::Error::Raft(other.to_string()),
     }
 }
