@@ -11,6 +11,7 @@ use atoll_proto::pdpb;
 
 use crate::keyspace;
 
+#[derive(Clone, Debug)]
 pub struct StoreInfo {
     pub store: metapb::Store,
     pub stats: Option<pdpb::StoreStats>,

@@ -9,8 +9,8 @@ use tonic::codegen::{http, Body as _, BoxFuture, Service};
 use tonic::server::NamedService;
 use tonic::transport::Body;
 
+use crate::core::PdCore;
 use crate::schedule::OpStep;
-use crate::service::PdCore;
 
 #[derive(Clone)]
 pub struct HttpApi {
@@ -78,9 +78,10 @@ impl HttpApi {
         }
         match path {
             "/pd/api/v1/regions" => {
-                let c = self.core.cluster.read();
-                let regions: Vec<_> = c
-                    .all_regions()
+                let regions: Vec<_> = self
+                    .core
+                    .regions()
+                    .iter()
                     .map(|r| {
                         serde_json::json!({
                             "id": r.region.id,
@@ -101,20 +102,13 @@ impl HttpApi {
                 )
             }
             "/pd/api/v1/stores" => {
-                let c = self.core.cluster.read();
                 let now = std::time::Instant::now();
-                let views = crate::schedule::store_views(
-                    &c,
-                    now,
-                    self.core.started,
-                    &self.core.cfg.schedule_config(),
-                );
-                let mut stores: Vec<_> = c.stores.values().collect();
-                stores.sort_by_key(|s| s.store.id);
-                let stores: Vec<_> = stores
-                    .iter()
-                    .map(|s| {
-                        let v = views.get(&s.store.id);
+                let stores: Vec<_> = self
+                    .core
+                    .store_statuses(now)
+                    .into_iter()
+                    .map(|status| {
+                        let (s, v) = (&status.info, status.view.as_ref());
                         let state = match v {
                             None => "Tombstone",
                             Some(v) if v.up => "Up",
@@ -137,10 +131,11 @@ impl HttpApi {
                 )
             }
             "/pd/api/v1/operators" => {
-                let ops = self.core.operators.lock();
                 let now = std::time::Instant::now();
-                let mut list: Vec<_> = ops
-                    .all()
+                let list: Vec<_> = self
+                    .core
+                    .operators()
+                    .iter()
                     .map(|o| {
                         serde_json::json!({
                             "region_id": o.region_id,
@@ -152,7 +147,6 @@ impl HttpApi {
                         })
                     })
                     .collect();
-                list.sort_by_key(|v| v["region_id"].as_u64());
                 json(
                     http::StatusCode::OK,
                     serde_json::json!({"count": list.len(), "operators": list}),
@@ -203,7 +197,7 @@ impl HttpApi {
         };
         match res {
             Ok(()) => json(http::StatusCode::OK, serde_json::json!({"ok": true})),
-            Err(e) => bad(e),
+            Err(e) => bad(e.to_string()),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod core;
 pub mod http;
 pub mod id;
 pub mod keyspace;

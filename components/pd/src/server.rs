@@ -8,8 +8,9 @@ use atoll_proto::pdpb::pd_server::PdServer as PdGrpc;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
+use crate::core::PdCore;
 use crate::http::HttpApi;
-use crate::service::{KeyspaceService, PdCore, PdService};
+use crate::service::{KeyspaceService, PdService};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -53,21 +54,10 @@ impl PdServer {
         }
         let core = PdCore::open(cfg)?;
         let status_core = core.clone();
-        let status_server = atoll_util::status::serve(
-            status,
-            Arc::new(move || {
-                let c = status_core.cluster.read();
-                serde_json::json!({
-                    "role": "pd",
-                    "cluster_id": status_core.cluster_id(),
-                    "bootstrapped": status_core.meta.lock().bootstrapped,
-                    "stores": c.stores.len(),
-                    "regions": c.region_count(),
-                })
-            }),
-        )
-        .await
-        .map_err(|source| ServerError::Bind { addr: status.to_string(), source })?;
+        let status_server =
+            atoll_util::status::serve(status, Arc::new(move || status_core.status_json()))
+                .await
+                .map_err(|source| ServerError::Bind { addr: status.to_string(), source })?;
         let status_addr = status_server.addr;
         let (tx, rx) = oneshot::channel();
         let router = tonic::transport::Server::builder()
@@ -86,7 +76,7 @@ impl PdServer {
         });
         let sched_core = core.clone();
         let schedule_task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(sched_core.cfg.schedule_interval.0);
+            let mut tick = tokio::time::interval(sched_core.cfg().schedule_interval.0);
             loop {
                 tick.tick().await;
                 let c = sched_core.clone();
@@ -123,7 +113,7 @@ impl PdServer {
         self.status.stop().await;
         self.schedule_task.abort();
         let _ = self.schedule_task.await;
-        if let Err(e) = self.core.storage.sync() {
+        if let Err(e) = self.core.sync() {
             tracing::warn!("pd sync on stop: {e}");
         }
         // Connection tasks and a scheduling round on the blocking pool hold
