@@ -13,6 +13,7 @@
 //! and `proto`.
 
 pub mod apply;
+pub mod book;
 pub mod codec;
 pub mod config;
 pub mod error;

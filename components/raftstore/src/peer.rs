@@ -2,6 +2,7 @@
 //! storage, waiting proposals and reads. Operations live in `operation/`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use atoll_engine_traits::KvEngine;
 use atoll_proto::metapb;
@@ -9,10 +10,12 @@ use raft::eraftpb::Message;
 use raft::{RawNode, Ready, StateRole};
 
 use crate::apply::Proposal;
+use crate::book::RegionBook;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::operation::read::ReadQueue;
 use crate::storage::PeerStorage;
+use crate::store_meta::StoreShared;
 
 pub struct Peer<E: KvEngine> {
     pub tag: String,
@@ -26,15 +29,15 @@ pub struct Peer<E: KvEngine> {
     /// A ready whose log writes are in this round's write batch.
     pub pending_ready: Option<(Ready, Vec<Message>)>,
     pub ticks: u64,
-    pub was_leader: bool,
+    /// The region's entries in store-level counts and sets (leader,
+    /// hibernated); dropping the peer takes them out.
+    pub book: RegionBook,
     /// Bytes and keys written since the last PD heartbeat.
     pub written_bytes: u64,
     pub written_keys: u64,
     pub stopped: bool,
     /// Highest log index handed to the apply FSM.
     pub apply_sent_index: u64,
-    /// Not ticking: the region is idle (see `operation::hibernate`).
-    pub hibernated: bool,
     /// Ticks since anything but heartbeats happened.
     pub idle_ticks: u64,
     /// Measured by the split checker (leader only; `None` until measured).
@@ -55,6 +58,7 @@ impl<E: KvEngine> Peer<E> {
         cfg: &Config,
         engine: E,
         region: metapb::Region,
+        shared: &Arc<StoreShared>,
         logger: &slog::Logger,
     ) -> Result<Self> {
         let meta =
@@ -62,7 +66,7 @@ impl<E: KvEngine> Peer<E> {
                 Error::Internal(format!("region {} has no peer on store {store_id}", region.id))
             })?;
         let storage = PeerStorage::load(engine, region, cfg.raft_entry_cache_limit)?;
-        Self::new(meta, storage, cfg, logger)
+        Self::new(meta, storage, cfg, shared, logger)
     }
 
     /// A peer for a region this store has no data of yet (it was added to
@@ -72,16 +76,18 @@ impl<E: KvEngine> Peer<E> {
         region_id: u64,
         cfg: &Config,
         engine: E,
+        shared: &Arc<StoreShared>,
         logger: &slog::Logger,
     ) -> Result<Self> {
         let storage = PeerStorage::uninitialized(engine, region_id, cfg.raft_entry_cache_limit)?;
-        Self::new(meta, storage, cfg, logger)
+        Self::new(meta, storage, cfg, shared, logger)
     }
 
     fn new(
         meta: metapb::Peer,
         storage: PeerStorage<E>,
         cfg: &Config,
+        shared: &Arc<StoreShared>,
         logger: &slog::Logger,
     ) -> Result<Self> {
         let region = storage.region.clone();
@@ -112,12 +118,11 @@ impl<E: KvEngine> Peer<E> {
             peer_cache,
             pending_ready: None,
             ticks: 0,
-            was_leader: false,
+            book: RegionBook::open(region.id, shared.clone()),
             written_bytes: 0,
             written_keys: 0,
             stopped: false,
             apply_sent_index: applied,
-            hibernated: false,
             idle_ticks: 0,
             approximate_size: None,
             approximate_keys: None,

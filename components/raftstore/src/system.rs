@@ -1,7 +1,7 @@
 //! Wiring: the raft and apply batch systems, the ticker, loading peers from
 //! disk at start, and [`StoreHandle`], the API the server uses.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -20,7 +20,6 @@ use crate::fsm::{
     register_region, ApplyRouter, PeerFsm, PollContext, RaftPollerBuilder, RaftRouter, StoreFsm,
     RAFT_WB_CAPACITY,
 };
-use crate::metrics::REGION_COUNT;
 use crate::msg::{PeerMsg, ReadCallback, StoreMsg, WriteCallback};
 use crate::peer::Peer;
 use crate::snap::SnapManager;
@@ -188,7 +187,6 @@ pub struct RaftSystem<E: KvEngine> {
     apply: BatchSystem<ApplyFsm, ApplyControlFsm>,
     router: RaftRouter<E>,
     apply_router: ApplyRouter,
-    leader_count: Arc<AtomicUsize>,
     shared: Arc<StoreShared>,
     snap_mgr: SnapManager,
     stop: Arc<AtomicBool>,
@@ -224,7 +222,6 @@ impl<E: KvEngine> RaftSystem<E> {
             apply,
             cfg: Arc::new(cfg),
             engine,
-            leader_count: Arc::new(AtomicUsize::new(0)),
             shared: Arc::new(StoreShared::default()),
             snap_mgr,
             stop: Arc::new(AtomicBool::new(false)),
@@ -251,11 +248,12 @@ impl<E: KvEngine> RaftSystem<E> {
                 &self.cfg,
                 self.engine.clone(),
                 region.clone(),
+                &self.shared,
                 &logger,
             )?;
             let mut meta = self.shared.meta.lock();
             meta.set_region(&region);
-            register_region(&self.router, &self.apply_router, &self.shared, peer);
+            register_region(&self.router, &self.apply_router, peer);
         }
         tracing::info!(store = self.store_id, regions = self.router.len(), "raftstore starting");
         // Workers stop on their own once every sender (held by pollers) is gone.
@@ -284,7 +282,6 @@ impl<E: KvEngine> RaftSystem<E> {
                 router: self.router.clone(),
                 apply_router: self.apply_router.clone(),
                 logger,
-                leader_count: self.leader_count.clone(),
                 shared: self.shared.clone(),
                 snap_mgr: self.snap_mgr.clone(),
                 split_checker,
@@ -342,13 +339,9 @@ impl<E: KvEngine> RaftSystem<E> {
         if let Some(h) = self.ticker.take() {
             let _ = h.join();
         }
-        let n = self.router.len() as i64;
-        let asleep = n - self.shared.ticking.len() as i64;
+        // Dropping the peer FSMs takes their regions out of the gauges.
         self.raft.shutdown();
         self.apply.shutdown();
-        REGION_COUNT.sub(n);
-        crate::metrics::HIBERNATED_REGIONS.sub(asleep.max(0));
-        crate::metrics::LEADER_COUNT.sub(self.leader_count.swap(0, Ordering::Relaxed) as i64);
     }
 }
 

@@ -81,7 +81,6 @@ pub enum PdTask {
     StoreHeartbeat {
         store_id: u64,
         region_count: u32,
-        leader_count: u32,
         used_size: u64,
     },
 }

@@ -135,7 +135,7 @@ pub async fn run<E: KvEngine>(
                     Err(_) => tracing::debug!("report batch split timed out"),
                 }
             }
-            PdTask::StoreHeartbeat { store_id, region_count, leader_count: _, used_size } => {
+            PdTask::StoreHeartbeat { store_id, region_count, used_size } => {
                 let pd = pd.clone();
                 tokio::spawn(async move {
                     let stats = pdpb::StoreStats {

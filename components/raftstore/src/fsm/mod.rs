@@ -5,7 +5,6 @@ pub mod apply;
 pub mod peer;
 pub mod store;
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,18 +32,15 @@ pub type RaftRouter<E> = Router<PeerFsm<E>, StoreFsm>;
 pub fn register_region<E: KvEngine>(
     router: &RaftRouter<E>,
     apply_router: &ApplyRouter,
-    shared: &StoreShared,
     peer: crate::peer::Peer<E>,
 ) {
     let region = peer.region().clone();
-    shared.ticking.insert(region.id);
     let apply_state = peer.raft.store().apply_state.clone();
     apply_router.register(
         region.id,
         apply::ApplyFsm::new(crate::apply::ApplyDelegate::new(region.clone(), apply_state)),
     );
     router.register(region.id, PeerFsm::new(peer));
-    crate::metrics::REGION_COUNT.inc();
 }
 
 /// Everything a raft poller thread shares with the peers it polls.
@@ -59,7 +55,6 @@ pub struct PollContext<E: KvEngine, T, P> {
     pub router: RaftRouter<E>,
     pub apply_router: ApplyRouter,
     pub logger: slog::Logger,
-    pub leader_count: Arc<AtomicUsize>,
     pub shared: Arc<StoreShared>,
     pub snap_mgr: SnapManager,
     pub split_checker: SplitChecker,
@@ -137,7 +132,6 @@ impl<E: KvEngine, T: Transport, P: PdSink> PollContext<E, T, P> {
             router: self.router.clone(),
             apply_router: self.apply_router.clone(),
             logger: self.logger.clone(),
-            leader_count: self.leader_count.clone(),
             shared: self.shared.clone(),
             snap_mgr: self.snap_mgr.clone(),
             split_checker: self.split_checker.clone(),

@@ -41,9 +41,9 @@ impl<E: KvEngine> PeerFsm<E> {
             PeerMsg::ProposeSplit { epoch, split_keys, ids, cb } => {
                 peer.propose_split(epoch, split_keys, ids, cb, ctx)
             }
-            PeerMsg::TransferLeader { peer: to } => peer.transfer_leader(to, ctx),
+            PeerMsg::TransferLeader { peer: to } => peer.transfer_leader(to),
             PeerMsg::Campaign => {
-                peer.wake(ctx);
+                peer.wake();
                 if let Err(e) = peer.raft.campaign() {
                     tracing::warn!("{} campaign failed: {e}", peer.tag);
                 }
@@ -56,7 +56,7 @@ impl<E: KvEngine> PeerFsm<E> {
             }
             PeerMsg::SnapshotReport { to_peer_id, ok } => peer.on_snapshot_report(to_peer_id, ok),
             PeerMsg::PdTick => peer.on_pd_tick(ctx),
-            PeerMsg::Wake => peer.wake(ctx),
+            PeerMsg::Wake => peer.wake(),
         }
     }
 }

@@ -1,4 +1,3 @@
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use atoll_batch_system::Fsm;
@@ -47,7 +46,6 @@ impl StoreFsm {
                 ctx.pd.schedule(PdTask::StoreHeartbeat {
                     store_id: self.store_id,
                     region_count: ctx.router.len() as u32,
-                    leader_count: ctx.leader_count.load(Ordering::Relaxed) as u32,
                     used_size,
                 })
             }

@@ -15,18 +15,16 @@ use atoll_proto::atollpb::RaftMessage;
 use raft::eraftpb::{Message, MessageType};
 
 use crate::fsm::PollContext;
-use crate::metrics::HIBERNATED_REGIONS;
 use crate::peer::Peer;
 use crate::transport::{PdSink, Transport};
 
 impl<E: KvEngine> Peer<E> {
     /// Something happened: reset the idle count and resume ticking.
-    pub fn wake<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+    pub fn wake(&mut self) {
         self.idle_ticks = 0;
-        if !self.hibernated {
+        if !self.book.wake() {
             return;
         }
-        self.hibernated = false;
         tracing::debug!("{} wakes up", self.tag);
         if self.is_leader() {
             // Raft's quorum check looks at activity since its last check, and
@@ -39,26 +37,12 @@ impl<E: KvEngine> Peer<E> {
                 pr.recent_active = true;
             }
         }
-        ctx.shared.ticking.insert(self.region_id());
-        ctx.shared.sleeping_followers.remove(&self.region_id());
-        HIBERNATED_REGIONS.dec();
     }
 
-    fn sleep<T: Transport, P: PdSink>(
-        &mut self,
-        ctx: &mut PollContext<E, T, P>,
-        leader_store: Option<u64>,
-    ) {
-        if self.hibernated {
-            return;
+    fn sleep(&mut self, leader_store: Option<u64>) {
+        if self.book.hibernate(leader_store) {
+            tracing::debug!("{} hibernates (leader store {leader_store:?})", self.tag);
         }
-        self.hibernated = true;
-        tracing::debug!("{} hibernates (leader store {leader_store:?})", self.tag);
-        ctx.shared.ticking.remove(&self.region_id());
-        if let Some(s) = leader_store {
-            ctx.shared.sleeping_followers.insert(self.region_id(), s);
-        }
-        HIBERNATED_REGIONS.inc();
     }
 
     /// The leader has nothing in flight and every replica has everything.
@@ -78,7 +62,7 @@ impl<E: KvEngine> Peer<E> {
 
     /// Called after every poll of the peer (after its ready was sent).
     pub fn maybe_hibernate<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
-        if self.hibernated
+        if self.book.is_hibernated()
             || self.stopped
             || !ctx.cfg.hibernate_regions
             || !self.is_leader()
@@ -111,7 +95,7 @@ impl<E: KvEngine> Peer<E> {
             let msg = RaftMessage { hibernate: true, ..self.raft_message(to, &m) };
             let _ = ctx.trans.send(msg);
         }
-        self.sleep(ctx, None);
+        self.sleep(None);
     }
 
     /// A follower got (and stepped) the leader's hibernate heartbeat.
@@ -127,7 +111,7 @@ impl<E: KvEngine> Peer<E> {
             return;
         }
         if r.raft_log.last_index() == commit && r.raft_log.committed == commit {
-            self.sleep(ctx, Some(leader_store));
+            self.sleep(Some(leader_store));
         }
     }
 }

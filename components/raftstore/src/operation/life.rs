@@ -9,7 +9,7 @@ use prost011::Message as _;
 use raft::eraftpb::{Message, MessageType};
 
 use crate::fsm::{register_region, ApplyMsg, PollContext};
-use crate::metrics::{RAFT_MESSAGES_DROPPED, REGION_COUNT};
+use crate::metrics::RAFT_MESSAGES_DROPPED;
 use crate::peer::Peer;
 use crate::storage::{load_pb, write_region_state};
 use crate::transport::{PdSink, Transport};
@@ -88,6 +88,7 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
         region_id,
         &ctx.cfg,
         ctx.engine.clone(),
+        &ctx.shared,
         &ctx.logger,
     ) {
         Ok(p) => p,
@@ -102,7 +103,7 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
         peer = peer.meta.id,
         "created peer from a raft message"
     );
-    register_region(&ctx.router, &ctx.apply_router, &ctx.shared, peer);
+    register_region(&ctx.router, &ctx.apply_router, peer);
     drop(meta);
     Some(msg)
 }
@@ -138,11 +139,6 @@ impl<E: KvEngine> Peer<E> {
         // Whatever this round staged for the peer must not resurrect it.
         self.pending_ready = None;
         self.stopped = true;
-        if self.was_leader {
-            crate::metrics::LEADER_COUNT.dec();
-            ctx.leader_count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            self.was_leader = false;
-        }
         // Proposals are in the log and may still commit on the other peers.
         for p in self.proposals.drain(..) {
             (p.cb)(Err(Error::Undetermined(format!("region {id}: peer destroyed ({reason})"))));
@@ -151,15 +147,11 @@ impl<E: KvEngine> Peer<E> {
         // The apply FSM stops itself after this message; unregistering it
         // now would drop it with the message unprocessed.
         let _ = ctx.apply_router.force_send(id, ApplyMsg::Destroy { clear_data: initialized });
-        if self.hibernated {
-            crate::metrics::HIBERNATED_REGIONS.dec();
-            self.hibernated = false;
-        }
         ctx.shared.meta.lock().remove(id);
-        ctx.shared.ticking.remove(&id);
-        ctx.shared.sleeping_followers.remove(&id);
+        // Now, not when the FSM is dropped: a new peer of this region may
+        // register first.
+        self.book.close();
         ctx.router.unregister(id);
-        REGION_COUNT.dec();
     }
 
     /// A peer that is no longer a member (per a newer epoch than ours) must

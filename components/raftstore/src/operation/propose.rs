@@ -134,7 +134,7 @@ impl<E: KvEngine> Peer<E> {
         if self.proposals.len() >= ctx.cfg.max_pending_proposals {
             return fail(cb, Error::Busy(format!("{} has too many pending proposals", self.tag)));
         }
-        self.wake(ctx);
+        self.wake();
         if let Some(to) = self.raft.raft.lead_transferee {
             // Raft drops proposals while leadership moves; point at the new leader.
             let leader = self.peer_cache.get(&to).cloned();
@@ -165,11 +165,7 @@ impl<E: KvEngine> Peer<E> {
         }
     }
 
-    pub fn transfer_leader<T: Transport, P: PdSink>(
-        &mut self,
-        to: metapb::Peer,
-        ctx: &mut PollContext<E, T, P>,
-    ) {
+    pub fn transfer_leader(&mut self, to: metapb::Peer) {
         if !self.is_leader() || to.id == self.meta.id {
             return;
         }
@@ -178,7 +174,7 @@ impl<E: KvEngine> Peer<E> {
             tracing::warn!("{} cannot transfer leadership to {} (not a voter)", self.tag, to.id);
             return;
         }
-        self.wake(ctx);
+        self.wake();
         tracing::info!("{} transferring leadership to {}", self.tag, to.id);
         self.raft.transfer_leader(to.id);
     }

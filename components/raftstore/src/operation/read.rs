@@ -80,7 +80,7 @@ impl<E: KvEngine> Peer<E> {
         if self.reads.len >= ctx.cfg.max_pending_reads {
             return cb(Err(Error::Busy(format!("{} has too many pending reads", self.tag))));
         }
-        self.wake(ctx);
+        self.wake();
         self.reads.new_reads.push(cb);
         self.reads.len += 1;
     }

@@ -1,7 +1,5 @@
 //! Raft messages in, readies out: stepping, ticking, persisting and applying.
 
-use std::sync::atomic::Ordering;
-
 use atoll_engine_traits::KvEngine;
 use atoll_proto::atollpb::RaftMessage;
 use prost011::Message as _;
@@ -11,8 +9,7 @@ use raft::StateRole;
 use crate::apply::{ApplyRes, ExecResult};
 use crate::fsm::{ApplyMsg, PollContext};
 use crate::metrics::{
-    COMMIT_LOG_DURATION, LEADER_COUNT, RAFT_MESSAGES_DROPPED, RAFT_MESSAGES_SENT, READY_HANDLED,
-    SNAPSHOTS,
+    COMMIT_LOG_DURATION, RAFT_MESSAGES_DROPPED, RAFT_MESSAGES_SENT, READY_HANDLED, SNAPSHOTS,
 };
 use crate::peer::Peer;
 use crate::transport::{PdSink, PdTask, RegionStats, Transport};
@@ -65,9 +62,11 @@ impl<E: KvEngine> Peer<E> {
         let is_heartbeat =
             matches!(m.msg_type(), MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse);
         if !is_heartbeat
-            || (self.hibernated && !msg.hibernate && m.msg_type() == MessageType::MsgHeartbeat)
+            || (self.book.is_hibernated()
+                && !msg.hibernate
+                && m.msg_type() == MessageType::MsgHeartbeat)
         {
-            self.wake(ctx);
+            self.wake();
         }
         let (m_from, m_commit) = (m.from, m.commit);
         self.peer_cache.entry(from.id).or_insert(from.clone());
@@ -80,7 +79,7 @@ impl<E: KvEngine> Peer<E> {
     }
 
     pub fn on_tick<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
-        if self.hibernated {
+        if self.book.is_hibernated() {
             return; // a tick queued before the region went to sleep
         }
         self.raft.tick();
@@ -186,18 +185,13 @@ impl<E: KvEngine> Peer<E> {
 
     fn on_role_changed<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
         let leader = self.raft.raft.state == StateRole::Leader;
-        if leader == self.was_leader {
+        if !self.book.set_leader(leader) {
             return;
         }
-        self.was_leader = leader;
         if leader {
-            LEADER_COUNT.inc();
-            ctx.leader_count.fetch_add(1, Ordering::Relaxed);
             tracing::info!("{} became leader at term {}", self.tag, self.term());
             self.heartbeat_pd(ctx);
         } else {
-            LEADER_COUNT.dec();
-            ctx.leader_count.fetch_sub(1, Ordering::Relaxed);
             let err = self.not_leader();
             self.reads.fail_all(|| err.clone());
         }

@@ -129,12 +129,13 @@ impl<E: KvEngine> Peer<E> {
                 &ctx.cfg,
                 ctx.engine.clone(),
                 r.clone(),
+                &ctx.shared,
                 &ctx.logger,
             ) {
                 Ok(p) => p,
                 Err(e) => panic!("{} create split region {}: {e}", self.tag, r.id),
             };
-            register_region(&ctx.router, &ctx.apply_router, &ctx.shared, peer);
+            register_region(&ctx.router, &ctx.apply_router, peer);
             if leader {
                 // The parent's leader store leads the children: no election wait.
                 let _ = ctx.router.force_send(r.id, PeerMsg::Campaign);
