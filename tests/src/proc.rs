@@ -276,10 +276,7 @@ pub fn http_post(addr: &str, path: &str, body: &str) -> String {
     out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
 }
 
-/// Uppercase hex, as PD's HTTP API takes keys.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
-}
+pub use atoll_codec::hex;
 
 /// Splits the region holding `region_key` so that a region starts exactly
 /// there, through PD's HTTP API (`wire_key` is the same key as a raw

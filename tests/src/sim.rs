@@ -16,7 +16,7 @@ use atoll_proto::metapb;
 use atoll_raftstore::msg::SplitIds;
 use atoll_raftstore::system::write_initial_region;
 use atoll_raftstore::{
-    keys, Config, Error, PdSink, PdTask, PeerMsg, RaftSystem, StoreHandle, Transport,
+    keys, Config, Error, PdSink, PdTask, PeerMsg, RaftSystem, SplitRequest, StoreHandle, Transport,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -444,7 +444,7 @@ impl<E: KvEngine> Cluster<E> {
             let (tx, rx) = mpsc::channel();
             let msg = PeerMsg::SplitRegion {
                 epoch: region.region_epoch.clone().unwrap_or_default(),
-                split_keys: vec![split_key.to_vec()],
+                request: SplitRequest::AtKeys(vec![split_key.to_vec()]),
                 cb: Some(Box::new(move |r| drop(tx.send(r.map(|_| ()))))),
             };
             h.send(region.id, msg)?;

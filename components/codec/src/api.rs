@@ -124,6 +124,58 @@ impl fmt::Display for ApiVersion {
     }
 }
 
+/// Why split keys do not fit a region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitKeyError {
+    NoKeys,
+    /// The key at `index` is empty, not after the previous key (or the
+    /// region start), or not before the region end.
+    Misplaced {
+        index: usize,
+        key: Vec<u8>,
+    },
+}
+
+impl fmt::Display for SplitKeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SplitKeyError::NoKeys => write!(f, "no split keys"),
+            SplitKeyError::Misplaced { index, key } => write!(
+                f,
+                "split key #{index} {} is not strictly inside the region after the previous one",
+                crate::hex(key)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SplitKeyError {}
+
+/// THE rule for split keys (region keys), checked by every side that
+/// handles them (the peer asking PD for ids, the peer proposing, apply, PD's
+/// admin API): at least one, each strictly inside `[start, end)` (an empty
+/// `end` is +inf), strictly increasing (so no duplicates and none at the
+/// start).
+pub fn check_split_keys<'a>(
+    start: &[u8],
+    end: &[u8],
+    keys: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<(), SplitKeyError> {
+    let mut prev = start;
+    let mut n = 0;
+    for (index, k) in keys.into_iter().enumerate() {
+        if k.is_empty() || k <= prev || (!end.is_empty() && k >= end) {
+            return Err(SplitKeyError::Misplaced { index, key: k.to_vec() });
+        }
+        prev = k;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(SplitKeyError::NoKeys);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +229,22 @@ mod tests {
         assert_eq!(keyspace_prefix(TXN_KEY_PREFIX, 0x010203), *b"x\x01\x02\x03");
         assert_eq!(keyspace_end(RAW_KEY_PREFIX, 0), b"r\0\0\x01");
         assert_eq!(keyspace_end(RAW_KEY_PREFIX, KEYSPACE_ID_MAX), b"s");
+    }
+
+    #[test]
+    fn split_keys_inside_and_increasing() {
+        let ok = |s: &[u8], e: &[u8], k: &[&[u8]]| check_split_keys(s, e, k.iter().copied());
+        assert_eq!(ok(b"", b"", &[]), Err(SplitKeyError::NoKeys));
+        assert!(ok(b"", b"", &[b"a", b"b"]).is_ok());
+        assert!(ok(b"", b"", &[b""]).is_err(), "empty key");
+        assert!(ok(b"c", b"f", &[b"c"]).is_err(), "at the start");
+        assert!(ok(b"c", b"f", &[b"f"]).is_err(), "at the end");
+        assert!(ok(b"c", b"f", &[b"d", b"d"]).is_err(), "duplicate");
+        assert!(ok(b"c", b"f", &[b"e", b"d"]).is_err(), "out of order");
+        assert!(ok(b"c", b"f", &[b"d", b"e"]).is_ok());
+        assert_eq!(
+            ok(b"c", b"", &[b"d", b"a"]),
+            Err(SplitKeyError::Misplaced { index: 1, key: b"a".to_vec() })
+        );
     }
 }

@@ -6,6 +6,11 @@
 //!   bytes region bounds, PD routing and data keys use for a client's key).
 pub mod api;
 
+/// Uppercase hex, as PD's HTTP API shows and takes keys.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
 const GROUP: usize = 8;
 const MARKER: u8 = 0xff;
 

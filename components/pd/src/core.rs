@@ -585,13 +585,13 @@ impl PdCore {
         let api = api.ok_or(CoreError::NotBootstrapped)?;
         let keys: Vec<Vec<u8>> = keys.iter().map(|k| api.raw_region_key(k)).collect();
         let r = &info.region;
-        for k in &keys {
-            if k <= &r.start_key || (!r.end_key.is_empty() && k >= &r.end_key) {
-                return Err(CoreError::Invalid(format!(
-                    "split key {} is not inside region {region_id}",
-                    crate::http::hex(k)
-                )));
-            }
+        if !keys.is_empty() {
+            atoll_codec::api::check_split_keys(
+                &r.start_key,
+                &r.end_key,
+                keys.iter().map(|k| k.as_slice()),
+            )
+            .map_err(|e| CoreError::Invalid(format!("region {region_id}: {e}")))?;
         }
         let cmd = info.split_command(keys);
         PD_OPERATORS.with_label_values(&["admin-split-region"]).inc();

@@ -209,9 +209,7 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02X}")).collect()
-}
+pub use atoll_codec::hex;
 
 /// Reads a request body, refusing more than `BODY_MAX` bytes.
 async fn read_body<B>(body: B) -> Result<Vec<u8>, String>

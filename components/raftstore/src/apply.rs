@@ -468,20 +468,10 @@ pub fn split_region(
     region: &metapb::Region,
     req: &BatchSplitRequest,
 ) -> Result<(metapb::Region, Vec<metapb::Region>)> {
-    if req.requests.is_empty() {
-        return Err(Error::InvalidRequest("split with no keys".into()));
-    }
-    let mut prev = region.start_key.clone();
+    let keys = req.requests.iter().map(|r| r.split_key.as_slice());
+    atoll_codec::api::check_split_keys(&region.start_key, &region.end_key, keys)
+        .map_err(|e| Error::InvalidRequest(format!("region {}: {e}", region.id)))?;
     for r in &req.requests {
-        let k = &r.split_key;
-        let above_start = k > &prev || (prev.is_empty() && !k.is_empty());
-        let below_end = region.end_key.is_empty() || k < &region.end_key;
-        if k.is_empty() || !above_start || !below_end {
-            return Err(Error::InvalidRequest(format!(
-                "split key {k:?} out of order or outside region {}",
-                region.id
-            )));
-        }
         if r.new_peer_ids.len() != region.peers.len() {
             return Err(Error::InvalidRequest(format!(
                 "split needs {} peer ids, got {}",
@@ -489,7 +479,6 @@ pub fn split_region(
                 r.new_peer_ids.len()
             )));
         }
-        prev = k.clone();
     }
     let mut epoch = region.region_epoch.clone().unwrap_or_default();
     epoch.version += req.requests.len() as u64;

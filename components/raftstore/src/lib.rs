@@ -32,7 +32,9 @@ pub mod worker;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use msg::{CasResult, PeerMsg, ReadResponse, SplitIds, StoreMsg, WriteResponse};
+pub use msg::{
+    CasResult, PeerMsg, PeerTick, ReadResponse, SplitIds, SplitRequest, StoreMsg, WriteResponse,
+};
 pub use system::{RaftSystem, StoreHandle};
 pub use transport::{PdSink, PdTask, RegionStats, Transport, TransportError};
 
@@ -44,6 +46,16 @@ use atoll_proto::metapb;
 pub fn region_contains(region: &metapb::Region, key: &[u8]) -> bool {
     key >= region.start_key.as_slice()
         && (region.end_key.is_empty() || key < region.end_key.as_slice())
+}
+
+/// The key-in-region rule, for every side that checks a request's key:
+/// `region_key` must be inside `region`; `key` (what the request carried)
+/// is reported back in `KeyNotInRegion`.
+pub fn check_key_in_region(region: &metapb::Region, region_key: &[u8], key: &[u8]) -> Result<()> {
+    if region_contains(region, region_key) {
+        return Ok(());
+    }
+    Err(Error::KeyNotInRegion { key: key.to_vec(), region: Box::new(region.clone()) })
 }
 
 /// Checks a request's epoch against the region's current one: the version

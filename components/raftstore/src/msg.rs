@@ -40,6 +40,67 @@ pub struct SplitIds {
     pub new_peer_ids: Vec<u64>,
 }
 
+/// The periodic work of a peer. The store's ticker sends `Raft` to
+/// regions that are awake and `PdHeartbeat` to all; the others are due
+/// every so many raft ticks ([`PeerTick::due_after_raft_tick`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerTick {
+    /// Advance raft's clock (elections, heartbeats) and retry stale reads.
+    Raft,
+    /// Leader: compact the raft log that every replica has.
+    RaftLogGc,
+    /// Leader: measure the region if enough was written since last time.
+    SplitCheck,
+    /// Leader: report the region to PD (also while hibernating).
+    PdHeartbeat,
+}
+
+impl PeerTick {
+    /// The ticks due after raft tick number `ticks` (counted from 1): GC and
+    /// split checks every `gc_ticks` / `split_check_ticks`, leaders only.
+    pub fn due_after_raft_tick(
+        ticks: u64,
+        leader: bool,
+        gc_ticks: u64,
+        split_check_ticks: u64,
+    ) -> impl Iterator<Item = PeerTick> {
+        let gc = leader && ticks.is_multiple_of(gc_ticks.max(1));
+        let split = leader && ticks.is_multiple_of(split_check_ticks.max(1));
+        [(gc, PeerTick::RaftLogGc), (split, PeerTick::SplitCheck)]
+            .into_iter()
+            .filter_map(|(due, t)| due.then_some(t))
+    }
+}
+
+/// What a split asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SplitRequest {
+    /// At these region keys (checked with `check_split_keys`).
+    AtKeys(Vec<Vec<u8>>),
+    /// In half by size: the split checker scans the region for its middle
+    /// key. Atoll answers PD's `Scan` and `Approximate` policies this way.
+    Half,
+}
+
+impl SplitRequest {
+    /// PD's split command (`pdpb.SplitRegion`): `Usekey` names the keys;
+    /// the other policies split in half and name none.
+    pub fn from_pd(policy: i32, keys: Vec<Vec<u8>>) -> std::result::Result<Self, String> {
+        use atoll_proto::pdpb::CheckPolicy;
+        match CheckPolicy::try_from(policy) {
+            Ok(CheckPolicy::Usekey) if keys.is_empty() => {
+                Err("split with policy Usekey names no keys".into())
+            }
+            Ok(CheckPolicy::Usekey) => Ok(SplitRequest::AtKeys(keys)),
+            Ok(p @ (CheckPolicy::Scan | CheckPolicy::Approximate)) if !keys.is_empty() => {
+                Err(format!("split with policy {p:?} names {} keys", keys.len()))
+            }
+            Ok(CheckPolicy::Scan | CheckPolicy::Approximate) => Ok(SplitRequest::Half),
+            Err(_) => Err(format!("unknown split policy {policy}")),
+        }
+    }
+}
+
 /// Messages for a peer FSM.
 pub enum PeerMsg<E: KvEngine> {
     /// A raft message from another store.
@@ -48,12 +109,13 @@ pub enum PeerMsg<E: KvEngine> {
     Write { req: RaftCmdRequest, cb: WriteCallback },
     /// Linearizable read via read index.
     Read { header: RaftRequestHeader, cb: ReadCallback<E::Snapshot> },
-    /// One raft tick.
-    Tick,
+    /// Periodic work.
+    Tick(PeerTick),
     /// Results of the apply pool.
     ApplyRes(Box<crate::apply::ApplyRes>),
-    /// Split at these (encoded) keys: ask PD for ids first.
-    SplitRegion { epoch: metapb::RegionEpoch, split_keys: Vec<Vec<u8>>, cb: Option<WriteCallback> },
+    /// Split (keys: ask PD for ids first; half: measure first). `cb`
+    /// fires once a split at keys is applied, or when it is refused.
+    SplitRegion { epoch: metapb::RegionEpoch, request: SplitRequest, cb: Option<WriteCallback> },
     /// PD answered with ids for a split; propose it.
     ProposeSplit {
         epoch: metapb::RegionEpoch,
@@ -77,8 +139,6 @@ pub enum PeerMsg<E: KvEngine> {
     SplitCheckResult { epoch: metapb::RegionEpoch, size: u64, keys: u64, split_keys: Vec<Vec<u8>> },
     /// The transport finished (or failed) sending a snapshot to `to_peer_id`.
     SnapshotReport { to_peer_id: u64, ok: bool },
-    /// Periodic, also while hibernating: leaders report to PD.
-    PdTick,
     /// Resume ticking (a hibernated follower's leader store went silent).
     Wake,
 }

@@ -187,13 +187,6 @@ impl<E: KvEngine> Peer<E> {
 
     /// Is `key` (a raw, unencoded key) inside this region?
     pub fn check_key(&self, key: &[u8]) -> Result<()> {
-        if crate::region_contains(self.region(), key) {
-            Ok(())
-        } else {
-            Err(Error::KeyNotInRegion {
-                key: key.to_vec(),
-                region: Box::new(self.region().clone()),
-            })
-        }
+        crate::check_key_in_region(self.region(), key, key)
     }
 }

@@ -20,7 +20,7 @@ use crate::fsm::{
     register_region, ApplyRouter, PeerFsm, PollContext, RaftPollerBuilder, RaftRouter, StoreFsm,
     RAFT_WB_CAPACITY,
 };
-use crate::msg::{PeerMsg, ReadCallback, StoreMsg, WriteCallback};
+use crate::msg::{PeerMsg, PeerTick, ReadCallback, StoreMsg, WriteCallback};
 use crate::peer::Peer;
 use crate::snap::SnapManager;
 use crate::storage::{load_pb, write_initial_region_states};
@@ -317,10 +317,10 @@ impl<E: KvEngine> RaftSystem<E> {
                     awake.extend(shared.ticking.iter().map(|id| *id));
                     for id in &awake {
                         // A full mailbox has work queued anyway; skip its tick.
-                        let _ = router.send(*id, PeerMsg::Tick);
+                        let _ = router.send(*id, PeerMsg::Tick(PeerTick::Raft));
                     }
                     if n.is_multiple_of(pd_ticks) {
-                        router.broadcast_normal(|| PeerMsg::PdTick);
+                        router.broadcast_normal(|| PeerMsg::Tick(PeerTick::PdHeartbeat));
                     }
                     if n.is_multiple_of(store_ticks) {
                         let _ = router.send_control(StoreMsg::Tick);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use atoll_engine_traits::KvEngine;
 use atoll_pd_client::PdClient;
 use atoll_proto::pdpb;
-use atoll_raftstore::{Error, PdSink, PdTask, PeerMsg, SplitIds, StoreHandle};
+use atoll_raftstore::{Error, PdSink, PdTask, PeerMsg, SplitIds, SplitRequest, StoreHandle};
 use tokio::sync::mpsc;
 
 /// PD tasks queued before new ones are dropped (heartbeats are periodic,
@@ -158,8 +158,13 @@ pub async fn run<E: KvEngine>(
 fn on_operator<E: KvEngine>(store: &StoreHandle<E>, resp: pdpb::RegionHeartbeatResponse) {
     let epoch = resp.region_epoch.clone().unwrap_or_default();
     let msg = if let Some(split) = resp.split_region {
-        // No keys: split in half (the leader measures the region first).
-        PeerMsg::SplitRegion { epoch, split_keys: split.keys, cb: None }
+        match SplitRequest::from_pd(split.policy, split.keys) {
+            Ok(request) => PeerMsg::SplitRegion { epoch, request, cb: None },
+            Err(e) => {
+                tracing::warn!(region = resp.region_id, "ignoring PD split: {e}");
+                return;
+            }
+        }
     } else if let Some(t) = resp.transfer_leader.and_then(|t| t.peer) {
         PeerMsg::TransferLeader { peer: t }
     } else if let Some(cp) = resp.change_peer {

@@ -261,10 +261,9 @@ impl<E: KvEngine> RawStorage<E> {
 
     /// The region key of the user's `key`, which must lie in the read's region.
     fn in_region(&self, read: &ReadResponse<E::Snapshot>, key: &[u8]) -> Result<Vec<u8>> {
-        region_key_in(self.api, &read.region, key).ok_or_else(|| Error::KeyNotInRegion {
-            key: key.to_vec(),
-            region: Box::new(read.region.clone()),
-        })
+        let region_key = self.api.raw_region_key(key);
+        atoll_raftstore::check_key_in_region(&read.region, &region_key, key)?;
+        Ok(region_key)
     }
 
     fn load(snap: &E::Snapshot, cf: &str, region_key: &[u8], now: u64) -> Result<Option<RawValue>> {

@@ -2,7 +2,7 @@ use atoll_batch_system::Fsm;
 use atoll_engine_traits::KvEngine;
 
 use crate::fsm::PollContext;
-use crate::msg::PeerMsg;
+use crate::msg::{PeerMsg, PeerTick};
 use crate::peer::Peer;
 use crate::transport::{PdSink, Transport};
 
@@ -33,10 +33,10 @@ impl<E: KvEngine> PeerFsm<E> {
             PeerMsg::Raft(m) => peer.on_raft_message(*m, ctx),
             PeerMsg::Write { req, cb } => peer.propose_write(req, cb, ctx),
             PeerMsg::Read { header, cb } => peer.on_read(header, cb, ctx),
-            PeerMsg::Tick => peer.on_tick(ctx),
+            PeerMsg::Tick(tick) => Self::on_tick(peer, tick, ctx),
             PeerMsg::ApplyRes(res) => peer.on_apply_res(*res, ctx),
-            PeerMsg::SplitRegion { epoch, split_keys, cb } => {
-                peer.on_split_region(epoch, split_keys, cb, ctx)
+            PeerMsg::SplitRegion { epoch, request, cb } => {
+                peer.on_split_region(epoch, request, cb, ctx)
             }
             PeerMsg::ProposeSplit { epoch, split_keys, ids, cb } => {
                 peer.propose_split(epoch, split_keys, ids, cb, ctx)
@@ -55,8 +55,33 @@ impl<E: KvEngine> PeerFsm<E> {
                 peer.on_split_check_result(epoch, size, keys, split_keys, ctx)
             }
             PeerMsg::SnapshotReport { to_peer_id, ok } => peer.on_snapshot_report(to_peer_id, ok),
-            PeerMsg::PdTick => peer.on_pd_tick(ctx),
             PeerMsg::Wake => peer.wake(),
+        }
+    }
+
+    fn on_tick<T: Transport, P: PdSink>(
+        peer: &mut Peer<E>,
+        tick: PeerTick,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
+        match tick {
+            PeerTick::Raft => {
+                if peer.on_raft_tick(ctx) {
+                    let (ticks, leader) = (peer.ticks, peer.is_leader());
+                    let due = PeerTick::due_after_raft_tick(
+                        ticks,
+                        leader,
+                        ctx.gc_ticks,
+                        ctx.split_check_ticks,
+                    );
+                    for t in due {
+                        Self::on_tick(peer, t, ctx);
+                    }
+                }
+            }
+            PeerTick::RaftLogGc => peer.maybe_compact_log(ctx),
+            PeerTick::SplitCheck => peer.on_split_check_tick(ctx),
+            PeerTick::PdHeartbeat => peer.on_pd_heartbeat_tick(ctx),
         }
     }
 }

@@ -14,6 +14,7 @@ use atoll_engine_traits::KvEngine;
 use atoll_proto::atollpb::RaftMessage;
 use raft::eraftpb::{Message, MessageType};
 
+use crate::config::Config;
 use crate::fsm::PollContext;
 use crate::peer::Peer;
 use crate::transport::{PdSink, Transport};
@@ -60,17 +61,31 @@ impl<E: KvEngine> Peer<E> {
             && r.prs().iter().all(|(_, p)| p.matched == last)
     }
 
+    /// The leader's decision, taken after every poll: awake, hibernation on,
+    /// idle long enough, and nothing in flight anywhere.
+    pub fn leader_should_sleep(&self, cfg: &Config) -> bool {
+        !self.book.is_hibernated()
+            && !self.stopped
+            && cfg.hibernate_regions
+            && self.is_leader()
+            && self.idle_ticks >= cfg.hibernate_ticks()
+            && self.leader_can_sleep()
+    }
+
+    /// A follower's decision on the leader's hibernate heartbeat (already
+    /// stepped): it came from our leader and we have its whole log.
+    pub fn follower_should_sleep(&self, cfg: &Config, from: u64, commit: u64) -> bool {
+        let r = &self.raft.raft;
+        cfg.hibernate_regions
+            && !self.is_leader()
+            && r.leader_id == from
+            && r.raft_log.last_index() == commit
+            && r.raft_log.committed == commit
+    }
+
     /// Called after every poll of the peer (after its ready was sent).
     pub fn maybe_hibernate<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
-        if self.book.is_hibernated()
-            || self.stopped
-            || !ctx.cfg.hibernate_regions
-            || !self.is_leader()
-            || self.idle_ticks < ctx.cfg.hibernate_ticks()
-        {
-            return;
-        }
-        if !self.leader_can_sleep() {
+        if !self.leader_should_sleep(&ctx.cfg) {
             return;
         }
         let committed = self.raft.raft.raft_log.committed;
@@ -106,11 +121,7 @@ impl<E: KvEngine> Peer<E> {
         commit: u64,
         ctx: &mut PollContext<E, T, P>,
     ) {
-        let r = &self.raft.raft;
-        if !ctx.cfg.hibernate_regions || self.is_leader() || r.leader_id != from {
-            return;
-        }
-        if r.raft_log.last_index() == commit && r.raft_log.committed == commit {
+        if self.follower_should_sleep(&ctx.cfg, from, commit) {
             self.sleep(Some(leader_store));
         }
     }

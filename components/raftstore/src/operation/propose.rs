@@ -33,7 +33,10 @@ fn request_keys(r: &Request) -> Result<Vec<&[u8]>> {
 }
 
 impl<E: KvEngine> Peer<E> {
-    fn check_header(&self, header: Option<&RaftRequestHeader>, check_conf: bool) -> Result<()> {
+    /// THE request-header rule for writes, reads and admin commands: a
+    /// live leader of the named region at the sent epoch (`check_conf`:
+    /// membership too).
+    pub fn check_header(&self, header: Option<&RaftRequestHeader>, check_conf: bool) -> Result<()> {
         if self.stopped {
             return Err(Error::RegionNotFound(self.region_id()));
         }

@@ -65,16 +65,7 @@ impl<E: KvEngine> Peer<E> {
         cb: ReadCallback<E::Snapshot>,
         ctx: &mut PollContext<E, T, P>,
     ) {
-        if self.stopped {
-            return cb(Err(Error::RegionNotFound(header.region_id)));
-        }
-        if !self.is_leader() {
-            return cb(Err(self.not_leader()));
-        }
-        if header.region_id != self.region_id() {
-            return cb(Err(Error::RegionNotFound(header.region_id)));
-        }
-        if let Err(e) = self.check_epoch(header.region_epoch.as_ref(), false) {
+        if let Err(e) = self.check_header(Some(&header), false) {
             return cb(Err(e));
         }
         if self.reads.len >= ctx.cfg.max_pending_reads {

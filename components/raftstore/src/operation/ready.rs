@@ -1,4 +1,5 @@
-//! Raft messages in, readies out: stepping, ticking, persisting and applying.
+//! Raft messages in, readies out: stepping, persisting, sending and
+//! handing committed entries to apply.
 
 use atoll_engine_traits::KvEngine;
 use atoll_proto::atollpb::RaftMessage;
@@ -12,7 +13,7 @@ use crate::metrics::{
     COMMIT_LOG_DURATION, RAFT_MESSAGES_DROPPED, RAFT_MESSAGES_SENT, READY_HANDLED, SNAPSHOTS,
 };
 use crate::peer::Peer;
-use crate::transport::{PdSink, PdTask, RegionStats, Transport};
+use crate::transport::{PdSink, Transport};
 
 impl<E: KvEngine> Peer<E> {
     pub fn on_raft_message<T: Transport, P: PdSink>(
@@ -75,38 +76,6 @@ impl<E: KvEngine> Peer<E> {
         }
         if msg.hibernate {
             self.on_hibernate_request(m_from, from.store_id, m_commit, ctx);
-        }
-    }
-
-    pub fn on_tick<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
-        if self.book.is_hibernated() {
-            return; // a tick queued before the region went to sleep
-        }
-        self.raft.tick();
-        self.ticks += 1;
-        self.idle_ticks += 1;
-        if self.is_leader() {
-            if self.ticks.is_multiple_of(ctx.gc_ticks) {
-                self.maybe_compact_log(ctx);
-            }
-            if self.ticks.is_multiple_of(ctx.split_check_ticks) {
-                self.on_split_check_tick(ctx);
-            }
-            // PD waits for new peers to catch up before the next step of an
-            // operator: report as soon as the set of lagging peers changes.
-            let pending = self.pending_peer_ids().count();
-            if pending != self.last_pending_count {
-                self.last_pending_count = pending;
-                self.heartbeat_pd(ctx);
-            }
-        }
-        self.retry_stale_reads(ctx.cfg.raft_election_timeout_ticks as u64 / 2);
-    }
-
-    /// Periodic even while hibernating: the leader reports to PD.
-    pub fn on_pd_tick<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
-        if self.is_leader() {
-            self.heartbeat_pd(ctx);
         }
     }
 
@@ -302,39 +271,5 @@ impl<E: KvEngine> Peer<E> {
             }
         }
         self.serve_ready_reads();
-    }
-
-    pub fn heartbeat_pd<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
-        let stats = RegionStats {
-            written_bytes: std::mem::take(&mut self.written_bytes),
-            written_keys: std::mem::take(&mut self.written_keys),
-            pending_peers: self.pending_peers(),
-            approximate_size: self.approximate_size.unwrap_or(0),
-            approximate_keys: self.approximate_keys.unwrap_or(0),
-            ..Default::default()
-        };
-        ctx.pd.schedule(PdTask::RegionHeartbeat {
-            term: self.term(),
-            region: self.region().clone(),
-            leader: self.meta.clone(),
-            stats,
-        });
-    }
-
-    /// Followers whose log is behind the truncated index (they need a snapshot).
-    fn pending_peer_ids(&self) -> impl Iterator<Item = u64> + '_ {
-        let truncated = self.raft.store().truncated().index;
-        self.raft
-            .raft
-            .prs()
-            .iter()
-            .filter(move |(id, p)| {
-                **id != self.meta.id && (p.matched < truncated || p.matched == 0)
-            })
-            .map(|(id, _)| *id)
-    }
-
-    fn pending_peers(&self) -> Vec<atoll_proto::metapb::Peer> {
-        self.pending_peer_ids().filter_map(|id| self.peer_cache.get(&id).cloned()).collect()
     }
 }

@@ -1,52 +1,43 @@
 //! Region split: validate keys, get ids from PD, propose `BatchSplit`, and
 //! once applied create the new peers on this store.
 
+use atoll_codec::api::check_split_keys;
 use atoll_engine_traits::KvEngine;
-use atoll_proto::atollpb::{AdminCmdType, AdminRequest, BatchSplitRequest, SplitRequest};
+use atoll_proto::atollpb::{self, AdminCmdType, AdminRequest, BatchSplitRequest};
 use atoll_proto::metapb;
 
 use crate::error::Error;
 use crate::fsm::{register_region, PollContext};
-use crate::msg::{PeerMsg, SplitIds, WriteCallback};
+use crate::msg::{PeerMsg, SplitIds, SplitRequest, WriteCallback};
 use crate::peer::Peer;
-use crate::transport::{PdSink, PdTask, Transport};
+use crate::transport::{PdSink, Transport};
 
 impl<E: KvEngine> Peer<E> {
-    /// Keys must be strictly inside the region and strictly increasing.
-    fn validate_split_keys(&self, keys: &[Vec<u8>]) -> Result<(), Error> {
+    /// Keys must be strictly inside the region and strictly increasing
+    /// ([`atoll_codec::api::check_split_keys`], the rule apply and PD use).
+    pub fn validate_split_keys(&self, keys: &[Vec<u8>]) -> Result<(), Error> {
         let r = self.region();
-        if keys.is_empty() {
-            return Err(Error::InvalidRequest("no split keys".into()));
-        }
-        let mut prev: &[u8] = &r.start_key;
-        for k in keys {
-            if k.is_empty() || k.as_slice() <= prev || (!r.end_key.is_empty() && k >= &r.end_key) {
-                return Err(Error::InvalidRequest(format!(
-                    "split key {k:?} is not inside region {} in order",
-                    r.id
-                )));
-            }
-            prev = k;
-        }
-        Ok(())
+        check_split_keys(&r.start_key, &r.end_key, keys.iter().map(|k| k.as_slice()))
+            .map_err(|e| Error::InvalidRequest(format!("region {}: {e}", r.id)))
     }
 
+    /// A split from PD, an admin or the split checker: at keys, ask PD
+    /// for ids; in half, measure the region first (the result comes back
+    /// as keys). Only the leader splits, and only its current epoch.
     pub fn on_split_region<T: Transport, P: PdSink>(
         &mut self,
         epoch: metapb::RegionEpoch,
-        split_keys: Vec<Vec<u8>>,
+        request: SplitRequest,
         cb: Option<WriteCallback>,
         ctx: &mut PollContext<E, T, P>,
     ) {
-        if split_keys.is_empty() && cb.is_none() && self.check_epoch(Some(&epoch), false).is_ok() {
-            self.schedule_half_split(ctx);
-            return;
-        }
         let check = if !self.is_leader() {
             Err(self.not_leader())
         } else {
-            self.check_epoch(Some(&epoch), false)
-                .and_then(|()| self.validate_split_keys(&split_keys))
+            self.check_epoch(Some(&epoch), false).and_then(|()| match &request {
+                SplitRequest::AtKeys(keys) => self.validate_split_keys(keys),
+                SplitRequest::Half => Ok(()),
+            })
         };
         if let Err(e) = check {
             tracing::info!("{} split rejected: {e}", self.tag);
@@ -55,12 +46,20 @@ impl<E: KvEngine> Peer<E> {
             }
             return;
         }
-        ctx.pd.schedule(PdTask::AskBatchSplit {
-            region: self.region().clone(),
-            split_keys,
-            peer: self.meta.clone(),
-            cb,
-        });
+        match request {
+            SplitRequest::AtKeys(keys) => self.ask_split_ids(keys, cb, ctx),
+            SplitRequest::Half => {
+                let scheduled = self.schedule_half_split(ctx);
+                if let Some(cb) = cb {
+                    // Measuring comes first; the split itself is not awaited.
+                    cb(if scheduled {
+                        Ok(Default::default())
+                    } else {
+                        Err(Error::Busy(format!("{}: the split checker is full", self.tag)))
+                    });
+                }
+            }
+        }
     }
 
     pub fn propose_split<T: Transport, P: PdSink>(
@@ -87,7 +86,7 @@ impl<E: KvEngine> Peer<E> {
         let requests = split_keys
             .into_iter()
             .zip(ids)
-            .map(|(k, id)| SplitRequest {
+            .map(|(k, id)| atollpb::SplitRequest {
                 split_key: k,
                 new_region_id: id.new_region_id,
                 new_peer_ids: id.new_peer_ids,
@@ -143,9 +142,7 @@ impl<E: KvEngine> Peer<E> {
         }
         drop(meta);
         if leader {
-            // The report first: PD swaps the parent for all children at once.
-            ctx.pd.schedule(PdTask::ReportBatchSplit { regions });
-            self.heartbeat_pd(ctx);
+            self.report_split(regions, ctx);
         }
     }
 }

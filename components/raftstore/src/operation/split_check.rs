@@ -8,6 +8,7 @@ use atoll_proto::metapb;
 
 use crate::fsm::PollContext;
 use crate::metrics::SPLIT_CHECKS;
+use crate::msg::SplitRequest;
 use crate::peer::Peer;
 use crate::transport::{PdSink, Transport};
 use crate::worker::SplitCheckTask;
@@ -60,6 +61,6 @@ impl<E: KvEngine> Peer<E> {
             self.tag,
             split_keys.len()
         );
-        self.on_split_region(epoch, split_keys, None, ctx);
+        self.on_split_region(epoch, SplitRequest::AtKeys(split_keys), None, ctx);
     }
 }
