@@ -18,37 +18,37 @@ use crate::storage::PeerStorage;
 use crate::store_meta::StoreShared;
 
 pub struct Peer<E: KvEngine> {
-    pub tag: String,
-    pub meta: metapb::Peer,
-    pub raft: RawNode<PeerStorage<E>>,
+    tag: String,
+    meta: metapb::Peer,
+    pub(crate) raft: RawNode<PeerStorage<E>>,
     /// Writes proposed by this peer as leader, in index order.
-    pub proposals: VecDeque<Proposal>,
-    pub reads: ReadQueue<E::Snapshot>,
+    pub(crate) proposals: VecDeque<Proposal>,
+    pub(crate) reads: ReadQueue<E::Snapshot>,
     /// Other peers of the region by peer id (for addressing messages).
-    pub peer_cache: HashMap<u64, metapb::Peer>,
+    pub(crate) peer_cache: HashMap<u64, metapb::Peer>,
     /// A ready whose log writes are in this round's write batch.
-    pub pending_ready: Option<(Ready, Vec<Message>)>,
-    pub ticks: u64,
+    pub(crate) pending_ready: Option<(Ready, Vec<Message>)>,
+    pub(crate) ticks: u64,
     /// The region's entries in store-level counts and sets (leader,
     /// hibernated); dropping the peer takes them out.
-    pub book: RegionBook,
+    pub(crate) book: RegionBook,
     /// Bytes and keys written since the last PD heartbeat.
-    pub written_bytes: u64,
-    pub written_keys: u64,
-    pub stopped: bool,
+    pub(crate) written_bytes: u64,
+    pub(crate) written_keys: u64,
+    pub(crate) stopped: bool,
     /// Highest log index handed to the apply FSM.
-    pub apply_sent_index: u64,
+    pub(crate) apply_sent_index: u64,
     /// Ticks since anything but heartbeats happened.
-    pub idle_ticks: u64,
+    pub(crate) idle_ticks: u64,
     /// Measured by the split checker (leader only; `None` until measured).
-    pub approximate_size: Option<u64>,
-    pub approximate_keys: Option<u64>,
+    pub(crate) approximate_size: Option<u64>,
+    pub(crate) approximate_keys: Option<u64>,
     /// Bytes written since the last split check.
-    pub split_check_diff: u64,
+    pub(crate) split_check_diff: u64,
     /// Set when this round's ready installed a snapshot at this index.
-    pub snapshot_applied: Option<u64>,
+    pub(crate) snapshot_applied: Option<u64>,
     /// Lagging peers at the last tick (a change triggers a PD heartbeat).
-    pub last_pending_count: usize,
+    pub(crate) last_pending_count: usize,
 }
 
 impl<E: KvEngine> Peer<E> {
@@ -131,6 +131,16 @@ impl<E: KvEngine> Peer<E> {
             snapshot_applied: None,
             last_pending_count: 0,
         })
+    }
+
+    /// `[region N] peer-id`, for logs.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// This peer.
+    pub fn meta(&self) -> &metapb::Peer {
+        &self.meta
     }
 
     pub fn is_initialized(&self) -> bool {

@@ -45,22 +45,22 @@ pub fn register_region<E: KvEngine>(
 
 /// Everything a raft poller thread shares with the peers it polls.
 pub struct PollContext<E: KvEngine, T, P> {
-    pub cfg: Arc<Config>,
-    pub store_id: u64,
-    pub engine: E,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) store_id: u64,
+    pub(crate) engine: E,
     /// Raft log and state writes of every peer in this round.
-    pub raft_wb: E::WriteBatch,
-    pub trans: T,
-    pub pd: P,
-    pub router: RaftRouter<E>,
-    pub apply_router: ApplyRouter,
-    pub logger: slog::Logger,
-    pub shared: Arc<StoreShared>,
-    pub snap_mgr: SnapManager,
-    pub split_checker: SplitChecker,
+    pub(crate) raft_wb: E::WriteBatch,
+    pub(crate) trans: T,
+    pub(crate) pd: P,
+    pub(crate) router: RaftRouter<E>,
+    pub(crate) apply_router: ApplyRouter,
+    pub(crate) logger: slog::Logger,
+    pub(crate) shared: Arc<StoreShared>,
+    pub(crate) snap_mgr: SnapManager,
+    pub(crate) split_checker: SplitChecker,
     /// Derived tick counts.
-    pub gc_ticks: u64,
-    pub split_check_ticks: u64,
+    pub(crate) gc_ticks: u64,
+    pub(crate) split_check_ticks: u64,
 }
 
 /// Messages taken from one peer's mailbox per round before yielding.

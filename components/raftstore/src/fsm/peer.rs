@@ -8,7 +8,7 @@ use crate::transport::{PdSink, Transport};
 
 /// The FSM wrapper of a [`Peer`]: routes each message to its operation.
 pub struct PeerFsm<E: KvEngine> {
-    pub peer: Peer<E>,
+    pub(crate) peer: Peer<E>,
 }
 
 impl<E: KvEngine> Fsm for PeerFsm<E> {
@@ -45,7 +45,7 @@ impl<E: KvEngine> PeerFsm<E> {
             PeerMsg::Campaign => {
                 peer.wake();
                 if let Err(e) = peer.raft.campaign() {
-                    tracing::warn!("{} campaign failed: {e}", peer.tag);
+                    tracing::warn!("{} campaign failed: {e}", peer.tag());
                 }
             }
             PeerMsg::ChangePeer { epoch, change_type, peer: target, cb } => {

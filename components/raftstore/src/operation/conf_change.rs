@@ -37,12 +37,12 @@ impl<E: KvEngine> Peer<E> {
             });
         }
         if self.raft.raft.has_pending_conf() {
-            return Err(Error::Busy(format!("{} has a membership change in progress", self.tag)));
+            return Err(Error::Busy(format!("{} has a membership change in progress", self.tag())));
         }
         // Validates against the region (membership, one peer per store).
         crate::apply::change_peer(self.region(), change_type, peer)?;
         match ConfChangeType::from_i32(change_type) {
-            Some(ConfChangeType::RemoveNode) if peer.id == self.meta.id => {
+            Some(ConfChangeType::RemoveNode) if peer.id == self.meta().id => {
                 Err(Error::InvalidRequest(
                     "the leader cannot remove itself; transfer leadership first".into(),
                 ))
@@ -82,7 +82,7 @@ impl<E: KvEngine> Peer<E> {
     /// Has `peer_id` got the log up to (at least) the truncated index, i.e.
     /// it needs no snapshot? The leader itself always has.
     fn is_caught_up(&self, peer_id: u64) -> bool {
-        if peer_id == self.meta.id {
+        if peer_id == self.meta().id {
             return true;
         }
         let truncated = self.raft.store().truncated().index;
@@ -98,7 +98,7 @@ impl<E: KvEngine> Peer<E> {
         ctx: &mut PollContext<E, T, P>,
     ) {
         if let Err(e) = self.check_change_peer(&epoch, change_type, &peer) {
-            tracing::info!("{} change peer {change_type} {peer:?} rejected: {e}", self.tag);
+            tracing::info!("{} change peer {change_type} {peer:?} rejected: {e}", self.tag());
             if let Some(cb) = cb {
                 cb(Err(e));
             }
@@ -110,7 +110,7 @@ impl<E: KvEngine> Peer<E> {
             ..Default::default()
         });
         let cc = ConfChange { change_type, node_id: peer.id, context: req.encode_to_vec(), id: 0 };
-        tracing::info!("{} proposing conf change {:?} {peer:?}", self.tag, cc.get_change_type());
+        tracing::info!("{} proposing conf change {:?} {peer:?}", self.tag(), cc.get_change_type());
         CONF_CHANGES.with_label_values(&["proposed"]).inc();
         self.propose_with(cb, ctx, |raft| raft.propose_conf_change(vec![], cc));
     }
@@ -125,7 +125,7 @@ impl<E: KvEngine> Peer<E> {
         if let Err(e) = self.raft.apply_conf_change(&cc) {
             // The region already validated the change; raft disagreeing means
             // the two views diverged, which must never happen.
-            panic!("{} raft rejected an applied conf change {cc:?}: {e}", self.tag);
+            panic!("{} raft rejected an applied conf change {cc:?}: {e}", self.tag());
         }
         CONF_CHANGES.with_label_values(&["applied"]).inc();
         let removed: Vec<u64> = self
@@ -140,7 +140,7 @@ impl<E: KvEngine> Peer<E> {
             self.peer_cache.remove(id);
         }
         ctx.shared.meta.lock().set_region(&region);
-        if removed.contains(&self.meta.id) {
+        if removed.contains(&self.meta().id) {
             self.destroy(ctx, "removed from the region");
             return;
         }

@@ -26,7 +26,7 @@ impl<E: KvEngine> Peer<E> {
         if !self.book.wake() {
             return;
         }
-        tracing::debug!("{} wakes up", self.tag);
+        tracing::debug!("{} wakes up", self.tag());
         if self.is_leader() {
             // Raft's quorum check looks at activity since its last check, and
             // nobody talked while we slept: every follower had the whole log
@@ -42,7 +42,7 @@ impl<E: KvEngine> Peer<E> {
 
     fn sleep(&mut self, leader_store: Option<u64>) {
         if self.book.hibernate(leader_store) {
-            tracing::debug!("{} hibernates (leader store {leader_store:?})", self.tag);
+            tracing::debug!("{} hibernates (leader store {leader_store:?})", self.tag());
         }
     }
 
@@ -95,14 +95,14 @@ impl<E: KvEngine> Peer<E> {
             .prs()
             .iter()
             .map(|(id, _)| *id)
-            .filter(|id| *id != self.meta.id)
+            .filter(|id| *id != self.meta().id)
             .collect();
         for id in followers {
             let Some(to) = self.peer_cache.get(&id).cloned() else { continue };
             let m = Message {
                 msg_type: MessageType::MsgHeartbeat as i32,
                 to: id,
-                from: self.meta.id,
+                from: self.meta().id,
                 term: self.term(),
                 commit: committed,
                 ..Default::default()

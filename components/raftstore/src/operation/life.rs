@@ -100,7 +100,7 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
     tracing::info!(
         store = ctx.store_id,
         region = region_id,
-        peer = peer.meta.id,
+        peer = peer.meta().id,
         "created peer from a raft message"
     );
     register_region(&ctx.router, &ctx.apply_router, peer);
@@ -120,7 +120,7 @@ impl<E: KvEngine> Peer<E> {
         if self.stopped {
             return;
         }
-        tracing::info!("{} destroying peer: {reason}", self.tag);
+        tracing::info!("{} destroying peer: {reason}", self.tag());
         let id = self.region_id();
         let initialized = self.is_initialized();
         let mut wb = ctx.engine.write_batch();
@@ -134,7 +134,7 @@ impl<E: KvEngine> Peer<E> {
             Ok(())
         })();
         if let Err(e) = res {
-            panic!("{} write tombstone: {e}", self.tag);
+            panic!("{} write tombstone: {e}", self.tag());
         }
         // Whatever this round staged for the peer must not resurrect it.
         self.pending_ready = None;
@@ -163,7 +163,7 @@ impl<E: KvEngine> Peer<E> {
     ) {
         let msg = RaftMessage {
             region_id: self.region_id(),
-            from_peer: Some(self.meta.clone()),
+            from_peer: Some(self.meta().clone()),
             to_peer: Some(to),
             region_epoch: Some(self.epoch()),
             is_tombstone: true,

@@ -59,7 +59,7 @@ impl<E: KvEngine> Peer<E> {
         ctx: &mut PollContext<E, T, P>,
     ) {
         if let Err(e) = self.raft.mut_store().compact_to(truncated, first_index, &mut ctx.raft_wb) {
-            panic!("{} compact log: {e}", self.tag);
+            panic!("{} compact log: {e}", self.tag());
         }
     }
 }

@@ -34,7 +34,7 @@ impl<E: KvEngine> Peer<E> {
         ctx.pd.schedule(PdTask::RegionHeartbeat {
             term: self.term(),
             region: self.region().clone(),
-            leader: self.meta.clone(),
+            leader: self.meta().clone(),
             stats,
         });
     }
@@ -63,7 +63,7 @@ impl<E: KvEngine> Peer<E> {
         ctx.pd.schedule(PdTask::AskBatchSplit {
             region: self.region().clone(),
             split_keys,
-            peer: self.meta.clone(),
+            peer: self.meta().clone(),
             cb,
         });
     }
@@ -87,7 +87,7 @@ impl<E: KvEngine> Peer<E> {
             .prs()
             .iter()
             .filter(move |(id, p)| {
-                **id != self.meta.id && (p.matched < truncated || p.matched == 0)
+                **id != self.meta().id && (p.matched < truncated || p.matched == 0)
             })
             .map(|(id, _)| *id)
     }

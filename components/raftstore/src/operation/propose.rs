@@ -82,7 +82,7 @@ impl<E: KvEngine> Peer<E> {
         RaftCmdRequest {
             header: Some(RaftRequestHeader {
                 region_id: self.region_id(),
-                peer: Some(self.meta.clone()),
+                peer: Some(self.meta().clone()),
                 region_epoch: Some(self.epoch()),
                 term: self.term(),
             }),
@@ -135,7 +135,7 @@ impl<E: KvEngine> Peer<E> {
             }
         };
         if self.proposals.len() >= ctx.cfg.max_pending_proposals {
-            return fail(cb, Error::Busy(format!("{} has too many pending proposals", self.tag)));
+            return fail(cb, Error::Busy(format!("{} has too many pending proposals", self.tag())));
         }
         self.wake();
         if let Some(to) = self.raft.raft.lead_transferee {
@@ -169,16 +169,16 @@ impl<E: KvEngine> Peer<E> {
     }
 
     pub fn transfer_leader(&mut self, to: metapb::Peer) {
-        if !self.is_leader() || to.id == self.meta.id {
+        if !self.is_leader() || to.id == self.meta().id {
             return;
         }
         let member = self.region().peers.iter().find(|p| p.id == to.id);
         if member.is_none_or(|p| p.role == metapb::PeerRole::Learner as i32) {
-            tracing::warn!("{} cannot transfer leadership to {} (not a voter)", self.tag, to.id);
+            tracing::warn!("{} cannot transfer leadership to {} (not a voter)", self.tag(), to.id);
             return;
         }
         self.wake();
-        tracing::info!("{} transferring leadership to {}", self.tag, to.id);
+        tracing::info!("{} transferring leadership to {}", self.tag(), to.id);
         self.raft.transfer_leader(to.id);
     }
 }

@@ -69,7 +69,7 @@ impl<E: KvEngine> Peer<E> {
             return cb(Err(e));
         }
         if self.reads.len >= ctx.cfg.max_pending_reads {
-            return cb(Err(Error::Busy(format!("{} has too many pending reads", self.tag))));
+            return cb(Err(Error::Busy(format!("{} has too many pending reads", self.tag()))));
         }
         self.wake();
         self.reads.new_reads.push(cb);

@@ -25,7 +25,7 @@ impl<E: KvEngine> Peer<E> {
             return self.on_tombstone(&msg, ctx);
         }
         let to = msg.to_peer.as_ref().map(|p| p.id).unwrap_or_default();
-        if to != self.meta.id {
+        if to != self.meta().id {
             RAFT_MESSAGES_DROPPED.with_label_values(&["wrong_peer"]).inc();
             return;
         }
@@ -33,7 +33,7 @@ impl<E: KvEngine> Peer<E> {
             Ok(m) => m,
             Err(e) => {
                 RAFT_MESSAGES_DROPPED.with_label_values(&["undecodable"]).inc();
-                tracing::warn!("{} undecodable raft message: {e}", self.tag);
+                tracing::warn!("{} undecodable raft message: {e}", self.tag());
                 return;
             }
         };
@@ -55,7 +55,7 @@ impl<E: KvEngine> Peer<E> {
         if m.msg_type() == MessageType::MsgSnapshot {
             if let Err(e) = self.accept_snapshot(&m, ctx) {
                 SNAPSHOTS.with_label_values(&["rejected"]).inc();
-                tracing::warn!("{} snapshot rejected: {e}", self.tag);
+                tracing::warn!("{} snapshot rejected: {e}", self.tag());
                 return;
             }
             SNAPSHOTS.with_label_values(&["received"]).inc();
@@ -72,7 +72,7 @@ impl<E: KvEngine> Peer<E> {
         let (m_from, m_commit) = (m.from, m.commit);
         self.peer_cache.entry(from.id).or_insert(from.clone());
         if let Err(e) = self.raft.step(m) {
-            tracing::debug!("{} step failed: {e}", self.tag);
+            tracing::debug!("{} step failed: {e}", self.tag());
         }
         if msg.hibernate {
             self.on_hibernate_request(m_from, from.store_id, m_commit, ctx);
@@ -106,7 +106,7 @@ impl<E: KvEngine> Peer<E> {
             if let Err(e) = self.apply_snapshot(&snap, ctx) {
                 // The file was checked when the message arrived; failing now
                 // is a disk problem, and raft cannot take the ready back.
-                panic!("{} apply snapshot: {e}", self.tag);
+                panic!("{} apply snapshot: {e}", self.tag());
             }
         }
         let msgs = rd.take_messages();
@@ -119,7 +119,7 @@ impl<E: KvEngine> Peer<E> {
         let entries = rd.take_entries();
         let mut changed = !entries.is_empty();
         if let Err(e) = self.raft.mut_store().append(entries, &mut ctx.raft_wb) {
-            panic!("{} stage log append: {e}", self.tag);
+            panic!("{} stage log append: {e}", self.tag());
         }
         if let Some(hs) = rd.hs() {
             self.raft.mut_store().set_hard_state(hs);
@@ -127,7 +127,7 @@ impl<E: KvEngine> Peer<E> {
         }
         if changed {
             if let Err(e) = self.raft.store().save_raft_state(&mut ctx.raft_wb) {
-                panic!("{} stage raft state: {e}", self.tag);
+                panic!("{} stage raft state: {e}", self.tag());
             }
         }
         let persisted = rd.take_persisted_messages();
@@ -158,7 +158,7 @@ impl<E: KvEngine> Peer<E> {
             return;
         }
         if leader {
-            tracing::info!("{} became leader at term {}", self.tag, self.term());
+            tracing::info!("{} became leader at term {}", self.tag(), self.term());
             self.heartbeat_pd(ctx);
         } else {
             let err = self.not_leader();
@@ -186,7 +186,7 @@ impl<E: KvEngine> Peer<E> {
                 Ok(()) => RAFT_MESSAGES_SENT.inc(),
                 Err(e) => {
                     RAFT_MESSAGES_DROPPED.with_label_values(&[e.label()]).inc();
-                    tracing::debug!("{} send to {} failed: {e}", self.tag, to.id);
+                    tracing::debug!("{} send to {} failed: {e}", self.tag(), to.id);
                     self.raft.report_unreachable(to.id);
                 }
             }
@@ -199,7 +199,7 @@ impl<E: KvEngine> Peer<E> {
         let region = self.region();
         RaftMessage {
             region_id: region.id,
-            from_peer: Some(self.meta.clone()),
+            from_peer: Some(self.meta().clone()),
             to_peer: Some(to),
             region_epoch: region.region_epoch.clone(),
             message: m.encode_to_vec(),
@@ -231,7 +231,7 @@ impl<E: KvEngine> Peer<E> {
             .force_send(self.region_id(), ApplyMsg::Apply { entries, proposals })
             .is_err()
         {
-            tracing::error!("{} apply fsm is gone", self.tag);
+            tracing::error!("{} apply fsm is gone", self.tag());
         }
     }
 

@@ -50,7 +50,7 @@ impl<E: KvEngine> Peer<E> {
         let router = ctx.router.clone();
         let region_id = self.region_id();
         SNAPSHOTS.with_label_values(&["sending"]).inc();
-        tracing::info!("{} sending snapshot {} to {to}", self.tag, path.display());
+        tracing::info!("{} sending snapshot {} to {to}", self.tag(), path.display());
         ctx.trans.send_snapshot(
             msg,
             path,
@@ -150,10 +150,15 @@ impl<E: KvEngine> Peer<E> {
             .force_send(region.id, ApplyMsg::Restore { region, apply_state })
             .is_err()
         {
-            tracing::error!("{} apply fsm is gone", self.tag);
+            tracing::error!("{} apply fsm is gone", self.tag());
         }
         SNAPSHOTS.with_label_values(&["applied"]).inc();
-        tracing::info!("{} applied snapshot at {} ({} keys)", self.tag, meta.index, data.key_count);
+        tracing::info!(
+            "{} applied snapshot at {} ({} keys)",
+            self.tag(),
+            meta.index,
+            data.key_count
+        );
         Ok(())
     }
 }

@@ -40,7 +40,7 @@ impl<E: KvEngine> Peer<E> {
             })
         };
         if let Err(e) = check {
-            tracing::info!("{} split rejected: {e}", self.tag);
+            tracing::info!("{} split rejected: {e}", self.tag());
             if let Some(cb) = cb {
                 cb(Err(e));
             }
@@ -55,7 +55,7 @@ impl<E: KvEngine> Peer<E> {
                     cb(if scheduled {
                         Ok(Default::default())
                     } else {
-                        Err(Error::Busy(format!("{}: the split checker is full", self.tag)))
+                        Err(Error::Busy(format!("{}: the split checker is full", self.tag())))
                     });
                 }
             }
@@ -106,7 +106,7 @@ impl<E: KvEngine> Peer<E> {
         regions: Vec<metapb::Region>,
         ctx: &mut PollContext<E, T, P>,
     ) {
-        tracing::info!("{} split into {} regions", self.tag, regions.len());
+        tracing::info!("{} split into {} regions", self.tag(), regions.len());
         self.set_region(derived.clone());
         // Sizes are unknown until measured again.
         self.approximate_size = None;
@@ -132,7 +132,7 @@ impl<E: KvEngine> Peer<E> {
                 &ctx.logger,
             ) {
                 Ok(p) => p,
-                Err(e) => panic!("{} create split region {}: {e}", self.tag, r.id),
+                Err(e) => panic!("{} create split region {}: {e}", self.tag(), r.id),
             };
             register_region(&ctx.router, &ctx.apply_router, peer);
             if leader {

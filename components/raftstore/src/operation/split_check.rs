@@ -58,7 +58,7 @@ impl<E: KvEngine> Peer<E> {
         SPLIT_CHECKS.with_label_values(&["split"]).inc();
         tracing::info!(
             "{} is {size} bytes / {keys} keys: splitting at {} keys",
-            self.tag,
+            self.tag(),
             split_keys.len()
         );
         self.on_split_region(epoch, SplitRequest::AtKeys(split_keys), None, ctx);
