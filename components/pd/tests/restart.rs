@@ -1,30 +1,14 @@
 //! PD over real gRPC: bootstrap, allocate, heartbeat, restart, and check
 //! that everything persisted.
 
-use atoll_pd::{Config, PdServer};
-use atoll_proto::metapb;
-use atoll_proto::pdpb::{self, pd_client::PdClient};
+mod common;
 
-fn cfg(dir: &std::path::Path) -> Config {
-    Config {
-        client_addr: "127.0.0.1:0".into(),
-        status_addr: "127.0.0.1:0".into(),
-        data_dir: dir.to_path_buf(),
-        ..Config::default()
-    }
-}
+use atoll_pd::PdServer;
+use atoll_proto::pdpb::{self, pd_client::PdClient};
+use common::{cfg, region};
 
 async fn client(s: &PdServer) -> PdClient<tonic::transport::Channel> {
     PdClient::connect(format!("http://{}", s.addr)).await.unwrap()
-}
-
-fn region() -> metapb::Region {
-    metapb::Region {
-        id: 2,
-        region_epoch: Some(metapb::RegionEpoch { conf_ver: 1, version: 1 }),
-        peers: vec![metapb::Peer { id: 3, store_id: 1, ..Default::default() }],
-        ..Default::default()
-    }
 }
 
 async fn tso(c: &mut PdClient<tonic::transport::Channel>, count: u32) -> u64 {
@@ -46,7 +30,7 @@ async fn state_survives_restart() {
         let leader = members.leader.unwrap();
         assert_eq!(leader.client_urls, vec![format!("http://{}", s.addr)]);
 
-        let store = metapb::Store { id: 1, address: "127.0.0.1:1".into(), ..Default::default() };
+        let store = common::store(1, "127.0.0.1:1");
         for bad in [0, 3] {
             let req = pdpb::BootstrapRequest {
                 header: None,
@@ -136,7 +120,7 @@ async fn api_version_is_fixed_at_bootstrap() {
     let config =
         c.get_cluster_config(pdpb::GetClusterConfigRequest::default()).await.unwrap().into_inner();
     assert_eq!(config.api_version, 0, "not chosen before bootstrap");
-    let store = metapb::Store { id: 1, address: "127.0.0.1:1".into(), ..Default::default() };
+    let store = common::store(1, "127.0.0.1:1");
     let req = pdpb::BootstrapRequest {
         header: None,
         store: Some(store.clone()),
