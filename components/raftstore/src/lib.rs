@@ -9,8 +9,16 @@
 //! - Talking to other stores and to PD goes through the `Transport` and
 //!   `PdSink` traits, so this crate depends on neither gRPC nor PD.
 //!
-//! Depends on `engine_traits` (never on a concrete engine), `batch_system`
-//! and `proto`.
+//! Where things go: a peer's state is a field of `Peer` (`pub(crate)`, or
+//! private with an accessor in `peer.rs` when other modules only read it);
+//! what a peer does with it is an `impl Peer` block in the `operation/`
+//! module of that concern, called from one arm of `fsm::peer`. Store-level
+//! counts and sets a region is in belong in its `book::RegionBook`. Errors
+//! say what went wrong (`error::Error`) and keep retryable, undetermined and
+//! fatal apart.
+//!
+//! Depends on `engine_traits` (never on a concrete engine), `batch_system`,
+//! `codec` and `proto`.
 
 pub mod apply;
 pub mod book;
