@@ -59,6 +59,10 @@ pub enum Error {
     Exhausted { attempts: usize, last: String },
     #[error("rpc: {0}")]
     Rpc(#[from] tonic::Status),
+    /// A request that is not safe to repeat was sent and its answer lost:
+    /// it may or may not have been applied. Not retried.
+    #[error("undetermined: {0}; the request may or may not have been applied")]
+    Undetermined(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
 }
@@ -377,7 +381,14 @@ impl RawClient {
                     previous_value: previous.map(|p| p.to_vec()).unwrap_or_default(),
                     ..Default::default()
                 };
-                let r = c.raw_compare_and_swap(req).await?.into_inner();
+                // A CAS repeated after it applied would compare against its
+                // own write: a lost answer is undetermined, not retried.
+                let r = match c.raw_compare_and_swap(req).await {
+                    Ok(r) => r.into_inner(),
+                    Err(status) => {
+                        return Err(Error::Undetermined(format!("compare_and_swap: {status}")))
+                    }
+                };
                 let prev = (!r.previous_not_exist).then_some(r.previous_value);
                 outcome(r.region_error, r.error, (r.succeed, prev))
             })
