@@ -218,7 +218,8 @@ impl ProcCluster {
 
 impl Drop for ProcCluster {
     fn drop(&mut self) {
-        if std::env::var_os("ATOLL_KEEP_TEST_DIR").is_some() {
+        // A failed test keeps its logs and data for a post-mortem.
+        if std::thread::panicking() || std::env::var_os("ATOLL_KEEP_TEST_DIR").is_some() {
             eprintln!("keeping test dir {}", self.dir.path().display());
             let keep = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
             let _ = keep.keep();
