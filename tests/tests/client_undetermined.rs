@@ -1,6 +1,7 @@
-//! A compare-and-swap whose answer is lost is undetermined: Atoll's client
-//! reports it as such and does not send it again (a repeated CAS could
-//! compare against its own write). Idempotent writes are retried.
+//! A write whose answer is lost is undetermined: Atoll's client reports it
+//! as such and does not send it again (a repeated CAS could compare against
+//! its own write, a repeated put overwrite a newer one). Reads, and writes
+//! that never left because no connection could be made, are retried.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,18 +32,19 @@ async fn black_hole() -> (String, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_cas_answer_is_undetermined_and_not_resent() {
-    let dir = tempfile::tempdir().unwrap();
-    let pd = PdServer::start(atoll_pd::Config {
+async fn start_pd(dir: &tempfile::TempDir) -> PdServer {
+    PdServer::start(atoll_pd::Config {
         client_addr: "127.0.0.1:0".into(),
         status_addr: "127.0.0.1:0".into(),
         data_dir: dir.path().to_path_buf(),
         ..atoll_pd::Config::default()
     })
     .await
-    .unwrap();
-    let (store_addr, accepted) = black_hole().await;
+    .unwrap()
+}
+
+/// An API V1 cluster of one region on one store at `store_addr`.
+async fn bootstrap(pd: &PdServer, store_addr: String) {
     let mut c = PdClient::connect(format!("http://{}", pd.addr)).await.unwrap();
     let region = metapb::Region {
         id: 2,
@@ -58,23 +60,56 @@ async fn a_lost_cas_answer_is_undetermined_and_not_resent() {
         api_version: 1,
     };
     assert!(c.bootstrap(req).await.unwrap().into_inner().header.unwrap().error.is_none());
+}
 
-    let cfg = Config {
+/// Short timeouts, three attempts.
+fn fast_config(pd: &PdServer) -> Config {
+    Config {
         timeout: Duration::from_millis(300),
         max_attempts: 3,
         max_backoff: Duration::from_millis(10),
         ..Config::new(vec![pd.addr.to_string()])
     }
-    .with_api_version(ApiVersion::V1);
-    let client = RawClient::connect(cfg).await.unwrap();
+    .with_api_version(ApiVersion::V1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_write_answer_is_undetermined_and_not_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let pd = start_pd(&dir).await;
+    let (store_addr, accepted) = black_hole().await;
+    bootstrap(&pd, store_addr).await;
+    let client = RawClient::connect(fast_config(&pd)).await.unwrap();
 
     let err = client.compare_and_swap(b"k", None, b"v").await.expect_err("no answer");
     // Returned from the first attempt (a retry would have ended `Exhausted`).
     assert!(matches!(err, Error::Undetermined(_)), "{err}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 
-    // An idempotent write is retried until the attempts run out.
+    // A put resent after it applied could overwrite a newer write: the
+    // same. A read is retried until the attempts run out.
     let err = client.put(b"k", b"v").await.expect_err("no answer");
+    assert!(matches!(err, Error::Undetermined(_)), "{err}");
+    let err = client.get(b"k").await.expect_err("no answer");
+    assert!(matches!(err, Error::Exhausted { attempts: 3, .. }), "{err}");
+    drop(client);
+    pd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_could_not_connect_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let pd = start_pd(&dir).await;
+    // A port nobody listens on: every connection is refused.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    bootstrap(&pd, closed).await;
+    let client = RawClient::connect(fast_config(&pd)).await.unwrap();
+    let err = client.compare_and_swap(b"k", None, b"v").await.expect_err("nobody listens");
+    assert!(matches!(err, Error::Exhausted { attempts: 3, .. }), "{err}");
+    let err = client.put(b"k", b"v").await.expect_err("nobody listens");
     assert!(matches!(err, Error::Exhausted { attempts: 3, .. }), "{err}");
     drop(client);
     pd.stop().await;

@@ -91,6 +91,33 @@ const KEYSPACE: &str = "DEFAULT";
 /// Pause between asking PD whether the cluster is bootstrapped yet.
 const BOOTSTRAP_POLL: Duration = Duration::from_millis(200);
 
+/// A write whose RPC failed. Resending it is safe only if it certainly
+/// never reached a store (no connection could be made): a put resent after
+/// it applied can overwrite a newer write, a CAS compare against its own
+/// write. Anything else is [`Error::Undetermined`], which is not retried.
+fn write_rpc_error(what: &str, status: tonic::Status) -> Error {
+    if never_sent(&status) {
+        Error::Rpc(status)
+    } else {
+        Error::Undetermined(format!("{what}: {status}"))
+    }
+}
+
+/// Did the RPC fail to connect (so nothing was sent)?
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionRefused | HostUnreachable | NetworkUnreachable) {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Turns `(region_error, error)` into an attempt result.
 fn outcome<T>(region_error: Option<errorpb::Error>, error: String, value: T) -> Result<Attempt<T>> {
     if let Some(e) = region_error {
@@ -326,7 +353,7 @@ impl RawClient {
                 ttl: ttl_secs,
                 ..Default::default()
             };
-            let r = c.raw_put(req).await?.into_inner();
+            let r = c.raw_put(req).await.map_err(|e| write_rpc_error("put", e))?.into_inner();
             outcome(r.region_error, r.error, ())
         })
         .await
@@ -338,7 +365,7 @@ impl RawClient {
         self.on_region(key, |mut c, _, ctx| async move {
             let req =
                 RawDeleteRequest { context: Some(ctx), key: key.to_vec(), ..Default::default() };
-            let r = c.raw_delete(req).await?.into_inner();
+            let r = c.raw_delete(req).await.map_err(|e| write_rpc_error("delete", e))?.into_inner();
             outcome(r.region_error, r.error, ())
         })
         .await
@@ -381,14 +408,11 @@ impl RawClient {
                     previous_value: previous.map(|p| p.to_vec()).unwrap_or_default(),
                     ..Default::default()
                 };
-                // A CAS repeated after it applied would compare against its
-                // own write: a lost answer is undetermined, not retried.
-                let r = match c.raw_compare_and_swap(req).await {
-                    Ok(r) => r.into_inner(),
-                    Err(status) => {
-                        return Err(Error::Undetermined(format!("compare_and_swap: {status}")))
-                    }
-                };
+                let r = c
+                    .raw_compare_and_swap(req)
+                    .await
+                    .map_err(|e| write_rpc_error("compare_and_swap", e))?
+                    .into_inner();
                 let prev = (!r.previous_not_exist).then_some(r.previous_value);
                 outcome(r.region_error, r.error, (r.succeed, prev))
             })
@@ -439,7 +463,11 @@ impl RawClient {
                             .collect();
                         let req =
                             RawBatchPutRequest { context: Some(ctx), pairs, ..Default::default() };
-                        let r = c.raw_batch_put(req).await?.into_inner();
+                        let r = c
+                            .raw_batch_put(req)
+                            .await
+                            .map_err(|e| write_rpc_error("batch_put", e))?
+                            .into_inner();
                         outcome(r.region_error, r.error, true)
                     }
                 })
@@ -580,7 +608,11 @@ impl RawClient {
                 end_key: hi,
                 cf: String::new(),
             };
-            let r = c.raw_delete_range(req).await?.into_inner();
+            let r = c
+                .raw_delete_range(req)
+                .await
+                .map_err(|e| write_rpc_error("delete_range", e))?
+                .into_inner();
             outcome(r.region_error, r.error, ())
         })
         .await
