@@ -317,3 +317,39 @@ pub async fn split_at(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// Resends of a write whose outcome was undetermined, at most.
+const RESEND_MAX: usize = 20;
+
+/// Puts `key` = `value`, resending it after an undetermined outcome. Safe
+/// here only because the test is the key's one writer and always writes the
+/// same value: that is the application's call, not the client's.
+pub async fn put_resending(
+    client: &atoll_client::RawClient,
+    key: &[u8],
+    value: &[u8],
+) -> atoll_client::Result<()> {
+    let mut res = client.put(key, value).await;
+    for _ in 0..RESEND_MAX {
+        if !matches!(res, Err(atoll_client::Error::Undetermined(_))) {
+            break;
+        }
+        res = client.put(key, value).await;
+    }
+    res
+}
+
+/// [`put_resending`] for a batch.
+pub async fn batch_put_resending(
+    client: &atoll_client::RawClient,
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+) -> atoll_client::Result<()> {
+    let mut res = client.batch_put(pairs.clone()).await;
+    for _ in 0..RESEND_MAX {
+        if !matches!(res, Err(atoll_client::Error::Undetermined(_))) {
+            break;
+        }
+        res = client.batch_put(pairs.clone()).await;
+    }
+    res
+}

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use atoll_client::{Config, RawClient};
-use atoll_tests::proc::{eventually, http_get, ProcCluster};
+use atoll_tests::proc::{eventually, http_get, put_resending, ProcCluster};
 
 async fn client(c: &ProcCluster) -> RawClient {
     let client = RawClient::connect(Config::new(vec![c.pd_addr.clone()])).await.expect("connect");
@@ -74,7 +74,7 @@ async fn kill_leader_store_keeps_acknowledged_writes_and_restart_catches_up() {
     }
     // Writes continue on two stores.
     for i in N..N + 200 {
-        client.put(&key(i), &value(i)).await.expect("put with one store down");
+        put_resending(&client, &key(i), &value(i)).await.expect("put with one store down");
     }
 
     // Restart it, then take down another store: the cluster can only make
@@ -84,7 +84,7 @@ async fn kill_leader_store_keeps_acknowledged_writes_and_restart_catches_up() {
     let other = (0..3).find(|i| *i != victim).unwrap();
     c.kill_store(other);
     for i in N + 200..N + 300 {
-        client.put(&key(i), &value(i)).await.expect("put needs the restarted store");
+        put_resending(&client, &key(i), &value(i)).await.expect("put needs the restarted store");
     }
     let all: Vec<Vec<u8>> = (0..N + 300).map(key).collect();
     let mut n = 0;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use atoll_client::{Config, RawClient};
 use atoll_tests::proc::{
-    eventually, http_get, http_post, ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG,
+    batch_put_resending, eventually, http_get, http_post, ProcCluster, TEST_PD_CONFIG,
+    TEST_STORE_CONFIG,
 };
 use serde_json::Value;
 
@@ -62,7 +63,7 @@ async fn write_all(client: &RawClient, range: std::ops::Range<usize>) {
     let idx: Vec<usize> = range.collect();
     for chunk in idx.chunks(50) {
         let pairs = chunk.iter().map(|i| (key(*i), value(*i))).collect();
-        client.batch_put(pairs).await.expect("batch put");
+        batch_put_resending(client, pairs).await.expect("batch put");
     }
 }
 
