@@ -14,7 +14,7 @@ BIN := $(CARGO_TARGET_DIR)/release
 PYENV := $(CARGO_TARGET_DIR)/pyenv
 TIKV_PYTHON_VERSION := 0.1.1
 
-.PHONY: all deps pyenv build test lint run bench clean fmt
+.PHONY: all deps pyenv build test lint run bench chaos clean fmt
 
 all: build
 
@@ -58,6 +58,12 @@ bench: build
 	$(BIN)/atoll-bench-engine
 	$(BIN)/atoll-bench-regions
 	$(BIN)/atoll-bench-ycsb
+
+# Fault injection against a real cluster with the linearizability checker
+# (long: ~25 s per history). E.g. `make chaos CHAOS_ARGS="--histories 5"`.
+CHAOS_ARGS ?= --histories 200
+chaos: build
+	$(BIN)/atoll-chaos $(CHAOS_ARGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -198,6 +198,20 @@ impl ProcCluster {
         }
     }
 
+    /// SIGSTOP (`pause`) or SIGCONT (resume) a running store: a process
+    /// that holds its sockets and says nothing, like a long GC pause.
+    pub fn signal_store(&mut self, i: usize, pause: bool) {
+        if let Some(c) = &self.stores[i].child {
+            let sig = if pause { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill").arg(sig).arg(c.id().to_string()).status();
+        }
+    }
+
+    /// Is store `i` running (not killed)?
+    pub fn store_running(&self, i: usize) -> bool {
+        self.stores[i].child.is_some()
+    }
+
     /// Index of the store listening on `addr`.
     pub fn store_index_by_addr(&self, addr: &str) -> Option<usize> {
         self.stores.iter().position(|s| s.addr == addr)
