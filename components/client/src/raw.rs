@@ -123,11 +123,18 @@ fn outcome<T>(region_error: Option<errorpb::Error>, error: String, value: T) -> 
     if let Some(e) = region_error {
         return Ok(Attempt::Region(Box::new(e)));
     }
+    if error.starts_with(UNDETERMINED_PREFIX) {
+        return Err(Error::Undetermined(error));
+    }
     if !error.is_empty() {
         return Err(Error::Server(error));
     }
     Ok(Attempt::Done(value))
 }
+
+/// How a store's `error` begins when it cannot know a write's outcome
+/// (raftstore's `Error::Undetermined`).
+const UNDETERMINED_PREFIX: &str = "undetermined: ";
 
 impl RawClient {
     pub async fn connect(cfg: Config) -> Result<RawClient> {
@@ -637,5 +644,26 @@ impl RawClient {
             })
             .await?;
         Ok(parts.into_iter().fold((0, 0, 0), |(c, k, b), (pc, pk, pb)| (c ^ pc, k + pk, b + pb)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_s_undetermined_error_stays_undetermined() {
+        let e = outcome(
+            None,
+            "undetermined: no answer within 10s; the request may or may not have been applied"
+                .into(),
+            (),
+        )
+        .err()
+        .expect("an error");
+        assert!(matches!(e, Error::Undetermined(_)), "{e}");
+        let e = outcome(None, "invalid request: empty key".into(), ()).err().expect("an error");
+        assert!(matches!(e, Error::Server(_)), "{e}");
+        assert!(matches!(outcome(None, String::new(), 7), Ok(Attempt::Done(7))));
     }
 }

@@ -37,7 +37,8 @@ pub enum Error {
     #[error("store is shutting down")]
     Shutdown,
 
-    /// The request was proposed and its outcome is unknown.
+    /// The request was proposed and its outcome is unknown. Its message
+    /// starts with `undetermined: ` (the wire contract Atoll's client reads).
     #[error("undetermined: {0}; the request may or may not have been applied")]
     Undetermined(String),
 
@@ -149,6 +150,7 @@ mod tests {
         let e = Error::Undetermined("write timed out after proposal".into());
         assert!(e.is_undetermined());
         assert!(e.to_region_error().is_none());
+        assert!(e.to_string().starts_with("undetermined: "), "{e}");
         assert!(e.to_string().contains("may or may not have been applied"), "{e}");
     }
 

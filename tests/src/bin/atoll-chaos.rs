@@ -80,7 +80,6 @@ fn outcome_of_write<T>(res: &Result<T, Error>) -> Option<Outcome> {
     match res {
         Ok(_) => None,
         Err(Error::Undetermined(_)) => Some(Outcome::Unknown),
-        Err(Error::Server(m)) if m.contains("undetermined") => Some(Outcome::Unknown),
         // Region errors and connections never made: not applied.
         Err(_) => Some(Outcome::Failed),
     }
