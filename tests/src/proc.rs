@@ -335,22 +335,32 @@ pub async fn split_at(
 /// Resends of a write whose outcome was undetermined, at most.
 const RESEND_MAX: usize = 20;
 
-/// Puts `key` = `value`, resending it after an undetermined outcome. Safe
-/// here only because the test is the key's one writer and always writes the
-/// same value: that is the application's call, not the client's.
+/// Runs the write `f` again while its outcome is undetermined. Safe only
+/// where the test is the keys' one writer and always writes the same
+/// values: that is the application's call, not the client's.
+async fn resend_while_undetermined<F, Fut>(mut f: F) -> atoll_client::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = atoll_client::Result<()>>,
+{
+    let mut res = f().await;
+    for _ in 0..RESEND_MAX {
+        if !matches!(res, Err(atoll_client::Error::Undetermined(_))) {
+            break;
+        }
+        res = f().await;
+    }
+    res
+}
+
+/// Puts `key` = `value`, resending it after an undetermined outcome (see
+/// [`resend_while_undetermined`]).
 pub async fn put_resending(
     client: &atoll_client::RawClient,
     key: &[u8],
     value: &[u8],
 ) -> atoll_client::Result<()> {
-    let mut res = client.put(key, value).await;
-    for _ in 0..RESEND_MAX {
-        if !matches!(res, Err(atoll_client::Error::Undetermined(_))) {
-            break;
-        }
-        res = client.put(key, value).await;
-    }
-    res
+    resend_while_undetermined(|| client.put(key, value)).await
 }
 
 /// [`put_resending`] for a batch.
@@ -358,12 +368,5 @@ pub async fn batch_put_resending(
     client: &atoll_client::RawClient,
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 ) -> atoll_client::Result<()> {
-    let mut res = client.batch_put(pairs.clone()).await;
-    for _ in 0..RESEND_MAX {
-        if !matches!(res, Err(atoll_client::Error::Undetermined(_))) {
-            break;
-        }
-        res = client.batch_put(pairs.clone()).await;
-    }
-    res
+    resend_while_undetermined(|| client.batch_put(pairs.clone())).await
 }

@@ -3,6 +3,8 @@
 //! splits at chosen keys; requests of the other API version refused with
 //! nothing written; stores configured with another version refuse to start.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -68,21 +70,7 @@ fn pairs(v: Vec<KvPair>) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// The unmodified tikv-client in its default mode (`RawClient::new`: API V1).
 async fn v1_client(c: &ProcCluster) -> RawClient {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(cl) = RawClient::new(vec![c.pd_addr.clone()]).await {
-            if cl.put(b"ready".to_vec(), b"1".to_vec()).await.is_ok() {
-                cl.delete(b"ready".to_vec()).await.unwrap();
-                return cl;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tikv-client could not use the cluster; pd log:\n{}",
-            c.log("pd.log")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::writable_tikv_client(c, tikv_client::Config::default()).await
 }
 
 /// Every read path of the Rust client over `live`, then writes at the bounds.
@@ -370,21 +358,7 @@ async fn api_v2_cluster_serves_keyspace_clients_across_splits_and_refuses_api_v1
     assert_eq!(ours.api_version(), atoll_client::ApiVersion::V2);
     let cfg =
         tikv_client::Config::default().with_default_keyspace().with_timeout(Duration::from_secs(5));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let client = loop {
-        if let Ok(cl) = RawClient::new_with_config(vec![c.pd_addr.clone()], cfg.clone()).await {
-            if cl.put(b"ready".to_vec(), b"1".to_vec()).await.is_ok() {
-                cl.delete(b"ready".to_vec()).await.unwrap();
-                break cl;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "cluster never became writable; pd log:\n{}",
-            c.log("pd.log")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let client = common::writable_tikv_client(&c, cfg).await;
 
     let mut live: BTreeMap<Vec<u8>, Vec<u8>> =
         keys().into_iter().map(|k| (k.clone(), value(&k, 0))).collect();

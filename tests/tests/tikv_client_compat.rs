@@ -1,6 +1,8 @@
 //! The unmodified `tikv-client` crate (0.4.0) against an Atoll cluster, in
 //! API V2 keyspace mode.
 
+mod common;
+
 use std::time::Duration;
 
 use atoll_tests::proc::ProcCluster;
@@ -8,20 +10,7 @@ use tikv_client::{Config, KvPair, RawClient};
 
 async fn connect(c: &ProcCluster) -> RawClient {
     let cfg = Config::default().with_default_keyspace().with_timeout(Duration::from_secs(5));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(cl) = RawClient::new_with_config(vec![c.pd_addr.clone()], cfg.clone()).await {
-            if cl.put("ready".to_owned(), "1".to_owned()).await.is_ok() {
-                return cl;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tikv-client could not use the cluster; pd log:\n{}",
-            c.log("pd.log")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::writable_tikv_client(c, cfg).await
 }
 
 fn s(v: &[u8]) -> String {

@@ -109,7 +109,6 @@ impl PdServer {
                 let _ = t.await;
             }
         }
-        self.conns.close();
         self.status.stop().await;
         self.schedule_task.abort();
         let _ = self.schedule_task.await;

@@ -179,7 +179,6 @@ impl Server {
                 let _ = g.await;
             }
         }
-        self.conns.close();
         self.transport.close();
         let raft = self.raft.clone();
         let _ = tokio::task::spawn_blocking(move || raft.lock().shutdown()).await;
