@@ -73,6 +73,19 @@ async fn v1_client(c: &ProcCluster) -> RawClient {
     common::writable_tikv_client(c, tikv_client::Config::default()).await
 }
 
+/// Writes every test key's first value and checks the client reads them
+/// back (one region, before any split); returns what is live.
+async fn write_initial(client: &RawClient) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut live: BTreeMap<Vec<u8>, Vec<u8>> =
+        keys().into_iter().map(|k| (k.clone(), value(&k, 0))).collect();
+    client
+        .batch_put(live.iter().map(|(k, v)| KvPair::new(k.clone(), v.clone())).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    check_rust_client(client, "before splits", 1, &mut live).await;
+    live
+}
+
 /// Every read path of the Rust client over `live`, then writes at the bounds.
 async fn check_rust_client(
     client: &RawClient,
@@ -229,13 +242,7 @@ async fn api_v1_cluster_serves_default_mode_clients_across_splits() {
     let regions = atoll_tests::proc::http_get(&c.pd_addr, "/pd/api/v1/regions").unwrap();
     assert!(regions.contains(r#""count":1"#), "no keyspace split in API V1: {regions}");
 
-    let mut live: BTreeMap<Vec<u8>, Vec<u8>> =
-        keys().into_iter().map(|k| (k.clone(), value(&k, 0))).collect();
-    client
-        .batch_put(live.iter().map(|(k, v)| KvPair::new(k.clone(), v.clone())).collect::<Vec<_>>())
-        .await
-        .unwrap();
-    check_rust_client(&client, "before splits", 1, &mut live).await;
+    let mut live = write_initial(&client).await;
 
     for k in SPLITS {
         split_at(pd, &c.pd_addr, k, k).await;
@@ -360,13 +367,7 @@ async fn api_v2_cluster_serves_keyspace_clients_across_splits_and_refuses_api_v1
         tikv_client::Config::default().with_default_keyspace().with_timeout(Duration::from_secs(5));
     let client = common::writable_tikv_client(&c, cfg).await;
 
-    let mut live: BTreeMap<Vec<u8>, Vec<u8>> =
-        keys().into_iter().map(|k| (k.clone(), value(&k, 0))).collect();
-    client
-        .batch_put(live.iter().map(|(k, v)| KvPair::new(k.clone(), v.clone())).collect::<Vec<_>>())
-        .await
-        .unwrap();
-    check_rust_client(&client, "before splits", 1, &mut live).await;
+    let mut live = write_initial(&client).await;
     for k in SPLITS {
         split_at(ours.pd(), &c.pd_addr, &ours.region_key(k), &ours.wire_key(k)).await;
     }
