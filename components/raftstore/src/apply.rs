@@ -57,6 +57,11 @@ pub struct ApplyRes {
 pub struct ApplyDelegate {
     pub region: metapb::Region,
     pub apply_state: RaftApplyState,
+    /// This store's peer of the region.
+    peer_id: u64,
+    /// A membership change removed `peer_id`: the region's state on this
+    /// store is a tombstone and later entries are not ours to apply.
+    removed: bool,
     pending: VecDeque<Proposal>,
     results: Vec<ExecResult>,
     written_bytes: u64,
@@ -67,10 +72,12 @@ pub struct ApplyDelegate {
 pub type DoneCallbacks = Vec<(WriteCallback, Result<WriteResponse>, Instant)>;
 
 impl ApplyDelegate {
-    pub fn new(region: metapb::Region, apply_state: RaftApplyState) -> Self {
+    pub fn new(peer_id: u64, region: metapb::Region, apply_state: RaftApplyState) -> Self {
         ApplyDelegate {
             region,
             apply_state,
+            peer_id,
+            removed: false,
             pending: VecDeque::new(),
             results: vec![],
             written_bytes: 0,
@@ -102,6 +109,11 @@ impl ApplyDelegate {
     ) -> Result<()> {
         self.pending.extend(proposals);
         for entry in entries {
+            if self.removed {
+                // Committed entries after our own removal belong to the
+                // peers that stay; their proposers wait on those.
+                break;
+            }
             let expected = self.apply_state.applied_index + 1;
             if entry.index < expected {
                 // Already applied before a restart; raft hands it out again.
@@ -232,7 +244,13 @@ impl ApplyDelegate {
             )));
         }
         let region = change_peer(&self.region, cc.change_type, &peer)?;
-        write_region_state(wb, &region, PeerState::Normal)?;
+        // Our own removal is durable with the change itself: a restart must
+        // not load a region this store no longer holds a peer of. The peer
+        // then destroys itself (`Peer::destroy`), and a restart before that
+        // finishes it (`system::clear_stale_regions`).
+        self.removed = !region.peers.iter().any(|p| p.id == self.peer_id);
+        let state = if self.removed { PeerState::Tombstone } else { PeerState::Normal };
+        write_region_state(wb, &region, state)?;
         tracing::info!(
             region = region.id,
             index = entry.index,
@@ -606,5 +624,80 @@ mod tests {
         let mut bad = split(&[b"d"]);
         bad.requests[0].new_peer_ids.pop();
         assert!(split_region(&r, &bad).is_err());
+    }
+
+    /// Applying our own removal leaves a tombstone in the same write and
+    /// applies nothing after it; its proposers wait on the peers that stay.
+    #[test]
+    fn own_removal_writes_a_tombstone_and_stops_applying() {
+        use atoll_engine_memory::MemoryEngine;
+        use atoll_engine_traits::{Peekable, WriteOptions, CF_RAFT};
+        use atoll_proto::atollpb::{
+            ChangePeerRequest, PutRequest, RaftRequestHeader, RegionLocalState,
+        };
+
+        let engine = MemoryEngine::new();
+        let r = region();
+        let header = Some(RaftRequestHeader {
+            region_id: 1,
+            region_epoch: r.region_epoch.clone(),
+            ..Default::default()
+        });
+        let me = r.peers[1].clone();
+        let change = RaftCmdRequest {
+            header: header.clone(),
+            admin_request: Some(AdminRequest {
+                cmd_type: AdminCmdType::ChangePeer as i32,
+                change_peer: Some(ChangePeerRequest {
+                    change_type: ConfChangeType::RemoveNode as i32,
+                    peer: Some(me.clone()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cc = ConfChange {
+            change_type: ConfChangeType::RemoveNode as i32,
+            node_id: me.id,
+            context: change.encode_to_vec(),
+            id: 0,
+        };
+        let put = RaftCmdRequest {
+            header,
+            requests: vec![Request {
+                cmd_type: CmdType::Put as i32,
+                put: Some(PutRequest {
+                    cf: String::new(),
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let apply_state = RaftApplyState { applied_index: 5, ..Default::default() };
+        let mut d = ApplyDelegate::new(me.id, r, apply_state);
+        let entries = vec![
+            Entry {
+                entry_type: EntryType::EntryConfChange as i32,
+                index: 6,
+                term: 1,
+                data: prost011::Message::encode_to_vec(&cc),
+                ..Default::default()
+            },
+            Entry { index: 7, term: 1, data: put.encode_to_vec(), ..Default::default() },
+        ];
+        let mut wb = engine.write_batch();
+        let mut flush = |_: &mut _| Ok(());
+        let mut done = vec![];
+        d.apply_entries(&engine, &mut wb, &mut flush, entries, vec![], &mut done).unwrap();
+        engine.write(&mut wb, WriteOptions::default()).unwrap();
+
+        assert_eq!(d.apply_state.applied_index, 6);
+        let state = engine.get_value_cf(CF_RAFT, &keys::region_state_key(1)).unwrap().unwrap();
+        let state = RegionLocalState::decode(state.as_slice()).unwrap();
+        assert_eq!(state.state, PeerState::Tombstone as i32);
+        assert_eq!(state.region.unwrap().peers.len(), 1);
+        assert!(engine.get_value_cf("default", &keys::data_key(b"k")).unwrap().is_none());
     }
 }

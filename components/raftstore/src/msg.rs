@@ -113,6 +113,9 @@ pub enum PeerMsg<E: KvEngine> {
     Tick(PeerTick),
     /// Results of the apply pool.
     ApplyRes(Box<crate::apply::ApplyRes>),
+    /// The apply FSM stopped for good (after `ApplyMsg::Destroy`): the
+    /// peer may now delete the region from this store.
+    ApplyDestroyed,
     /// Split (keys: ask PD for ids first; half: measure first). `cb`
     /// fires once a split at keys is applied, or when it is refused.
     SplitRegion { epoch: metapb::RegionEpoch, request: SplitRequest, cb: Option<WriteCallback> },

@@ -35,7 +35,11 @@ pub struct Peer<E: KvEngine> {
     /// Bytes and keys written since the last PD heartbeat.
     pub(crate) written_bytes: u64,
     pub(crate) written_keys: u64,
+    /// Removed from the store: state deleted, mailboxes closed.
     pub(crate) stopped: bool,
+    /// Removal started: waiting for the apply FSM to stop (see
+    /// `Peer::destroy`). The peer no longer takes part in raft.
+    pub(crate) destroying: bool,
     /// Highest log index handed to the apply FSM.
     pub(crate) apply_sent_index: u64,
     /// Ticks since anything but heartbeats happened.
@@ -122,6 +126,7 @@ impl<E: KvEngine> Peer<E> {
             written_bytes: 0,
             written_keys: 0,
             stopped: false,
+            destroying: false,
             apply_sent_index: applied,
             idle_ticks: 0,
             approximate_size: None,

@@ -74,20 +74,99 @@ pub fn abandon_initial_region(engine: &impl KvEngine, region: &metapb::Region) -
 
 /// Every live region recorded on this store.
 pub fn load_regions(engine: &impl KvEngine) -> Result<Vec<metapb::Region>> {
+    let states = load_region_states(engine)?;
+    Ok(states
+        .into_iter()
+        .filter(|s| s.state == PeerState::Normal as i32)
+        .filter_map(|s| s.region)
+        .collect())
+}
+
+fn load_region_states(engine: &impl KvEngine) -> Result<Vec<RegionLocalState>> {
     let (start, end) = keys::region_meta_range();
     let mut out = vec![];
     engine.scan_cf(CF_RAFT, &start, &end, false, &mut |k, v| {
         let s = RegionLocalState::decode(v).map_err(|e| {
             atoll_engine_traits::Error::Corruption(format!("region state {k:?}: {e}"))
         })?;
-        if s.state == PeerState::Normal as i32 {
-            if let Some(r) = s.region {
-                out.push(r);
-            }
-        }
+        out.push(s);
         Ok(true)
     })?;
     Ok(out)
+}
+
+/// Finishes removals a restart interrupted. A membership change that
+/// removes this store's peer writes the tombstone when it is applied; the
+/// peer then deletes the region's raft log, states and data
+/// (`Peer::finish_destroy`). A tombstone whose raft state is still here
+/// never got that far: delete its log and states, and its data wherever no
+/// live region owns the range now. Returns the regions cleared.
+pub fn clear_stale_regions(engine: &impl KvEngine) -> Result<Vec<u64>> {
+    let states = load_region_states(engine)?;
+    let live: Vec<&metapb::Region> = states
+        .iter()
+        .filter(|s| s.state == PeerState::Normal as i32)
+        .filter_map(|s| s.region.as_ref())
+        .collect();
+    let mut wb = engine.write_batch();
+    let mut cleared = vec![];
+    for s in states.iter().filter(|s| s.state == PeerState::Tombstone as i32) {
+        let Some(region) = &s.region else { continue };
+        let has_state = engine.get_value_cf(CF_RAFT, &keys::raft_state_key(region.id))?.is_some()
+            || engine.get_value_cf(CF_RAFT, &keys::apply_state_key(region.id))?.is_some();
+        if !has_state {
+            continue;
+        }
+        crate::operation::life::clear_region_meta(&mut wb, region.id)?;
+        if region.peers.is_empty() {
+            // Never initialized: it has no data.
+            cleared.push(region.id);
+            continue;
+        }
+        for (start, end) in uncovered(&region.start_key, &region.end_key, &live) {
+            let r = metapb::Region { start_key: start, end_key: end, ..Default::default() };
+            let (ds, de) = crate::snap::region_data_range(&r);
+            for cf in atoll_engine_traits::DATA_CFS {
+                wb.delete_range_cf(cf, &ds, &de)?;
+            }
+        }
+        cleared.push(region.id);
+    }
+    if !cleared.is_empty() {
+        engine.write(&mut wb, WriteOptions::sync())?;
+        tracing::info!(regions = ?cleared, "finished removing regions a restart interrupted");
+    }
+    Ok(cleared)
+}
+
+/// The parts of the region key range `[start, end)` (empty end: no upper
+/// bound) that none of `live` covers, in order.
+fn uncovered(start: &[u8], end: &[u8], live: &[&metapb::Region]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let before_end = |k: &[u8]| end.is_empty() || k < end;
+    let mut covering: Vec<&&metapb::Region> = live
+        .iter()
+        .filter(|r| {
+            before_end(&r.start_key) && (r.end_key.is_empty() || r.end_key.as_slice() > start)
+        })
+        .collect();
+    covering.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+    let mut out = vec![];
+    let mut at = start.to_vec();
+    for r in covering {
+        if r.start_key > at {
+            out.push((at.clone(), r.start_key.clone()));
+        }
+        if r.end_key.is_empty() {
+            return out;
+        }
+        if r.end_key > at {
+            at = r.end_key.clone();
+        }
+    }
+    if before_end(&at) {
+        out.push((at, end.to_vec()));
+    }
+    out
 }
 
 /// A cheap, cloneable handle for sending work to the store's regions.
@@ -241,6 +320,7 @@ impl<E: KvEngine> RaftSystem<E> {
     /// Loads every region from disk, starts the pollers and the ticker.
     pub fn start<T: Transport, P: PdSink>(&mut self, trans: T, pd: P) -> Result<()> {
         let logger = atoll_util::logger::raft_logger();
+        clear_stale_regions(&self.engine)?;
         let regions = load_regions(&self.engine)?;
         for region in regions {
             let peer = Peer::create(
@@ -348,5 +428,69 @@ impl<E: KvEngine> RaftSystem<E> {
 impl<E: KvEngine> Drop for RaftSystem<E> {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use atoll_engine_memory::MemoryEngine;
+    use atoll_engine_traits::{Peekable, CF_DEFAULT};
+
+    use super::*;
+
+    fn region(id: u64, start: &[u8], end: &[u8], peers: usize) -> metapb::Region {
+        metapb::Region {
+            id,
+            start_key: start.to_vec(),
+            end_key: end.to_vec(),
+            region_epoch: Some(metapb::RegionEpoch { conf_ver: 1, version: 1 }),
+            peers: (0..peers as u64)
+                .map(|i| metapb::Peer { id: id * 10 + i, store_id: i + 1, ..Default::default() })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn uncovered_subtracts_live_ranges() {
+        let live = [region(1, b"b", b"d", 1), region(2, b"f", b"", 1)];
+        let live: Vec<&metapb::Region> = live.iter().collect();
+        let v = |s: &[u8], e: &[u8]| (s.to_vec(), e.to_vec());
+        assert_eq!(uncovered(b"a", b"z", &live), vec![v(b"a", b"b"), v(b"d", b"f")]);
+        assert_eq!(uncovered(b"", b"", &live), vec![v(b"", b"b"), v(b"d", b"f")]);
+        assert_eq!(uncovered(b"b", b"d", &live), vec![]);
+        assert_eq!(uncovered(b"c", b"e", &live), vec![v(b"d", b"e")]);
+        assert_eq!(uncovered(b"a", b"b", &live), vec![v(b"a", b"b")]);
+        assert_eq!(uncovered(b"a", b"", &[]), vec![v(b"a", b"")]);
+    }
+
+    /// A restart between the apply of our own removal (tombstone written)
+    /// and the peer's cleanup: the log, states and the data nobody owns
+    /// now go; a live neighbour's data and state stay.
+    #[test]
+    fn restart_finishes_an_interrupted_removal() {
+        let engine = MemoryEngine::new();
+        let removed = region(7, b"a", b"m", 3);
+        let neighbour = region(8, b"k", b"z", 3); // took over [k, m) since
+        let mut wb = engine.write_batch();
+        write_initial_region_states(&mut wb, &removed).unwrap();
+        write_initial_region_states(&mut wb, &neighbour).unwrap();
+        crate::storage::write_region_state(&mut wb, &removed, PeerState::Tombstone).unwrap();
+        for k in [b"b", b"l"] {
+            wb.put_cf(CF_DEFAULT, &keys::data_key(k), b"v").unwrap();
+        }
+        engine.write(&mut wb, WriteOptions::sync()).unwrap();
+
+        assert_eq!(clear_stale_regions(&engine).unwrap(), vec![7]);
+        let get = |k: &[u8]| engine.get_value_cf(CF_RAFT, k).unwrap();
+        assert!(get(&keys::raft_state_key(7)).is_none());
+        assert!(get(&keys::apply_state_key(7)).is_none());
+        assert!(get(&keys::region_state_key(7)).is_some(), "the tombstone stays");
+        assert!(get(&keys::raft_state_key(8)).is_some());
+        assert!(engine.get_value_cf(CF_DEFAULT, &keys::data_key(b"b")).unwrap().is_none());
+        assert!(engine.get_value_cf(CF_DEFAULT, &keys::data_key(b"l")).unwrap().is_some());
+        assert_eq!(load_regions(&engine).unwrap(), vec![neighbour]);
+        // Done once: nothing left to clear.
+        assert!(clear_stale_regions(&engine).unwrap().is_empty());
     }
 }

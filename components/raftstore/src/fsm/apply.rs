@@ -8,7 +8,6 @@ use atoll_batch_system::{Fsm, FsmCell, HandlerBuilder, PollHandler, Router};
 use atoll_engine_traits::{KvEngine, WriteBatch, WriteOptions};
 use raft::eraftpb::Entry;
 
-use atoll_engine_traits::DATA_CFS;
 use atoll_proto::atollpb::RaftApplyState;
 use atoll_proto::metapb;
 
@@ -34,11 +33,11 @@ pub enum ApplyMsg {
         region: metapb::Region,
         apply_state: RaftApplyState,
     },
-    /// The region left this store: fail what is pending, delete its data
-    /// (after every entry queued before this message) and stop.
-    Destroy {
-        clear_data: bool,
-    },
+    /// The region leaves this store: after every entry queued before this
+    /// message, fail what is pending, stop, and tell the peer
+    /// (`PeerMsg::ApplyDestroyed`), which then deletes the region's state
+    /// and data. Nothing is written for the region after that answer.
+    Destroy,
 }
 
 pub struct ApplyFsm {
@@ -79,6 +78,8 @@ pub struct ApplyPoller<E: KvEngine> {
     wb: E::WriteBatch,
     done: DoneCallbacks,
     results: Vec<ApplyRes>,
+    /// Regions whose apply FSM stopped this round.
+    destroyed: Vec<u64>,
     raft_router: RaftRouter<E>,
     snap_gen: SnapGenerator<E::Snapshot>,
 }
@@ -146,19 +147,16 @@ impl<E: KvEngine> PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller<E> {
                 ApplyMsg::Restore { region, apply_state } => {
                     cell.fsm.delegate.restore(region, apply_state)
                 }
-                ApplyMsg::Destroy { clear_data } => {
+                ApplyMsg::Destroy => {
                     let d = &mut cell.fsm.delegate;
                     let id = d.region_id();
-                    d.clear_pending(&mut self.done, || Error::RegionNotFound(id));
-                    if clear_data {
-                        let (start, end) = crate::snap::region_data_range(&d.region);
-                        for cf in DATA_CFS {
-                            if let Err(e) = self.wb.delete_range_cf(cf, &start, &end) {
-                                panic!("region {id}: stage data deletion: {e}");
-                            }
-                        }
-                    }
+                    // Their entries are committed: the peers that stay apply
+                    // them, but this one cannot say with what result.
+                    d.clear_pending(&mut self.done, || {
+                        Error::Undetermined(format!("region {id} left this store while applying"))
+                    });
                     cell.fsm.stopped = true;
+                    self.destroyed.push(id);
                     break;
                 }
             }
@@ -185,6 +183,12 @@ impl<E: KvEngine> PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller<E> {
                 tracing::debug!(region = id, "apply result for a region that is gone");
             }
         }
+        // After the results: the peer handles what was applied first.
+        for id in self.destroyed.drain(..) {
+            if self.raft_router.force_send(id, PeerMsg::ApplyDestroyed).is_err() {
+                tracing::warn!(region = id, "apply stopped for a region that is gone");
+            }
+        }
     }
 }
 
@@ -202,6 +206,7 @@ impl<E: KvEngine> HandlerBuilder<ApplyFsm, ApplyControlFsm> for ApplyPollerBuild
             wb: self.engine.write_batch_with_cap(4 << 20),
             done: vec![],
             results: vec![],
+            destroyed: vec![],
             raft_router: self.raft_router.clone(),
             snap_gen: self.snap_gen.clone(),
         }

@@ -36,10 +36,8 @@ pub fn register_region<E: KvEngine>(
 ) {
     let region = peer.region().clone();
     let apply_state = peer.raft.store().apply_state.clone();
-    apply_router.register(
-        region.id,
-        apply::ApplyFsm::new(crate::apply::ApplyDelegate::new(region.clone(), apply_state)),
-    );
+    let delegate = crate::apply::ApplyDelegate::new(peer.meta().id, region.clone(), apply_state);
+    apply_router.register(region.id, apply::ApplyFsm::new(delegate));
     router.register(region.id, PeerFsm::new(peer));
 }
 

@@ -29,12 +29,18 @@ impl<E: KvEngine> PeerFsm<E> {
         ctx: &mut PollContext<E, T, P>,
     ) {
         let peer = &mut self.peer;
+        if peer.destroying {
+            return peer.on_message_while_destroying(msg, ctx);
+        }
         match msg {
             PeerMsg::Raft(m) => peer.on_raft_message(*m, ctx),
             PeerMsg::Write { req, cb } => peer.propose_write(req, cb, ctx),
             PeerMsg::Read { header, cb } => peer.on_read(header, cb, ctx),
             PeerMsg::Tick(tick) => Self::on_tick(peer, tick, ctx),
             PeerMsg::ApplyRes(res) => peer.on_apply_res(*res, ctx),
+            PeerMsg::ApplyDestroyed => {
+                tracing::error!("{} apply stopped, but the peer is not being destroyed", peer.tag())
+            }
             PeerMsg::SplitRegion { epoch, request, cb } => {
                 peer.on_split_region(epoch, request, cb, ctx)
             }

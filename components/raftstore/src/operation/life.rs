@@ -2,7 +2,7 @@
 //! first raft message for a region added to this store arrives, and
 //! destroying a peer that was removed from its region.
 
-use atoll_engine_traits::{KvEngine, WriteBatch, WriteOptions, CF_RAFT};
+use atoll_engine_traits::{KvEngine, WriteBatch, WriteOptions, CF_RAFT, DATA_CFS};
 use atoll_proto::atollpb::{PeerState, RaftMessage, RegionLocalState};
 use atoll_proto::metapb;
 use prost011::Message as _;
@@ -10,10 +10,20 @@ use raft::eraftpb::{Message, MessageType};
 
 use crate::fsm::{register_region, ApplyMsg, PollContext};
 use crate::metrics::RAFT_MESSAGES_DROPPED;
+use crate::msg::PeerMsg;
 use crate::peer::Peer;
 use crate::storage::{load_pb, write_region_state};
 use crate::transport::{PdSink, Transport};
 use crate::{keys, Error};
+
+/// Deletes a region's raft log, raft state and apply state.
+pub fn clear_region_meta<W: WriteBatch>(wb: &mut W, region_id: u64) -> crate::Result<()> {
+    let (s, e) = keys::raft_log_range(region_id);
+    wb.delete_range_cf(CF_RAFT, &s, &e)?;
+    wb.delete_cf(CF_RAFT, &keys::raft_state_key(region_id))?;
+    wb.delete_cf(CF_RAFT, &keys::apply_state_key(region_id))?;
+    Ok(())
+}
 
 /// Handles a raft message for a region this store has no peer of: creates
 /// an uninitialized peer if the message is for a live peer of a region that
@@ -109,49 +119,100 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
 }
 
 impl<E: KvEngine> Peer<E> {
-    /// Removes this peer from the store: tombstone state, raft log and
-    /// states deleted (synced), data deleted by the apply FSM after every
-    /// entry it still has queued, mailboxes closed.
+    /// Starts removing this peer from the store. Proposals still waiting
+    /// here are undetermined (they are in the log and may commit on the
+    /// other peers); the peer stops taking part in raft; its apply FSM is
+    /// told to stop after everything queued for it. Its answer
+    /// (`PeerMsg::ApplyDestroyed`) finishes the job in
+    /// [`Peer::finish_destroy`]: until then the apply FSM may still write
+    /// the region's state, which must not land after the tombstone.
     pub fn destroy<T: Transport, P: PdSink>(
         &mut self,
         ctx: &mut PollContext<E, T, P>,
         reason: &str,
     ) {
-        if self.stopped {
+        if self.stopped || self.destroying {
             return;
         }
         tracing::info!("{} destroying peer: {reason}", self.tag());
         let id = self.region_id();
-        let initialized = self.is_initialized();
+        self.destroying = true;
+        // Whatever this round staged for the peer must not resurrect it.
+        self.pending_ready = None;
+        for p in self.proposals.drain(..) {
+            (p.cb)(Err(Error::Undetermined(format!("region {id}: peer destroyed ({reason})"))));
+        }
+        self.reads.fail_all(|| Error::RegionNotFound(id));
+        if ctx.apply_router.force_send(id, ApplyMsg::Destroy).is_err() {
+            // No apply FSM (never registered, or already stopped): nothing
+            // can write for the region any more.
+            self.finish_destroy(ctx);
+        }
+    }
+
+    /// The apply FSM has stopped: tombstone state, raft log and states and
+    /// (if the peer had any) the region's data go in one synced write, then
+    /// the peer leaves the store's routing.
+    pub fn finish_destroy<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
+        if self.stopped {
+            return;
+        }
+        let id = self.region_id();
         let mut wb = ctx.engine.write_batch();
         let res = (|| -> crate::Result<()> {
             write_region_state(&mut wb, self.region(), PeerState::Tombstone)?;
-            let (s, e) = keys::raft_log_range(id);
-            wb.delete_range_cf(CF_RAFT, &s, &e)?;
-            wb.delete_cf(CF_RAFT, &keys::raft_state_key(id))?;
-            wb.delete_cf(CF_RAFT, &keys::apply_state_key(id))?;
+            clear_region_meta(&mut wb, id)?;
+            if self.is_initialized() {
+                let (start, end) = crate::snap::region_data_range(self.region());
+                for cf in DATA_CFS {
+                    wb.delete_range_cf(cf, &start, &end)?;
+                }
+            }
             ctx.engine.write(&mut wb, WriteOptions::sync())?;
             Ok(())
         })();
         if let Err(e) = res {
             panic!("{} write tombstone: {e}", self.tag());
         }
-        // Whatever this round staged for the peer must not resurrect it.
-        self.pending_ready = None;
+        tracing::info!("{} destroyed", self.tag());
         self.stopped = true;
-        // Proposals are in the log and may still commit on the other peers.
-        for p in self.proposals.drain(..) {
-            (p.cb)(Err(Error::Undetermined(format!("region {id}: peer destroyed ({reason})"))));
-        }
-        self.reads.fail_all(|| Error::RegionNotFound(id));
-        // The apply FSM stops itself after this message; unregistering it
-        // now would drop it with the message unprocessed.
-        let _ = ctx.apply_router.force_send(id, ApplyMsg::Destroy { clear_data: initialized });
         ctx.shared.meta.lock().remove(id);
         // Now, not when the FSM is dropped: a new peer of this region may
         // register first.
         self.book.close();
+        ctx.apply_router.unregister(id);
         ctx.router.unregister(id);
+    }
+
+    /// While the apply FSM winds down: what it applied still counts (a
+    /// split creates its regions); requests are refused as for a region
+    /// that is not here; raft traffic and ticks are dropped.
+    pub fn on_message_while_destroying<T: Transport, P: PdSink>(
+        &mut self,
+        msg: PeerMsg<E>,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
+        let gone = Error::RegionNotFound(self.region_id());
+        match msg {
+            PeerMsg::ApplyRes(res) => self.on_apply_res(*res, ctx),
+            PeerMsg::ApplyDestroyed => self.finish_destroy(ctx),
+            PeerMsg::Write { cb, .. } => cb(Err(gone)),
+            PeerMsg::Read { cb, .. } => cb(Err(gone)),
+            PeerMsg::SplitRegion { cb, .. }
+            | PeerMsg::ProposeSplit { cb, .. }
+            | PeerMsg::ChangePeer { cb, .. } => {
+                if let Some(cb) = cb {
+                    cb(Err(gone));
+                }
+            }
+            PeerMsg::Raft(_)
+            | PeerMsg::Tick(_)
+            | PeerMsg::TransferLeader { .. }
+            | PeerMsg::Campaign
+            | PeerMsg::SplitCheckResult { .. }
+            | PeerMsg::SnapshotReport { .. }
+            | PeerMsg::Wake => {}
+        }
     }
 
     /// A peer that is no longer a member (per a newer epoch than ours) must

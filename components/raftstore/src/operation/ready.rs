@@ -82,7 +82,7 @@ impl<E: KvEngine> Peer<E> {
     /// Collects this peer's ready: sends what may go out before the log is
     /// durable, stages the log and hard state into the round's write batch.
     pub fn handle_ready<T: Transport, P: PdSink>(&mut self, ctx: &mut PollContext<E, T, P>) {
-        if self.stopped {
+        if self.stopped || self.destroying {
             return;
         }
         self.maybe_start_gen_snapshot(ctx);
@@ -259,11 +259,15 @@ impl<E: KvEngine> Peer<E> {
                 break;
             }
             match r {
-                ExecResult::CompactLog { truncated, first_index } => {
-                    self.on_log_compacted(truncated, first_index, ctx)
-                }
+                // Applied before our removal: the new regions are real and
+                // this store holds peers of them.
                 ExecResult::Split { derived, regions } => {
                     self.on_split_applied(derived, regions, ctx)
+                }
+                // A peer being destroyed keeps no log and no membership.
+                _ if self.destroying => {}
+                ExecResult::CompactLog { truncated, first_index } => {
+                    self.on_log_compacted(truncated, first_index, ctx)
                 }
                 ExecResult::ChangePeer { cc, region } => {
                     self.on_change_peer_applied(cc, region, ctx)
