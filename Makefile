@@ -33,6 +33,11 @@ deps:
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus etcd-server; \
 	fi
 
+	@if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then \
+		echo "installing nftables and iproute2 (chaos partitions in network namespaces)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2; \
+	fi
+
 build: deps
 	$(CARGO) build --release --workspace --all-targets
 
@@ -59,8 +64,9 @@ bench: build
 	$(BIN)/atoll-bench-regions
 	$(BIN)/atoll-bench-ycsb
 
-# Fault injection against a real cluster with the linearizability checker
-# (long: ~25 s per history). E.g. `make chaos CHAOS_ARGS="--histories 5"`.
+# Fault injection against a real cluster (PD + 5 stores, each in its own
+# network namespace when root) with the linearizability and set checkers
+# (long: ~35 s per history). E.g. `make chaos CHAOS_ARGS="--histories 5"`.
 CHAOS_ARGS ?= --histories 200
 chaos: build
 	$(BIN)/atoll-chaos $(CHAOS_ARGS)

@@ -1,10 +1,14 @@
-//! Runs real `atoll-pd` / `atoll-server` processes on loopback for
-//! black-box tests. Every process is killed when the harness drops.
+//! Runs real `atoll-pd` / `atoll-server` processes for black-box tests, on
+//! loopback or each on its own host of a [`Network`]. Every process is
+//! killed when the harness drops.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::netns::Network;
 
 /// Path of a workspace binary next to the running test executable.
 /// `make test` builds the binaries first.
@@ -70,16 +74,26 @@ pub struct ProcCluster {
     /// PD's `/metrics` + `/status` address.
     pub pd_status: String,
     pd: Option<Child>,
+    max_replicas: usize,
     stores: Vec<StoreProc>,
+    /// Hosts in network namespaces: PD on host 0, store `i` on host `i + 1`.
+    net: Option<Arc<Network>>,
 }
 
 fn spawn(cmd: &mut Command, log: &Path) -> Child {
-    let f = std::fs::File::create(log).unwrap();
+    // Appends: a restarted process keeps the log of its earlier lives.
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     cmd.stdout(Stdio::from(f.try_clone().unwrap()))
         .stderr(Stdio::from(f))
         .spawn()
         .expect("spawn process")
 }
+
+/// Ports inside a namespace: each host has its own port space.
+const NS_PD_PORT: u16 = 2379;
+const NS_PD_STATUS_PORT: u16 = 2378;
+const NS_STORE_PORT: u16 = 20160;
+const NS_STORE_STATUS_PORT: u16 = 20180;
 
 impl ProcCluster {
     /// Starts PD and `n` stores with the test configs.
@@ -87,32 +101,88 @@ impl ProcCluster {
         Self::start_with(n, TEST_PD_CONFIG, TEST_STORE_CONFIG)
     }
 
-    /// Starts PD and `n` stores; `pd_toml` / `store_toml` are config files.
+    /// Starts PD and `n` stores on loopback; `pd_toml` / `store_toml` are
+    /// config files.
     pub fn start_with(n: usize, pd_toml: &str, store_toml: &str) -> ProcCluster {
+        Self::start_on(None, n, pd_toml, store_toml)
+    }
+
+    /// Like [`ProcCluster::start_with`], each process on its own host of
+    /// `net` (which needs at least `n + 1` hosts): PD on host 0, store `i`
+    /// on host `i + 1`.
+    pub fn start_in(net: Arc<Network>, n: usize, pd_toml: &str, store_toml: &str) -> ProcCluster {
+        assert!(net.len() > n, "{} hosts for PD and {n} stores", net.len());
+        Self::start_on(Some(net), n, pd_toml, store_toml)
+    }
+
+    fn start_on(net: Option<Arc<Network>>, n: usize, pd_toml: &str, store_toml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pd.toml"), pd_toml).unwrap();
-        let pd_addr = format!("127.0.0.1:{}", free_port());
-        let pd_status = format!("127.0.0.1:{}", free_port());
-        let pd = spawn(
-            Command::new(binary("atoll-pd"))
-                .arg("--config")
-                .arg(dir.path().join("pd.toml"))
-                .arg("--client-addr")
-                .arg(&pd_addr)
-                .arg("--status-addr")
-                .arg(&pd_status)
-                .arg("--data-dir")
-                .arg(dir.path().join("pd"))
-                .arg("--max-replicas")
-                .arg(n.min(3).to_string()),
-            &dir.path().join("pd.log"),
-        );
         std::fs::write(dir.path().join("store.toml"), store_toml).unwrap();
-        let mut c = ProcCluster { pd_addr, pd_status, pd: Some(pd), stores: vec![], dir };
+        let (pd_addr, pd_status) = match &net {
+            Some(net) => {
+                let ip = &net.host(0).ip;
+                (format!("{ip}:{NS_PD_PORT}"), format!("{ip}:{NS_PD_STATUS_PORT}"))
+            }
+            None => (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())),
+        };
+        let mut c = ProcCluster {
+            pd_addr,
+            pd_status,
+            pd: None,
+            max_replicas: n.min(3),
+            stores: vec![],
+            dir,
+            net,
+        };
+        c.start_pd();
         for _ in 0..n {
             c.add_store();
         }
         c
+    }
+
+    /// A command running `binary(name)` where process `host` lives.
+    fn command(&self, host: usize, name: &str) -> Command {
+        match &self.net {
+            Some(net) => net.command(host, &binary(name)),
+            None => Command::new(binary(name)),
+        }
+    }
+
+    /// The network the processes live in, if not loopback.
+    pub fn network(&self) -> Option<&Arc<Network>> {
+        self.net.as_ref()
+    }
+
+    /// (Re)starts PD on its data directory.
+    pub fn start_pd(&mut self) {
+        assert!(self.pd.is_none(), "PD is running");
+        let d = self.dir.path();
+        let mut cmd = self.command(0, "atoll-pd");
+        cmd.arg("--config")
+            .arg(d.join("pd.toml"))
+            .arg("--client-addr")
+            .arg(&self.pd_addr)
+            .arg("--status-addr")
+            .arg(&self.pd_status)
+            .arg("--data-dir")
+            .arg(d.join("pd"))
+            .arg("--max-replicas")
+            .arg(self.max_replicas.to_string());
+        self.pd = Some(spawn(&mut cmd, &d.join("pd.log")));
+    }
+
+    /// SIGKILL PD, like a crash.
+    pub fn kill_pd(&mut self) {
+        if let Some(mut p) = self.pd.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    pub fn pd_running(&self) -> bool {
+        self.pd.is_some()
     }
 
     /// Starts one more store (a new machine joining); returns its index.
@@ -130,9 +200,16 @@ impl ProcCluster {
 
     fn add_store_with_config(&mut self, config: PathBuf) -> usize {
         let i = self.stores.len();
+        let (addr, status) = match &self.net {
+            Some(net) => {
+                let ip = &net.host(i + 1).ip;
+                (format!("{ip}:{NS_STORE_PORT}"), format!("{ip}:{NS_STORE_STATUS_PORT}"))
+            }
+            None => (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())),
+        };
         self.stores.push(StoreProc {
-            addr: format!("127.0.0.1:{}", free_port()),
-            status: format!("127.0.0.1:{}", free_port()),
+            addr,
+            status,
             data: self.dir.path().join(format!("store{i}")),
             config,
             child: None,
@@ -171,11 +248,11 @@ impl ProcCluster {
 
     pub fn start_store(&mut self, i: usize) {
         let log = self.dir.path().join(format!("store{i}.log"));
+        let mut cmd = self.command(i + 1, "atoll-server");
         let s = &mut self.stores[i];
         assert!(s.child.is_none(), "store {i} is running");
         let child = spawn(
-            Command::new(binary("atoll-server"))
-                .arg("--config")
+            cmd.arg("--config")
                 .arg(&s.config)
                 .arg("--addr")
                 .arg(&s.addr)
@@ -241,10 +318,7 @@ impl Drop for ProcCluster {
         for i in 0..self.stores.len() {
             self.kill_store(i);
         }
-        if let Some(mut p) = self.pd.take() {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
+        self.kill_pd();
     }
 }
 
@@ -267,7 +341,8 @@ where
 /// A plain HTTP GET on loopback, returning the body.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
+    let sock = addr.parse().map_err(std::io::Error::other)?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut out = String::new();
@@ -275,20 +350,28 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     Ok(out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
 }
 
-/// A plain HTTP POST of a JSON body on loopback, returning the body.
+/// A plain HTTP POST of a JSON body, returning the body; panics if the
+/// server cannot be reached.
 pub fn http_post(addr: &str, path: &str, body: &str) -> String {
+    try_http_post(addr, path, body).unwrap()
+}
+
+/// [`http_post`] that reports connection errors.
+pub fn try_http_post(addr: &str, path: &str, body: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().map_err(std::io::Error::other)?,
+        Duration::from_secs(2),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         s,
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    )?;
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+    Ok(out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
 }
 
 pub use atoll_codec::hex;

@@ -1,25 +1,52 @@
-//! A short `atoll-chaos` run in the test suite: one history of kills and
-//! pauses against a real cluster, checked for linearizability.
+//! Short `atoll-chaos` runs in the test suite, one after the other: a
+//! register history under crashes, pauses and PD kills; one under network
+//! partitions (in namespaces; on loopback, crashes and pauses instead);
+//! a set history under all of them. Splits and leader moves happen
+//! throughout. Every history must check out.
 
 use std::process::Command;
 
 use atoll_tests::proc::binary;
 
-#[test]
-fn a_short_chaos_history_is_linearizable() {
+/// Runs one history; returns its summary row's numbers: ok, failed,
+/// unknown, faults, and the churn (splits, moves).
+fn run(seed: &str, nemesis: &str, workload: &str, secs: &str) -> (Vec<u64>, (u64, u64)) {
     let out = Command::new(binary("atoll-chaos"))
-        .args(["--seed", "20261125", "--histories", "1", "--duration", "15"])
+        .args(["--seed", seed, "--histories", "1", "--duration", secs])
+        .args(["--nemesis", nemesis, "--workload", workload])
         .output()
         .expect("run atoll-chaos");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "atoll-chaos failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("0 not linearizable"), "{stdout}");
-    // The nemesis did something and the clients got work done.
-    let row = stdout.lines().find(|l| l.trim_start().starts_with("20261125")).expect("summary row");
-    let cols: Vec<u64> = row.split_whitespace().filter_map(|c| c.parse().ok()).collect();
-    assert!(cols.len() >= 5, "{row}");
-    let (ok, faults) = (cols[1], cols[4]);
-    assert!(ok > 1000, "too few ok operations: {row}");
-    assert!(faults >= 2, "too few faults: {row}");
+    assert!(stdout.contains("0 with anomalies"), "{stdout}");
+    let row = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(seed))
+        .unwrap_or_else(|| panic!("no summary row:\n{stdout}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    let nums: Vec<u64> = cols[2..6].iter().map(|c| c.parse().unwrap()).collect();
+    let (splits, moves) = cols[6].split_once('/').unwrap();
+    if workload == "register" {
+        assert!(row.contains("Linearizable"), "{row}");
+    } else {
+        assert!(row.contains("set ok"), "{row}");
+    }
+    println!("{stdout}");
+    (nums, (splits.parse().unwrap(), moves.parse().unwrap()))
+}
+
+#[test]
+fn short_chaos_histories_check_out() {
+    for (seed, nemesis, workload) in [
+        ("20261125", "kill,pause,pd", "register"),
+        ("20261126", "partition", "register"),
+        ("20261127", "all", "set"),
+    ] {
+        let (n, (splits, moves)) = run(seed, nemesis, workload, "20");
+        let (ok, faults) = (n[0], n[3]);
+        assert!(ok > 500, "{seed}: too few ok operations: {n:?}");
+        assert!(faults >= 3, "{seed}: too few faults: {n:?}");
+        assert!(splits + moves >= 3, "{seed}: too little churn: {splits} splits, {moves} moves");
+    }
 }

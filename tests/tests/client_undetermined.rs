@@ -114,3 +114,31 @@ async fn a_write_that_could_not_connect_is_retried() {
     drop(client);
     pd.stop().await;
 }
+
+/// A store that takes requests and never answers (dead, paused or cut
+/// off) holds an operation up for the attempt deadline, not the RPC
+/// timeout: a write is then undetermined, a read is tried elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_store_is_given_up_on_at_the_attempt_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let pd = start_pd(&dir).await;
+    let (store_addr, _) = black_hole().await;
+    bootstrap(&pd, store_addr).await;
+    let cfg = Config {
+        timeout: Duration::from_secs(60),
+        attempt_timeout: Duration::from_millis(200),
+        ..fast_config(&pd)
+    };
+    let client = RawClient::connect(cfg).await.unwrap();
+
+    let t = std::time::Instant::now();
+    let err = client.put(b"k", b"v").await.expect_err("no answer");
+    assert!(matches!(&err, Error::Undetermined(m) if m.contains("within")), "{err}");
+    // Every read attempt goes to the one (silent) store: each ends at the
+    // short deadline, none waits for the minute-long RPC timeout.
+    let err = client.get(b"k").await.expect_err("no answer");
+    assert!(matches!(err, Error::Exhausted { attempts: 3, .. }), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(30), "waited {:?}", t.elapsed());
+    drop(client);
+    pd.stop().await;
+}

@@ -21,6 +21,13 @@ pub struct Config {
     pub pd_endpoints: Vec<String>,
     /// Per-RPC timeout.
     pub timeout: Duration,
+    /// Deadline of each attempt, meant to be well below the cluster's
+    /// election timeout: a leader that is dead, paused or cut off is given
+    /// up on this soon. A read then asks another peer (which names the new
+    /// leader once there is one); a write's outcome is then unknown,
+    /// `Error::Undetermined`, since it may have reached the store. Keep it
+    /// above the time the largest request takes on a healthy store.
+    pub attempt_timeout: Duration,
     /// Attempts per operation (region errors, unreachable stores) before giving up.
     pub max_attempts: usize,
     /// Ceiling of the exponential backoff between attempts.
@@ -36,6 +43,7 @@ impl Config {
         Config {
             pd_endpoints,
             timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(2),
             max_attempts: 40,
             max_backoff: Duration::from_millis(1000),
             api_version: None,
@@ -116,6 +124,16 @@ fn never_sent(status: &tonic::Status) -> bool {
         source = e.source();
     }
     false
+}
+
+/// What an operation does to the data, for its attempts' deadline.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    /// Changes nothing: safe to try again anywhere.
+    Read,
+    /// Changes data (named for errors): once sent, its outcome is only
+    /// known from an answer.
+    Write(&'static str),
 }
 
 /// Turns `(region_error, error)` into an attempt result.
@@ -275,8 +293,10 @@ impl RawClient {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    /// Runs `f` against the region holding the wire `key`, retrying on region errors.
-    async fn on_region<T, F, Fut>(&self, key: &[u8], f: F) -> Result<(CachedRegion, T)>
+    /// Runs `f` against the region holding the wire `key`, retrying on
+    /// region errors. `call` says what an attempt past its deadline means:
+    /// a read is tried again elsewhere, a write is undetermined.
+    async fn on_region<T, F, Fut>(&self, key: &[u8], call: Call, f: F) -> Result<(CachedRegion, T)>
     where
         F: Fn(TikvClient<Channel>, CachedRegion, Context) -> Fut,
         Fut: Future<Output = Result<Attempt<T>>>,
@@ -296,7 +316,29 @@ impl RawClient {
                 continue;
             };
             let client = self.client_for(peer.store_id).await?;
-            match f(client, r.clone(), self.ctx(&r, &peer)).await {
+            let run = f(client, r.clone(), self.ctx(&r, &peer));
+            let res = match tokio::time::timeout(self.cfg.attempt_timeout, run).await {
+                Ok(res) => res,
+                Err(_) => match call {
+                    Call::Write(what) => {
+                        // The next operation on the region asks another
+                        // peer first.
+                        self.cache.rotate_leader(r.region.id);
+                        return Err(Error::Undetermined(format!(
+                            "{what}: no answer from store {} within {:?}",
+                            peer.store_id, self.cfg.attempt_timeout
+                        )));
+                    }
+                    Call::Read => {
+                        // Ask another peer; it knows the new leader once one
+                        // is elected.
+                        last = format!("store {} did not answer in time", peer.store_id);
+                        self.cache.rotate_leader(r.region.id);
+                        continue;
+                    }
+                },
+            };
+            match res {
                 Ok(Attempt::Done(v)) => return Ok((r, v)),
                 Ok(Attempt::Region(e)) => {
                     last = e.message.clone();
@@ -330,7 +372,7 @@ impl RawClient {
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let key = &self.keys.wire(key);
         let (_, v) = self
-            .on_region(key, |mut c, _, ctx| async move {
+            .on_region(key, Call::Read, |mut c, _, ctx| async move {
                 let r = c
                     .raw_get(RawGetRequest {
                         context: Some(ctx),
@@ -352,7 +394,7 @@ impl RawClient {
     /// `ttl_secs == 0` means no expiry.
     pub async fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl_secs: u64) -> Result<()> {
         let key = &self.keys.wire(key);
-        self.on_region(key, |mut c, _, ctx| async move {
+        self.on_region(key, Call::Write("put"), |mut c, _, ctx| async move {
             let req = RawPutRequest {
                 context: Some(ctx),
                 key: key.to_vec(),
@@ -369,7 +411,7 @@ impl RawClient {
 
     pub async fn delete(&self, key: &[u8]) -> Result<()> {
         let key = &self.keys.wire(key);
-        self.on_region(key, |mut c, _, ctx| async move {
+        self.on_region(key, Call::Write("delete"), |mut c, _, ctx| async move {
             let req =
                 RawDeleteRequest { context: Some(ctx), key: key.to_vec(), ..Default::default() };
             let r = c.raw_delete(req).await.map_err(|e| write_rpc_error("delete", e))?.into_inner();
@@ -383,7 +425,7 @@ impl RawClient {
     pub async fn get_key_ttl(&self, key: &[u8]) -> Result<Option<u64>> {
         let key = &self.keys.wire(key);
         let (_, v) = self
-            .on_region(key, |mut c, _, ctx| async move {
+            .on_region(key, Call::Read, |mut c, _, ctx| async move {
                 let req = RawGetKeyTtlRequest {
                     context: Some(ctx),
                     key: key.to_vec(),
@@ -406,7 +448,7 @@ impl RawClient {
     ) -> Result<(bool, Option<Vec<u8>>)> {
         let key = &self.keys.wire(key);
         let (_, v) = self
-            .on_region(key, |mut c, _, ctx| async move {
+            .on_region(key, Call::Write("compare_and_swap"), |mut c, _, ctx| async move {
                 let req = RawCasRequest {
                     context: Some(ctx),
                     key: key.to_vec(),
@@ -458,7 +500,7 @@ impl RawClient {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
         Box::pin(async move {
             let res = self
-                .on_region(first, |mut c, r, ctx| {
+                .on_region(first, Call::Write("batch_put"), |mut c, r, ctx| {
                     let group = group.clone();
                     async move {
                         if !group.iter().all(|(k, _)| self.holds(&r, k)) {
@@ -501,7 +543,7 @@ impl RawClient {
             for (first, group) in self.group(std::mem::take(&mut pending)).await? {
                 let keys: Vec<Vec<u8>> = group.iter().map(|(k, _)| k.clone()).collect();
                 let (_, got) = self
-                    .on_region(&first, |mut c, r, ctx| {
+                    .on_region(&first, Call::Read, |mut c, r, ctx| {
                         let keys = keys.clone();
                         async move {
                             if !keys.iter().all(|k| self.holds(&r, k)) {
@@ -549,7 +591,7 @@ impl RawClient {
         while let Some(from) = cur.take().filter(|_| (out.len() as u32) < limit) {
             let want = limit - out.len() as u32;
             let (r, kvs) = self
-                .on_region(&from, |mut c, _, ctx| {
+                .on_region(&from, Call::Read, |mut c, _, ctx| {
                     let req = RawScanRequest {
                         context: Some(ctx),
                         start_key: from.clone(),
@@ -579,7 +621,13 @@ impl RawClient {
 
     /// Runs `f` once per region over the wire range `[start, end)` (empty
     /// end = unbounded), each time with that region's part of the range.
-    async fn each_region<T, F, Fut>(&self, start: &[u8], end: &[u8], f: F) -> Result<Vec<T>>
+    async fn each_region<T, F, Fut>(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        call: Call,
+        f: F,
+    ) -> Result<Vec<T>>
     where
         F: Fn(TikvClient<Channel>, Context, Vec<u8>, Vec<u8>) -> Fut,
         Fut: Future<Output = Result<Attempt<T>>>,
@@ -588,7 +636,7 @@ impl RawClient {
         let mut cur = Some(start.to_vec());
         while let Some(from) = cur.take() {
             let (r, v) = self
-                .on_region(&from, |c, r, ctx| {
+                .on_region(&from, call, |c, r, ctx| {
                     let hi = match self.next_region_start(&r, end) {
                         Some(region_end) => region_end,
                         None => end.to_vec(),
@@ -608,20 +656,25 @@ impl RawClient {
             return Err(Error::Invalid("delete_range start must be below end".into()));
         }
         let (start, end) = (self.keys.wire(start), self.keys.wire_end(end));
-        self.each_region(&start, &end, |mut c, ctx, lo, hi| async move {
-            let req = RawDeleteRangeRequest {
-                context: Some(ctx),
-                start_key: lo,
-                end_key: hi,
-                cf: String::new(),
-            };
-            let r = c
-                .raw_delete_range(req)
-                .await
-                .map_err(|e| write_rpc_error("delete_range", e))?
-                .into_inner();
-            outcome(r.region_error, r.error, ())
-        })
+        self.each_region(
+            &start,
+            &end,
+            Call::Write("delete_range"),
+            |mut c, ctx, lo, hi| async move {
+                let req = RawDeleteRangeRequest {
+                    context: Some(ctx),
+                    start_key: lo,
+                    end_key: hi,
+                    cf: String::new(),
+                };
+                let r = c
+                    .raw_delete_range(req)
+                    .await
+                    .map_err(|e| write_rpc_error("delete_range", e))?
+                    .into_inner();
+                outcome(r.region_error, r.error, ())
+            },
+        )
         .await
         .map(|_| ())
     }
@@ -632,7 +685,7 @@ impl RawClient {
     pub async fn checksum(&self, start: &[u8], end: &[u8]) -> Result<(u64, u64, u64)> {
         let (start, end) = (self.keys.wire(start), self.keys.wire_end(end));
         let parts = self
-            .each_region(&start, &end, |mut c, ctx, lo, hi| async move {
+            .each_region(&start, &end, Call::Read, |mut c, ctx, lo, hi| async move {
                 let ranges = vec![KeyRange { start_key: lo, end_key: hi }];
                 let req = RawChecksumRequest {
                     context: Some(ctx),
