@@ -14,7 +14,7 @@ BIN := $(CARGO_TARGET_DIR)/release
 PYENV := $(CARGO_TARGET_DIR)/pyenv
 TIKV_PYTHON_VERSION := 0.1.1
 
-.PHONY: all deps pyenv build test lint run bench chaos clean fmt
+.PHONY: all deps pyenv build test lint run bench chaos fuzz clean fmt
 
 all: build
 
@@ -70,6 +70,13 @@ bench: build
 CHAOS_ARGS ?= --histories 200
 chaos: build
 	$(BIN)/atoll-chaos $(CHAOS_ARGS)
+
+# Every fuzz target for FUZZ_SECONDS each; a panic saves its inputs under
+# fuzz/regressions/<target>/ (commit them: make test replays them).
+FUZZ_SECONDS ?= 120
+FUZZ_ARGS ?=
+fuzz: build
+	$(BIN)/atoll-fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -79,6 +79,28 @@ pub fn load_pb<M: prost::Message + Default>(
     }
 }
 
+/// A region's membership as raft can take it: peers with distinct, nonzero
+/// ids on distinct stores, each a voter or a learner, and some voter.
+pub fn check_membership(region: &metapb::Region) -> Result<()> {
+    let bad = |why: String| Err(Error::Corruption(format!("region {}: {why}", region.id)));
+    let mut ids = std::collections::HashSet::new();
+    let mut stores = std::collections::HashSet::new();
+    for p in &region.peers {
+        if p.id == 0 || !ids.insert(p.id) || !stores.insert(p.store_id) {
+            return bad(format!("peer {p:?} is zero or repeated"));
+        }
+        let role = metapb::PeerRole::try_from(p.role);
+        if !matches!(role, Ok(metapb::PeerRole::Voter | metapb::PeerRole::Learner)) {
+            return bad(format!("peer {p:?} has a role Atoll never writes"));
+        }
+    }
+    let voters = region.peers.iter().filter(|p| p.role == metapb::PeerRole::Voter as i32);
+    if !region.peers.is_empty() && voters.count() == 0 {
+        return bad("no voter".into());
+    }
+    Ok(())
+}
+
 pub fn conf_state_of(region: &metapb::Region) -> ConfState {
     let mut cs = ConfState::default();
     for p in &region.peers {
@@ -123,6 +145,7 @@ impl<E: KvEngine> PeerStorage<E> {
     /// written or the states contradict each other.
     pub fn load(engine: E, region: metapb::Region, cache_limit: usize) -> Result<Self> {
         let id = region.id;
+        check_membership(&region)?;
         let raft_state: RaftLocalState = load_pb(&engine, &keys::raft_state_key(id))?
             .ok_or_else(|| Error::Corruption(format!("region {id}: raft state missing")))?;
         let apply_state: RaftApplyState = load_pb(&engine, &keys::apply_state_key(id))?
@@ -136,6 +159,7 @@ impl<E: KvEngine> PeerStorage<E> {
         }
         if raft_state.last_index < apply_state.applied_index
             || truncated.index > apply_state.applied_index
+            || raft_state.commit > raft_state.last_index
         {
             return Err(Error::Corruption(format!(
                 "region {id}: inconsistent states raft {raft_state:?} apply {apply_state:?}"
@@ -246,7 +270,12 @@ impl<E: KvEngine> PeerStorage<E> {
         })?;
         let e = Entry::decode(v.as_slice())
             .map_err(|e| Error::codec(format!("log entry {index}"), e))?;
-        assert_eq!(e.index, index, "entry stored under the wrong index");
+        if e.index != index {
+            return Err(Error::Corruption(format!(
+                "region {}: entry {} stored under index {index}",
+                self.region.id, e.index
+            )));
+        }
         Ok(e)
     }
 

@@ -15,6 +15,22 @@ use crate::metrics::{
 use crate::peer::Peer;
 use crate::transport::{PdSink, Transport};
 
+/// Raft takes messages of term 0 as its own (ticks, proposals, reports)
+/// and does not check them against its term: a heartbeat of term 0 from the
+/// wire would move the commit index past the log, which raft-rs treats as
+/// fatal. Peers never send local types (proposals, read indexes and leader
+/// transfers are only made on the leader; raft would forward them from a
+/// follower, and aborts forwarding one that came with a term) and give
+/// every other message their term.
+pub fn acceptable_from_wire(m: &Message) -> bool {
+    use MessageType::*;
+    match m.msg_type() {
+        MsgHup | MsgBeat | MsgPropose | MsgUnreachable | MsgSnapStatus | MsgCheckQuorum
+        | MsgReadIndex | MsgTransferLeader => false,
+        _ => m.term != 0,
+    }
+}
+
 impl<E: KvEngine> Peer<E> {
     pub fn on_raft_message<T: Transport, P: PdSink>(
         &mut self,
@@ -37,6 +53,10 @@ impl<E: KvEngine> Peer<E> {
                 return;
             }
         };
+        if !acceptable_from_wire(&m) {
+            RAFT_MESSAGES_DROPPED.with_label_values(&["local_type"]).inc();
+            return;
+        }
         let Some(from) = msg.from_peer.clone() else {
             RAFT_MESSAGES_DROPPED.with_label_values(&["no_sender"]).inc();
             return;
