@@ -29,6 +29,8 @@ use crate::shared;
 struct KvEnv {
     rt: tokio::runtime::Runtime,
     cluster: Mutex<Cluster<MemoryEngine>>,
+    /// The store serving `services`.
+    leader: u64,
     services: [KvService<MemoryEngine>; 2],
 }
 
@@ -49,7 +51,7 @@ fn new_env() -> KvEnv {
         .enable_all()
         .build()
         .expect("runtime");
-    KvEnv { rt, cluster: Mutex::new(c), services }
+    KvEnv { rt, cluster: Mutex::new(c), leader, services }
 }
 
 /// `[rpc, api, request...]`: request `rpc % 12`, decoded from the rest,
@@ -94,6 +96,12 @@ async fn serve(svc: &KvService<MemoryEngine>, rpc: u8, body: &[u8]) {
 /// A key from a small alphabet, sometimes with API V2's raw prefix, empty,
 /// long, or all 0xff.
 fn key<R: Rng + ?Sized>(rng: &mut R) -> Vec<u8> {
+    let v2 = rng.gen_bool(0.5);
+    key_for(rng, v2)
+}
+
+/// [`key`], mostly with the raw prefix if `v2`, mostly without if not.
+fn key_for<R: Rng + ?Sized>(rng: &mut R, v2: bool) -> Vec<u8> {
     let mut k = match rng.gen_range(0..8) {
         0 => vec![],
         1 => vec![0xff; rng.gen_range(1..10)],
@@ -101,10 +109,10 @@ fn key<R: Rng + ?Sized>(rng: &mut R) -> Vec<u8> {
         3 => (0..rng.gen_range(100..2000)).map(|_| rng.gen()).collect(),
         _ => (0..rng.gen_range(1..6)).map(|_| b"abkz\0\xff"[rng.gen_range(0..6)]).collect(),
     };
-    if rng.gen_bool(0.5) {
-        let mut v2 = vec![b'r', 0, 0, rng.gen_range(0..2)];
-        v2.append(&mut k);
-        k = v2;
+    if rng.gen_bool(if v2 { 0.9 } else { 0.1 }) {
+        let mut prefixed = vec![b'r', 0, 0, rng.gen_range(0..2)];
+        prefixed.append(&mut k);
+        k = prefixed;
     }
     k
 }
@@ -113,19 +121,32 @@ fn cf<R: Rng + ?Sized>(rng: &mut R) -> String {
     ["", "default", "write", "lock", "raft", "bogus"][rng.gen_range(0..6)].to_string()
 }
 
-fn context<R: Rng + ?Sized>(rng: &mut R) -> Option<Context> {
+/// Mostly a context the serving store accepts (its region, epoch and
+/// peer, the service's API version `api`), so requests get past the
+/// checks; sometimes one detail off.
+fn context<R: Rng + ?Sized>(rng: &mut R, api: u8) -> Option<Context> {
     let env = shared(&KV_ENV, new_env);
     let region = env.cluster.lock().region_for_key(b"k");
     let epoch = region.region_epoch.clone().unwrap_or_default();
-    let peer = region.peers.get(rng.gen_range(0..region.peers.len().max(1))).cloned();
+    let leader = region.peers.iter().find(|p| p.store_id == env.leader).cloned();
+    let peer = if rng.gen_bool(0.8) {
+        leader
+    } else {
+        region.peers.get(rng.gen_range(0..region.peers.len().max(1))).cloned()
+    };
+    let api_version = match (rng.gen_bool(0.9), api % 2) {
+        (true, 0) => 0,
+        (true, _) => 2,
+        (false, _) => rng.gen_range(0..4),
+    };
     Some(Context {
-        region_id: if rng.gen_bool(0.9) { region.id } else { rng.gen_range(0..5) },
+        region_id: if rng.gen_bool(0.95) { region.id } else { rng.gen_range(0..5) },
         region_epoch: Some(metapb::RegionEpoch {
-            conf_ver: epoch.conf_ver + u64::from(rng.gen_bool(0.1)),
-            version: epoch.version.saturating_sub(u64::from(rng.gen_bool(0.1))),
+            conf_ver: epoch.conf_ver + u64::from(rng.gen_bool(0.05)),
+            version: epoch.version.saturating_sub(u64::from(rng.gen_bool(0.05))),
         }),
         peer,
-        api_version: rng.gen_range(0..4),
+        api_version,
         ..Default::default()
     })
 }
@@ -134,21 +155,26 @@ fn context<R: Rng + ?Sized>(rng: &mut R) -> Option<Context> {
 #[allow(deprecated)]
 pub fn gen_kv(rng: &mut impl Rng) -> Vec<u8> {
     let rpc: u8 = rng.gen_range(0..12);
-    let ctx = context(rng);
+    let api: u8 = rng.gen();
+    let ctx = context(rng, api);
+    let v2 = api % 2 == 1;
     let n = rng.gen_range(0..6);
-    let keys: Vec<Vec<u8>> = (0..n).map(|_| key(rng)).collect();
+    let keys: Vec<Vec<u8>> = (0..n).map(|_| key_for(rng, v2)).collect();
     let value = |rng: &mut dyn rand::RngCore| -> Vec<u8> {
         (0..[0, 1, 8, 300][rng.gen_range(0..4)]).map(|_| rng.gen()).collect()
     };
-    let range = |rng: &mut dyn rand::RngCore| KeyRange { start_key: key(rng), end_key: key(rng) };
+    let range = |rng: &mut dyn rand::RngCore| KeyRange {
+        start_key: key_for(rng, v2),
+        end_key: key_for(rng, v2),
+    };
     let limit = [0, 1, 10, 10_240, 10_241, u32::MAX][rng.gen_range(0..6)];
     let ttl = [0, 1, u64::MAX][rng.gen_range(0..3)];
     let body = match rpc {
-        0 => RawGetRequest { context: ctx, key: key(rng), cf: cf(rng) }.encode_to_vec(),
+        0 => RawGetRequest { context: ctx, key: key_for(rng, v2), cf: cf(rng) }.encode_to_vec(),
         1 => RawBatchGetRequest { context: ctx, keys, cf: cf(rng) }.encode_to_vec(),
         2 => RawPutRequest {
             context: ctx,
-            key: key(rng),
+            key: key_for(rng, v2),
             value: value(rng),
             cf: cf(rng),
             ttl,
@@ -167,14 +193,19 @@ pub fn gen_kv(rng: &mut impl Rng) -> Vec<u8> {
             ttls: (0..rng.gen_range(0..3)).map(|_| rng.gen_range(0..3)).collect(),
         }
         .encode_to_vec(),
-        4 => RawDeleteRequest { context: ctx, key: key(rng), cf: cf(rng), for_cas: rng.gen() }
-            .encode_to_vec(),
+        4 => RawDeleteRequest {
+            context: ctx,
+            key: key_for(rng, v2),
+            cf: cf(rng),
+            for_cas: rng.gen(),
+        }
+        .encode_to_vec(),
         5 => RawBatchDeleteRequest { context: ctx, keys, cf: cf(rng), for_cas: rng.gen() }
             .encode_to_vec(),
         6 => RawScanRequest {
             context: ctx,
-            start_key: key(rng),
-            end_key: key(rng),
+            start_key: key_for(rng, v2),
+            end_key: key_for(rng, v2),
             limit,
             key_only: rng.gen(),
             cf: cf(rng),
@@ -183,8 +214,8 @@ pub fn gen_kv(rng: &mut impl Rng) -> Vec<u8> {
         .encode_to_vec(),
         7 => RawDeleteRangeRequest {
             context: ctx,
-            start_key: key(rng),
-            end_key: key(rng),
+            start_key: key_for(rng, v2),
+            end_key: key_for(rng, v2),
             cf: cf(rng),
         }
         .encode_to_vec(),
@@ -197,10 +228,12 @@ pub fn gen_kv(rng: &mut impl Rng) -> Vec<u8> {
             reverse: rng.gen(),
         }
         .encode_to_vec(),
-        9 => RawGetKeyTtlRequest { context: ctx, key: key(rng), cf: cf(rng) }.encode_to_vec(),
+        9 => {
+            RawGetKeyTtlRequest { context: ctx, key: key_for(rng, v2), cf: cf(rng) }.encode_to_vec()
+        }
         10 => RawCasRequest {
             context: ctx,
-            key: key(rng),
+            key: key_for(rng, v2),
             value: value(rng),
             previous_not_exist: rng.gen(),
             previous_value: value(rng),
@@ -210,12 +243,12 @@ pub fn gen_kv(rng: &mut impl Rng) -> Vec<u8> {
         .encode_to_vec(),
         _ => RawChecksumRequest {
             context: ctx,
-            algorithm: rng.gen_range(0..3),
+            algorithm: if rng.gen_bool(0.9) { 0 } else { rng.gen_range(1..3) },
             ranges: (0..n).map(|_| range(rng)).collect(),
         }
         .encode_to_vec(),
     };
-    let mut out = vec![rpc, rng.gen()];
+    let mut out = vec![rpc, api];
     out.extend(body);
     out
 }
