@@ -338,12 +338,19 @@ where
     false
 }
 
-/// A plain HTTP GET on loopback, returning the body.
+/// A connection for one HTTP exchange with `addr` (an IP and port): 2 s to
+/// connect, 5 s per read.
+fn http_connect(addr: &str) -> std::io::Result<std::net::TcpStream> {
+    let sock = addr.parse().map_err(std::io::Error::other)?;
+    let s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(s)
+}
+
+/// A plain HTTP GET, returning the body.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let sock = addr.parse().map_err(std::io::Error::other)?;
-    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut s = http_connect(addr)?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
@@ -359,11 +366,7 @@ pub fn http_post(addr: &str, path: &str, body: &str) -> String {
 /// [`http_post`] that reports connection errors.
 pub fn try_http_post(addr: &str, path: &str, body: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &addr.parse().map_err(std::io::Error::other)?,
-        Duration::from_secs(2),
-    )?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut s = http_connect(addr)?;
     write!(
         s,
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

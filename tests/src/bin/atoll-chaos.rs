@@ -9,6 +9,7 @@
 //! [--clients N] [--stores N] [--groups N] [--keys N]
 //! [--nemesis kill,pause,partition,pd,all] [--workload register,set]`
 //! History `i` runs with seed `seed + i` and workload `i % workloads`.
+//! `ATOLL_CHAOS_DEBUG=1` reports failed reads and slow operations.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

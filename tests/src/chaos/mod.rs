@@ -72,7 +72,6 @@ impl Default for Args {
 pub struct Report {
     pub seed: u64,
     pub workload: Workload,
-    pub loopback: bool,
     pub ok: u64,
     pub failed: u64,
     pub unknown: u64,
@@ -164,6 +163,7 @@ pub async fn run_history(
         history: Mutex::new(History::default()),
         set: Mutex::new(SetLog::default()),
         done: Mutex::new(vec![]),
+        debug: std::env::var_os("ATOLL_CHAOS_DEBUG").is_some(),
     });
     let mut tasks = vec![];
     for id in 0..args.clients {
@@ -198,7 +198,6 @@ pub async fn run_history(
     let mut r = Report {
         seed,
         workload,
-        loopback,
         ok: 0,
         failed: 0,
         unknown: 0,

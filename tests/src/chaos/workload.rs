@@ -87,6 +87,9 @@ pub struct Shared {
     pub history: Mutex<History>,
     pub set: Mutex<SetLog>,
     pub done: Mutex<Vec<Done>>,
+    /// `ATOLL_CHAOS_DEBUG` set: report failed reads and operations slower
+    /// than 400 ms on stderr.
+    pub debug: bool,
 }
 
 impl Shared {
@@ -138,7 +141,7 @@ pub async fn register_client(id: u64, seed: u64, s: Arc<Shared>) {
                 Ok(v) => Outcome::Read(parse(v)),
                 // A failed read changed nothing: it constrains nothing.
                 Err(e) => {
-                    if std::env::var_os("ATOLL_CHAOS_DEBUG").is_some() {
+                    if s.debug {
                         eprintln!("{:.3} client {id} get {k:?}: {e}", s.now() as f64 / 1e9);
                     }
                     Outcome::Unknown
@@ -158,7 +161,7 @@ pub async fn register_client(id: u64, seed: u64, s: Arc<Shared>) {
             }
         };
         let completed = s.now();
-        if std::env::var_os("ATOLL_CHAOS_DEBUG").is_some() && completed - invoked > 400_000_000 {
+        if s.debug && completed - invoked > 400_000_000 {
             eprintln!(
                 "{:.3} client {id} {op:?} on {:?} took {} ms: {outcome:?}",
                 completed as f64 / 1e9,
