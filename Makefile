@@ -14,7 +14,7 @@ BIN := $(CARGO_TARGET_DIR)/release
 PYENV := $(CARGO_TARGET_DIR)/pyenv
 TIKV_PYTHON_VERSION := 0.1.1
 
-.PHONY: all deps pyenv build test lint run bench chaos fuzz clean fmt
+.PHONY: all deps pyenv build test lint run bench chaos fuzz compat clean fmt
 
 all: build
 
@@ -77,6 +77,13 @@ FUZZ_SECONDS ?= 120
 FUZZ_ARGS ?=
 fuzz: build
 	$(BIN)/atoll-fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
+
+# The tikv-client 0.4.0 crate's own integration tests (tests/integration_tests.rs,
+# unmodified, copied from the cargo registry) against a fresh cluster
+# (scripts/compat.sh). COMPAT_ARGS filters tests, e.g. COMPAT_ARGS=txn_crud.
+COMPAT_ARGS ?=
+compat: build
+	BIN=$(BIN) scripts/compat.sh $(COMPAT_ARGS)
 
 fmt:
 	$(CARGO) fmt --all

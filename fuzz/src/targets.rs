@@ -14,6 +14,7 @@ use atoll_proto::tikvpb::tikv_server::Tikv;
 use atoll_raftstore::{keys, Config};
 use atoll_server::kv::KvService;
 use atoll_server::storage::RawStorage;
+use atoll_server::txn::{TsoSource, TxnStorage};
 use atoll_tests::sim::Cluster;
 use parking_lot::Mutex;
 use prost::Message as _;
@@ -44,7 +45,23 @@ fn new_env() -> KvEnv {
     let leader = c.leader_store(b"k");
     let handle = c.handle(leader).expect("leader store");
     let cfg = atoll_server::Config::default();
-    let svc = |api| KvService { storage: RawStorage::new(handle.clone(), &cfg.server, api) };
+    let engine = c.engines[&leader].clone();
+    // Timestamps for max_ts syncs: a counter is enough here.
+    let ts = Arc::new(std::sync::atomic::AtomicU64::new(1 << 40));
+    let tso: TsoSource = Arc::new(move || {
+        let t = ts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async move { Ok(t) })
+    });
+    let svc = |api| KvService {
+        storage: RawStorage::new(handle.clone(), &cfg.server, api),
+        txn: Arc::new(TxnStorage::new(
+            handle.clone(),
+            engine.clone(),
+            &cfg.server,
+            api,
+            tso.clone(),
+        )),
+    };
     let services = [svc(atoll_codec::api::ApiVersion::V1), svc(atoll_codec::api::ApiVersion::V2)];
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,10 +1,14 @@
 //! Key encodings shared by stores, PD and clients. Depends on nothing.
 //!
 //! - Memcomparable byte encoding (MyRocks format): order-preserving,
-//!   `a < b <=> encode_bytes(a) < encode_bytes(b)`.
+//!   `a < b <=> encode_bytes(a) < encode_bytes(b)`; encodings are
+//!   prefix-free, so a versioned key (encoding + timestamp) sorts inside
+//!   any range of encoded bounds that holds its key.
 //! - [`api`]: the cluster's API version and the key space it implies (which
 //!   bytes region bounds, PD routing and data keys use for a client's key).
+//! - [`data`]: data keys, `z` + region key, as stores keep them.
 pub mod api;
+pub mod data;
 
 /// Uppercase hex, as PD's HTTP API shows and takes keys.
 pub fn hex(b: &[u8]) -> String {

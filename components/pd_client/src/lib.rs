@@ -62,7 +62,8 @@ has_header!(
     pdpb::StoreHeartbeatResponse,
     pdpb::GetClusterConfigResponse,
     keyspacepb::LoadKeyspaceResponse,
-    pdpb::TsoResponse
+    pdpb::TsoResponse,
+    pdpb::GetGcSafePointResponse
 );
 
 fn check<T: HasHeader>(resp: T) -> Result<T> {
@@ -294,6 +295,13 @@ impl PdClient {
         call!(self, pd, get_cluster_config, pdpb::GetClusterConfigRequest::default())?
             .cluster
             .ok_or_else(|| PdError::Invalid("cluster config missing".into()))
+    }
+
+    /// The cluster's GC safe point (0 until a client sets one): versions
+    /// older than it that no read at or after it can see may be removed.
+    pub async fn get_gc_safe_point(&self) -> Result<u64> {
+        let req = pdpb::GetGcSafePointRequest { header: None };
+        Ok(call!(self, pd, get_gc_safe_point, req.clone())?.safe_point)
     }
 
     /// The cluster's API version; `None` until it is bootstrapped.

@@ -23,9 +23,9 @@ const REGION_STATE_SUFFIX: u8 = 0x01;
 /// The data key layout this build writes and reads: 1 = `z` + region key.
 pub const DATA_FORMAT: u32 = 1;
 
-pub const DATA_PREFIX: u8 = b'z';
-pub const DATA_MIN_KEY: &[u8] = b"z";
-pub const DATA_MAX_KEY: &[u8] = b"{";
+pub use atoll_codec::data::{
+    data_end_key, data_key, origin_key, DATA_MAX_KEY, DATA_MIN_KEY, DATA_PREFIX,
+};
 
 /// Raft log and state keys all sort under this prefix for one region.
 fn region_raft_key(region_id: u64, suffix: u8, extra: usize) -> Vec<u8> {
@@ -79,27 +79,6 @@ pub fn region_meta_range() -> (Vec<u8>, Vec<u8>) {
     (vec![LOCAL_PREFIX, REGION_META_PREFIX], vec![LOCAL_PREFIX, REGION_META_PREFIX + 1])
 }
 
-pub fn data_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(DATA_PREFIX);
-    k.extend_from_slice(key);
-    k
-}
-
-/// The data key for a range end; an empty end means "to the end of the keyspace".
-pub fn data_end_key(key: &[u8]) -> Vec<u8> {
-    if key.is_empty() {
-        DATA_MAX_KEY.to_vec()
-    } else {
-        data_key(key)
-    }
-}
-
-pub fn origin_key(data_key: &[u8]) -> &[u8] {
-    assert!(data_key.first() == Some(&DATA_PREFIX), "not a data key: {data_key:?}");
-    &data_key[1..]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,11 +107,8 @@ mod tests {
     }
 
     #[test]
-    fn data_keys() {
-        assert_eq!(data_key(b"k"), b"zk");
-        assert_eq!(origin_key(b"zk"), b"k");
-        assert_eq!(data_end_key(b""), DATA_MAX_KEY);
-        assert!(data_key(&[0xff; 8]) < DATA_MAX_KEY.to_vec());
+    fn local_keys_sort_before_data() {
         assert!(STORE_IDENT_KEY < DATA_MIN_KEY);
+        assert!(region_state_key(u64::MAX) < DATA_MIN_KEY.to_vec());
     }
 }

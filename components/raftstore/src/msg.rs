@@ -25,10 +25,13 @@ pub struct WriteResponse {
 pub type WriteCallback = Box<dyn FnOnce(Result<WriteResponse>) + Send>;
 
 /// A linearizable read view: the engine snapshot taken after the read index
-/// was applied, and the region it is valid for.
+/// was applied, the region it is valid for, and the leader's term then. A
+/// write computed from the snapshot carries that term in its header, so it
+/// is refused if leadership changed in between (see `Peer::propose_write`).
 pub struct ReadResponse<S> {
     pub snapshot: Arc<S>,
     pub region: metapb::Region,
+    pub term: u64,
 }
 
 pub type ReadCallback<S> = Box<dyn FnOnce(Result<ReadResponse<S>>) + Send>;

@@ -40,6 +40,11 @@ impl StoreMeta {
         self.regions.get(&id)
     }
 
+    /// Every initialized local region.
+    pub fn regions(&self) -> impl Iterator<Item = &metapb::Region> {
+        self.regions.values()
+    }
+
     /// Local regions other than `except` that intersect the encoded range
     /// `[start, end)` (an empty end is unbounded).
     pub fn overlapping(&self, start: &[u8], end: &[u8], except: u64) -> Vec<metapb::Region> {

@@ -241,6 +241,13 @@ impl<E: KvEngine> StoreHandle<E> {
         self.router.len()
     }
 
+    /// Copies of this store's initialized regions, for background work that
+    /// then addresses each region through `read` / `write` (which refuse
+    /// where this store's peer is not the leader).
+    pub fn regions(&self) -> Vec<metapb::Region> {
+        self.shared.meta.lock().regions().cloned().collect()
+    }
+
     /// Another store proved it is alive (any batch, even an empty keep-alive).
     pub fn store_seen(&self, store_id: u64) {
         self.shared.store_seen(store_id);

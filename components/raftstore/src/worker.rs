@@ -7,7 +7,9 @@
 
 use std::thread::JoinHandle;
 
-use atoll_engine_traits::{Iterable, KvEngine, DATA_CFS};
+use atoll_engine_traits::{
+    EngineIterator, Iterable, KvEngine, CF_DEFAULT, CF_LOCK, CF_WRITE, DATA_CFS,
+};
 use atoll_proto::metapb;
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 use prost::Message as _;
@@ -150,6 +152,13 @@ impl SplitPicker {
         self.out.keys += 1;
     }
 
+    /// Another version of the key last added: its bytes belong to that
+    /// key's run, and the key is not counted again.
+    pub fn add_version(&mut self, size: u64) {
+        self.run_size += size;
+        self.out.size += size;
+    }
+
     /// Bytes in other column families: they count toward the size only.
     pub fn add_size(&mut self, size: u64) {
         self.out.size += size;
@@ -174,23 +183,70 @@ pub fn pick_split_keys(
     p.finish()
 }
 
-/// The first `default` key at which half of `total` bytes lie before it
-/// (never the region's first key).
-fn middle_key<S: Iterable>(
+/// Visits a region's keys in order as (split candidate, bytes of the
+/// entry): in a transactional region the `write` and `default` entries
+/// merged, each without its version (so the versions of a key come
+/// together, under one candidate); in a raw region the `default` entries.
+fn walk_keys<S: Iterable>(
     snap: &S,
     start: &[u8],
     end: &[u8],
-    total: u64,
-) -> atoll_engine_traits::Result<Option<Vec<u8>>> {
-    let mut acc = 0u64;
-    let mut found = None;
-    snap.scan_cf(atoll_engine_traits::CF_DEFAULT, start, end, false, &mut |k, v| {
-        if acc > 0 && acc >= total / 2 {
-            found = Some(crate::keys::origin_key(k).to_vec());
-            return Ok(false);
+    txn: bool,
+    f: &mut dyn FnMut(&[u8], u64) -> bool,
+) -> atoll_engine_traits::Result<()> {
+    if !txn {
+        return snap.scan_cf(CF_DEFAULT, start, end, false, &mut |k, v| {
+            Ok(f(crate::keys::origin_key(k), (k.len() + v.len()) as u64))
+        });
+    }
+    let mut w = snap.iterator_cf(CF_WRITE, start, end)?;
+    let mut d = snap.iterator_cf(CF_DEFAULT, start, end)?;
+    let (mut w_ok, mut d_ok) = (w.seek_to_first()?, d.seek_to_first()?);
+    let candidate = |k: &[u8]| atoll_codec::data::strip_ts(crate::keys::origin_key(k)).to_vec();
+    while w_ok || d_ok {
+        let take_write = match (w_ok, d_ok) {
+            (true, true) => candidate(w.key()) <= candidate(d.key()),
+            (w_ok, _) => w_ok,
+        };
+        let it = if take_write { &mut w } else { &mut d };
+        if !f(&candidate(it.key()), (it.key().len() + it.value().len()) as u64) {
+            return Ok(());
         }
-        acc += (k.len() + v.len()) as u64;
-        Ok(true)
+        let ok = it.next()?;
+        if take_write {
+            w_ok = ok;
+        } else {
+            d_ok = ok;
+        }
+    }
+    Ok(())
+}
+
+/// The first key at which half of the region's bytes (as [`walk_keys`]
+/// sees them) lie before it; never the region's first key, never a
+/// version of the key before.
+fn middle_key<S: Iterable>(
+    snap: &S,
+    txn: bool,
+    start: &[u8],
+    end: &[u8],
+) -> atoll_engine_traits::Result<Option<Vec<u8>>> {
+    let mut total = 0u64;
+    walk_keys(snap, start, end, txn, &mut |_, size| {
+        total += size;
+        true
+    })?;
+    let (mut acc, mut found, mut last) = (0u64, None, None::<Vec<u8>>);
+    walk_keys(snap, start, end, txn, &mut |key, size| {
+        if last.as_deref() != Some(key) {
+            if acc > 0 && acc >= total / 2 {
+                found = Some(key.to_vec());
+                return false;
+            }
+            last = Some(key.to_vec());
+        }
+        acc += size;
+        true
     })?;
     Ok(found)
 }
@@ -232,37 +288,13 @@ fn check_region<E: KvEngine>(
     task: SplitCheckTask,
 ) {
     let region = task.region;
-    let (start, end) = snap::region_data_range(&region);
-    let snap = engine.snapshot();
-    // Split points come from `default` (where raw KV lives); the other data
-    // CFs only add to the size.
-    let mut picker = SplitPicker::new(*t);
-    for cf in DATA_CFS {
-        let primary = *cf == atoll_engine_traits::CF_DEFAULT;
-        let res = snap.scan_cf(cf, &start, &end, false, &mut |k, v| {
-            let size = (k.len() + v.len()) as u64;
-            if primary {
-                picker.add(crate::keys::origin_key(k), size);
-            } else {
-                picker.add_size(size);
-            }
-            Ok(true)
-        });
-        if let Err(e) = res {
+    let out = match measure(&engine.snapshot(), &region, t, task.half) {
+        Ok(out) => out,
+        Err(e) => {
             tracing::warn!(region = region.id, "split check scan: {e}");
             return;
         }
-    }
-    let mut out = picker.finish();
-    if task.half {
-        out.split_keys = match middle_key(&snap, &start, &end, out.size) {
-            Ok(k) => k.into_iter().collect(),
-            Err(e) => {
-                tracing::warn!(region = region.id, "half split scan: {e}");
-                return;
-            }
-        };
-    }
+    };
     let msg = PeerMsg::SplitCheckResult {
         epoch: region.region_epoch.clone().unwrap_or_default(),
         size: out.size,
@@ -270,6 +302,52 @@ fn check_region<E: KvEngine>(
         split_keys: out.split_keys,
     };
     let _ = router.send(region.id, msg);
+}
+
+/// A region's size and keys, and where to split it (`half`: in the middle).
+///
+/// Split points come from where a region's keys live: `write` and
+/// `default` for transactional data (each key once, its versions
+/// stripped), `default` for raw KV. A region holds one or the other
+/// (keyspaces of the two modes never share a region); locks only add to
+/// the size.
+fn measure<S: Iterable>(
+    snap: &S,
+    region: &metapb::Region,
+    t: &SplitThresholds,
+    half: bool,
+) -> atoll_engine_traits::Result<SplitCheckOutcome> {
+    let (start, end) = snap::region_data_range(region);
+    let mut txn = false;
+    snap.scan_cf(CF_WRITE, &start, &end, false, &mut |_, _| {
+        txn = true;
+        Ok(false)
+    })?;
+    let mut picker = SplitPicker::new(*t);
+    let mut last: Option<Vec<u8>> = None;
+    walk_keys(snap, &start, &end, txn, &mut |key, size| {
+        if last.as_deref() == Some(key) {
+            picker.add_version(size);
+        } else {
+            picker.add(key, size);
+            last = Some(key.to_vec());
+        }
+        true
+    })?;
+    // What `walk_keys` does not visit only adds to the size.
+    for cf in DATA_CFS {
+        if *cf == CF_LOCK || (!txn && *cf == CF_WRITE) {
+            snap.scan_cf(cf, &start, &end, false, &mut |k, v| {
+                picker.add_size((k.len() + v.len()) as u64);
+                Ok(true)
+            })?;
+        }
+    }
+    let mut out = picker.finish();
+    if half {
+        out.split_keys = middle_key(snap, txn, &start, &end)?.into_iter().collect();
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -308,5 +386,43 @@ mod tests {
     fn caps_split_keys_per_check() {
         let out = pick_split_keys(items(250, 10), &SplitThresholds { split_size: 10, ..t() });
         assert_eq!(out.split_keys.len(), SPLIT_KEYS_MAX);
+    }
+
+    /// Transactional data: every key has several versions in `write`
+    /// (key + 8-byte ts) and a long value in `default`; splits fall on
+    /// keys, never between two versions of one.
+    #[test]
+    fn transactional_regions_split_between_keys_not_versions() {
+        use atoll_engine_memory::MemoryEngine;
+        use atoll_engine_traits::KvEngine as _;
+        let engine = MemoryEngine::new();
+        let key = |i: u8| atoll_codec::encode_bytes(&[b'x', 0, 0, 0, i]);
+        for i in 0..20u8 {
+            for ts in [10u64, 20, 30] {
+                let mut k = key(i);
+                k.extend_from_slice(&(!ts).to_be_bytes());
+                engine.put_cf(CF_WRITE, &crate::keys::data_key(&k), b"P\x0a").unwrap();
+                engine.put_cf(CF_DEFAULT, &crate::keys::data_key(&k), &[0; 40]).unwrap();
+            }
+        }
+        let region = metapb::Region::default();
+        let t =
+            SplitThresholds { max_size: 1000, split_size: 500, max_keys: 1000, split_keys: 1000 };
+        let out = measure(&engine.snapshot(), &region, &t, false).unwrap();
+        assert_eq!(out.keys, 20, "each key once");
+        assert!(!out.split_keys.is_empty());
+        for k in &out.split_keys {
+            assert!((0..20).any(|i| key(i) == *k), "{k:?} is not a key without version");
+        }
+        let half = measure(&engine.snapshot(), &region, &t, true).unwrap();
+        assert_eq!(half.split_keys, vec![key(10)]);
+        // Raw data (no write CF) keeps splitting at default's keys.
+        let raw = MemoryEngine::new();
+        for i in 0..20u8 {
+            raw.put_cf(CF_DEFAULT, &crate::keys::data_key(&[b'r', i]), &[0; 60]).unwrap();
+        }
+        let out = measure(&raw.snapshot(), &region, &t, false).unwrap();
+        assert_eq!(out.keys, 20);
+        assert!(out.split_keys.iter().all(|k| k.len() == 2));
     }
 }

@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use atoll_codec::api::ApiVersion;
-use atoll_util::ReadableSize;
+use atoll_util::{ReadableDuration, ReadableSize};
 use serde::{Deserialize, Serialize};
 
 /// The whole `atoll-server` configuration (`etc/config-template.toml`).
@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub raft_msg_batch_bytes_max: ReadableSize,
     /// Largest gRPC message accepted or sent.
     pub grpc_max_message_size: ReadableSize,
+    /// How often the GC worker asks PD whether the GC safe point moved.
+    pub gc_interval: ReadableDuration,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +67,7 @@ impl Default for ServerConfig {
             raft_msg_batch_max: 256,
             raft_msg_batch_bytes_max: ReadableSize::mib(10),
             grpc_max_message_size: ReadableSize::mib(64),
+            gc_interval: ReadableDuration(std::time::Duration::from_secs(10)),
         }
     }
 }
@@ -143,6 +146,9 @@ impl Config {
             return Err(
                 "server scan limit and raft message queue/batch limits must be positive".into()
             );
+        }
+        if self.server.gc_interval.0.is_zero() {
+            return Err("server.gc-interval must be positive".into());
         }
         if self.server.grpc_max_message_size.0 < self.raftstore.raft_entry_max_size.0 * 2 {
             return Err(

@@ -1,4 +1,5 @@
-//! The store server: gRPC services (TiKV's raw KV API for clients, our raft
+//! The store server: gRPC services (TiKV's raw and transactional KV API for
+//! clients, our raft
 //! transport for peers), the batched raft transport, the PD worker, store
 //! bootstrap, and `run()` for the `atoll-server` binary.
 //!
@@ -6,6 +7,7 @@
 
 pub mod checksum;
 pub mod config;
+pub mod gc_worker;
 pub mod kv;
 pub mod metrics;
 pub mod node;
@@ -14,6 +16,7 @@ pub mod raft_service;
 pub mod server;
 pub mod storage;
 pub mod transport;
+pub mod txn;
 
 pub use config::Config;
 pub use server::{run, Server};

@@ -2,6 +2,23 @@ use lazy_static::lazy_static;
 use prometheus::*;
 
 lazy_static! {
+    pub static ref GC_SAFE_POINT: IntGauge = register_int_gauge!(
+        "atoll_gc_safe_point",
+        "The PD GC safe point this store collected up to (TSO)"
+    )
+    .unwrap();
+    pub static ref GC_KEYS: IntCounterVec = register_int_counter_vec!(
+        "atoll_gc_keys_total",
+        "Transactional keys GC looked at, and versions it removed",
+        &["kind"]
+    )
+    .unwrap();
+    pub static ref GC_ROUND_DURATION: Histogram = register_histogram!(
+        "atoll_gc_round_duration_seconds",
+        "Time to collect every region this store leads, per safe point",
+        exponential_buckets(0.001, 2.0, 20).unwrap()
+    )
+    .unwrap();
     pub static ref GRPC_REQUESTS: IntCounterVec =
         register_int_counter_vec!("atoll_grpc_requests_total", "gRPC requests by type", &["type"])
             .unwrap();

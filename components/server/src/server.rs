@@ -19,6 +19,7 @@ use crate::kv::KvService;
 use crate::raft_service::RaftService;
 use crate::storage::RawStorage;
 use crate::transport::{Limits, ServerTransport};
+use crate::txn::{TsoSource, TxnStorage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -50,6 +51,7 @@ pub struct Server {
     conns: atoll_util::conn::Connections,
     status: atoll_util::status::StatusServer,
     pd_task: tokio::task::JoinHandle<()>,
+    gc_task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -130,8 +132,27 @@ impl Server {
         raft.start(transport.clone(), pd_sender)?;
 
         let max_msg = cfg.server.grpc_max_message_size.0 as usize;
+        let tso_pd = pd.clone();
+        let tso: TsoSource = Arc::new(move || {
+            let pd = tso_pd.clone();
+            Box::pin(async move { pd.get_ts().await.map_err(|e| e.to_string()) })
+        });
+        let txn = Arc::new(TxnStorage::new(
+            handle.clone(),
+            engine.clone(),
+            &cfg.server,
+            api_version,
+            tso,
+        ));
+        let gc_task = tokio::spawn(crate::gc_worker::run(
+            pd.clone(),
+            handle.clone(),
+            txn.clone(),
+            cfg.server.gc_interval.0,
+        ));
         let kv = TikvServer::new(KvService {
             storage: RawStorage::new(handle.clone(), &cfg.server, api_version),
+            txn,
         })
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
@@ -164,6 +185,7 @@ impl Server {
             conns,
             status: status_server,
             pd_task,
+            gc_task,
         })
     }
 
@@ -182,6 +204,8 @@ impl Server {
         self.transport.close();
         let raft = self.raft.clone();
         let _ = tokio::task::spawn_blocking(move || raft.lock().shutdown()).await;
+        self.gc_task.abort();
+        let _ = (&mut self.gc_task).await;
         self.pd_task.abort();
         let _ = self.pd_task.await;
         self.status.stop().await;

@@ -29,7 +29,7 @@ use crate::config::ServerConfig;
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// How long a request may wait for raft before failing (the client retries).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct RawStorage<E: KvEngine> {
@@ -66,7 +66,7 @@ async fn wait_write<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
     }
 }
 
-fn header(ctx: &Context) -> RaftRequestHeader {
+pub(crate) fn header(ctx: &Context) -> RaftRequestHeader {
     RaftRequestHeader {
         region_id: ctx.region_id,
         peer: ctx.peer.clone(),
@@ -77,6 +77,47 @@ fn header(ctx: &Context) -> RaftRequestHeader {
 
 fn bad(msg: impl Into<String>) -> Error {
     Error::InvalidRequest(msg.into())
+}
+
+/// The request must speak the cluster's API version (TiKV answers
+/// `ApiVersionNotMatched` the same way); checked before anything else, so a
+/// mismatched request reads and writes nothing.
+pub(crate) fn check_api(api: ApiVersion, cmd: &str, ctx: &Context) -> Result<()> {
+    if ApiVersion::from_proto(ctx.api_version) == Some(api) {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "api version not matched: {cmd} sent with {}, but this cluster runs API {} (storage.api-version = {}); \
+         use a client in {} mode",
+        api_name(ctx.api_version),
+        api,
+        api.config_value(),
+        match api {
+            ApiVersion::V1 => "its default (API V1, no keyspace)",
+            ApiVersion::V2 => "keyspace (API V2)",
+        }
+    )))
+}
+
+/// A request naming another store's peer is refused before anything else.
+pub(crate) fn check_ctx(store_id: u64, ctx: &Context) -> Result<()> {
+    if let Some(p) = &ctx.peer {
+        if p.store_id != 0 && p.store_id != store_id {
+            return Err(Error::StoreNotMatch { requested: p.store_id, actual: store_id });
+        }
+    }
+    Ok(())
+}
+
+/// A linearizable snapshot of the request's region (read index on its leader).
+pub(crate) async fn snapshot<E: KvEngine>(
+    store: &StoreHandle<E>,
+    ctx: &Context,
+) -> Result<ReadResponse<E::Snapshot>> {
+    check_ctx(store.store_id, ctx)?;
+    let (tx, rx) = oneshot::channel();
+    store.read(header(ctx), Box::new(move |r| drop(tx.send(r))));
+    wait_read(rx).await
 }
 
 /// The name of a request's API version, for errors.
@@ -165,24 +206,8 @@ impl<E: KvEngine> RawStorage<E> {
         Ok(())
     }
 
-    /// The request must speak the cluster's API version (TiKV answers
-    /// `ApiVersionNotMatched` the same way); checked before anything else,
-    /// so a mismatched request reads and writes nothing.
     fn check_api(&self, cmd: &str, ctx: &Context) -> Result<()> {
-        if ApiVersion::from_proto(ctx.api_version) == Some(self.api) {
-            return Ok(());
-        }
-        Err(bad(format!(
-            "api version not matched: {cmd} sent with {}, but this cluster runs API {} (storage.api-version = {}); \
-             use a client in {} mode",
-            api_name(ctx.api_version),
-            self.api,
-            self.api.config_value(),
-            match self.api {
-                ApiVersion::V1 => "its default (API V1, no keyspace)",
-                ApiVersion::V2 => "keyspace (API V2)",
-            }
-        )))
+        check_api(self.api, cmd, ctx)
     }
 
     /// API version, then (V2) key mode: raw commands take only raw keys.
@@ -228,23 +253,8 @@ impl<E: KvEngine> RawStorage<E> {
             .map_err(|e| Error::Corruption(format!("stored key {region_key:?}: {e}")))
     }
 
-    fn check_ctx(&self, ctx: &Context) -> Result<()> {
-        if let Some(p) = &ctx.peer {
-            if p.store_id != 0 && p.store_id != self.store.store_id {
-                return Err(Error::StoreNotMatch {
-                    requested: p.store_id,
-                    actual: self.store.store_id,
-                });
-            }
-        }
-        Ok(())
-    }
-
     async fn snapshot(&self, ctx: &Context) -> Result<ReadResponse<E::Snapshot>> {
-        self.check_ctx(ctx)?;
-        let (tx, rx) = oneshot::channel();
-        self.store.read(header(ctx), Box::new(move |r| drop(tx.send(r))));
-        wait_read(rx).await
+        snapshot(&self.store, ctx).await
     }
 
     async fn write(
@@ -252,7 +262,7 @@ impl<E: KvEngine> RawStorage<E> {
         ctx: &Context,
         requests: Vec<Request>,
     ) -> Result<atoll_raftstore::WriteResponse> {
-        self.check_ctx(ctx)?;
+        check_ctx(self.store.store_id, ctx)?;
         let req = RaftCmdRequest { header: Some(header(ctx)), requests, admin_request: None };
         let (tx, rx) = oneshot::channel();
         self.store.write(req, Box::new(move |r| drop(tx.send(r))));

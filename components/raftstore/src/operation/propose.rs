@@ -58,6 +58,13 @@ impl<E: KvEngine> Peer<E> {
         ctx: &mut PollContext<E, T, P>,
     ) {
         let res = self.check_header(req.header.as_ref(), false).and_then(|()| {
+            // A write computed from a snapshot of an earlier term may have
+            // missed what another leader committed since: it was not
+            // proposed, so the caller may read again and retry.
+            let term = req.header.as_ref().map_or(0, |h| h.term);
+            if term != 0 && term != self.term() {
+                return Err(Error::StaleCommand);
+            }
             if req.requests.is_empty() {
                 return Err(Error::InvalidRequest("write with no mutations".into()));
             }

@@ -122,7 +122,11 @@ impl<E: KvEngine> Peer<E> {
                 .clone();
             self.reads.len -= b.reads.len();
             for cb in b.reads {
-                cb(Ok(ReadResponse { snapshot: snap.clone(), region: self.region().clone() }));
+                cb(Ok(ReadResponse {
+                    snapshot: snap.clone(),
+                    region: self.region().clone(),
+                    term: self.term(),
+                }));
             }
         }
     }
