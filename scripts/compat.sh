@@ -29,7 +29,12 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 PD_PORT=$(port)
 PD_STATUS=$(port)
 pids=()
+status=()
 stop() {
+    # Each store's metrics as the suite left them (errors by request type).
+    for i in "${!status[@]}"; do
+        curl -s "http://${status[$i]}/metrics" >"$WORK/cluster/logs/store$((i + 1)).metrics" 2>/dev/null || true
+    done
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
@@ -40,8 +45,9 @@ trap stop EXIT
 pids+=($!)
 sleep 0.5
 for i in 1 2 3; do
+    status+=("127.0.0.1:$(port)")
     "$BIN/atoll-server" --config etc/compat-store.toml \
-        --addr "127.0.0.1:$(port)" --status-addr "127.0.0.1:$(port)" \
+        --addr "127.0.0.1:$(port)" --status-addr "${status[-1]}" \
         --data-dir "$WORK/cluster/store$i" --pd "127.0.0.1:$PD_PORT" \
         >"$WORK/cluster/logs/store$i.log" 2>&1 &
     pids+=($!)

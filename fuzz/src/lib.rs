@@ -1,5 +1,5 @@
 //! Fuzz targets for what reaches a store from outside: client requests
-//! (`kv`), raft messages from other stores (`raft`), received snapshot
+//! (`kv` raw, `txn` transactional), raft messages from other stores (`raft`), received snapshot
 //! files (`snapshot`) and the records it reads back from disk (`records`).
 //!
 //! Each target takes bytes and must return, whatever they are: an error is
@@ -18,12 +18,13 @@ use rand::Rng;
 pub mod targets;
 
 /// Every target, by name.
-pub const TARGETS: [&str; 4] = ["kv", "raft", "snapshot", "records"];
+pub const TARGETS: [&str; 5] = ["kv", "txn", "raft", "snapshot", "records"];
 
 /// Runs target `name` on `input`.
 pub fn run(name: &str, input: &[u8]) {
     match name {
         "kv" => targets::kv(input),
+        "txn" => targets::txn(input),
         "raft" => targets::raft(input),
         "snapshot" => targets::snapshot(input),
         "records" => targets::records(input),
@@ -35,6 +36,7 @@ pub fn run(name: &str, input: &[u8]) {
 pub fn generate(name: &str, rng: &mut impl Rng) -> Vec<u8> {
     match name {
         "kv" => targets::gen_kv(rng),
+        "txn" => targets::gen_txn(rng),
         "raft" => targets::gen_raft(rng),
         "snapshot" => targets::gen_snapshot(rng),
         "records" => targets::gen_records(rng),

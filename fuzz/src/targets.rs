@@ -270,6 +270,215 @@ pub fn gen_kv(rng: &mut impl Rng) -> Vec<u8> {
     out
 }
 
+// -------------------------------------------------------------- txn
+
+/// `[rpc, api, request...]`: transactional request `rpc % 16`, decoded
+/// from the rest, served by the V1 (`api` even) or V2 service.
+pub fn txn(input: &[u8]) {
+    let [rpc, api, body @ ..] = input else { return };
+    let env = shared(&KV_ENV, new_env);
+    let svc = &env.services[usize::from(api % 2)];
+    env.rt.block_on(async {
+        let t =
+            tokio::time::timeout(std::time::Duration::from_secs(30), serve_txn(svc, *rpc, body));
+        let _ = t.await;
+    });
+}
+
+async fn serve_txn(svc: &KvService<MemoryEngine>, rpc: u8, body: &[u8]) {
+    use tonic::Request as R;
+    macro_rules! call {
+        ($ty:ty, $method:ident) => {{
+            if let Ok(req) = <$ty>::decode(body) {
+                let _ = svc.$method(R::new(req)).await;
+            }
+        }};
+    }
+    match rpc % 16 {
+        0 => call!(GetRequest, kv_get),
+        1 => call!(BatchGetRequest, kv_batch_get),
+        2 => call!(ScanRequest, kv_scan),
+        3 => call!(PrewriteRequest, kv_prewrite),
+        4 => call!(CommitRequest, kv_commit),
+        5 => call!(BatchRollbackRequest, kv_batch_rollback),
+        6 => call!(CleanupRequest, kv_cleanup),
+        7 => call!(CheckTxnStatusRequest, kv_check_txn_status),
+        8 => call!(CheckSecondaryLocksRequest, kv_check_secondary_locks),
+        9 => call!(ResolveLockRequest, kv_resolve_lock),
+        10 => call!(ScanLockRequest, kv_scan_lock),
+        11 => call!(TxnHeartBeatRequest, kv_txn_heart_beat),
+        12 => call!(PessimisticLockRequest, kv_pessimistic_lock),
+        13 => call!(PessimisticRollbackRequest, kv_pessimistic_rollback),
+        14 => call!(DeleteRangeRequest, kv_delete_range),
+        _ => call!(UnsafeDestroyRangeRequest, unsafe_destroy_range),
+    }
+}
+
+/// A transactional key: [`key_for`]'s shapes, mostly with API V2's
+/// transactional prefix if `v2`; from a few keys, so commands meet each
+/// other's locks and records.
+fn txn_key_for<R: Rng + ?Sized>(rng: &mut R, v2: bool) -> Vec<u8> {
+    let mut k =
+        if rng.gen_bool(0.7) { vec![b"abc"[rng.gen_range(0..3)]] } else { key_for(rng, false) };
+    if rng.gen_bool(if v2 { 0.9 } else { 0.1 }) {
+        let mut prefixed = vec![b'x', 0, 0, rng.gen_range(0..2)];
+        prefixed.append(&mut k);
+        k = prefixed;
+    }
+    k
+}
+
+/// A timestamp near the others (so they interact), or an edge value.
+fn ts<R: Rng + ?Sized>(rng: &mut R) -> u64 {
+    match rng.gen_range(0..10) {
+        0 => 0,
+        1 => u64::MAX,
+        2 => rng.gen(),
+        _ => (1000 << 18) + rng.gen_range(0..20),
+    }
+}
+
+pub fn gen_txn(rng: &mut impl Rng) -> Vec<u8> {
+    let rpc: u8 = rng.gen_range(0..16);
+    let api: u8 = rng.gen();
+    let ctx = context(rng, api);
+    let v2 = api % 2 == 1;
+    let n = rng.gen_range(0..5);
+    let keys: Vec<Vec<u8>> = (0..n).map(|_| txn_key_for(rng, v2)).collect();
+    let value = |rng: &mut dyn rand::RngCore| -> Vec<u8> {
+        (0..[0, 1, 8, 300][rng.gen_range(0..4)]).map(|_| rng.gen()).collect()
+    };
+    let mutations = |rng: &mut dyn rand::RngCore, keys: &[Vec<u8>]| -> Vec<Mutation> {
+        keys.iter()
+            .map(|k| Mutation {
+                op: rng.gen_range(0..8),
+                key: k.clone(),
+                value: value(rng),
+                assertion: rng.gen_range(0..3),
+            })
+            .collect()
+    };
+    let primary = keys.first().cloned().unwrap_or_else(|| txn_key_for(rng, v2));
+    let limit = [0, 1, 10, 10_240, 10_241, u32::MAX][rng.gen_range(0..6)];
+    let body = match rpc {
+        0 => {
+            GetRequest { context: ctx, key: txn_key_for(rng, v2), version: ts(rng) }.encode_to_vec()
+        }
+        1 => BatchGetRequest { context: ctx, keys, version: ts(rng) }.encode_to_vec(),
+        2 => ScanRequest {
+            context: ctx,
+            start_key: txn_key_for(rng, v2),
+            end_key: txn_key_for(rng, v2),
+            limit,
+            version: ts(rng),
+            key_only: rng.gen(),
+            reverse: rng.gen(),
+            sample_step: 0,
+        }
+        .encode_to_vec(),
+        3 => PrewriteRequest {
+            context: ctx,
+            mutations: mutations(rng, &keys),
+            primary_lock: primary,
+            start_version: ts(rng),
+            lock_ttl: [0, 3000][rng.gen_range(0..2)],
+            pessimistic_actions: (0..n).map(|_| rng.gen_range(0..4)).collect(),
+            txn_size: n as u64,
+            for_update_ts: if rng.gen() { 0 } else { ts(rng) },
+            min_commit_ts: if rng.gen() { 0 } else { ts(rng) },
+            use_async_commit: rng.gen(),
+            secondaries: keys.iter().skip(1).cloned().collect(),
+            try_one_pc: rng.gen(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        4 => CommitRequest { context: ctx, start_version: ts(rng), keys, commit_version: ts(rng) }
+            .encode_to_vec(),
+        5 => BatchRollbackRequest { context: ctx, start_version: ts(rng), keys }.encode_to_vec(),
+        6 => CleanupRequest {
+            context: ctx,
+            key: primary,
+            start_version: ts(rng),
+            current_ts: ts(rng),
+        }
+        .encode_to_vec(),
+        7 => CheckTxnStatusRequest {
+            context: ctx,
+            primary_key: primary,
+            lock_ts: ts(rng),
+            caller_start_ts: ts(rng),
+            current_ts: ts(rng),
+            rollback_if_not_exist: rng.gen(),
+            force_sync_commit: rng.gen(),
+            resolving_pessimistic_lock: rng.gen(),
+            verify_is_primary: rng.gen(),
+        }
+        .encode_to_vec(),
+        8 => CheckSecondaryLocksRequest { context: ctx, keys, start_version: ts(rng) }
+            .encode_to_vec(),
+        9 => ResolveLockRequest {
+            context: ctx,
+            start_version: ts(rng),
+            commit_version: ts(rng),
+            txn_infos: (0..rng.gen_range(0..3))
+                .map(|_| TxnInfo { txn: ts(rng), status: ts(rng), is_txn_file: false })
+                .collect(),
+            keys: if rng.gen() { keys } else { vec![] },
+        }
+        .encode_to_vec(),
+        10 => ScanLockRequest {
+            context: ctx,
+            max_version: ts(rng),
+            start_key: txn_key_for(rng, v2),
+            limit,
+            end_key: txn_key_for(rng, v2),
+        }
+        .encode_to_vec(),
+        11 => TxnHeartBeatRequest {
+            context: ctx,
+            primary_lock: primary,
+            start_version: ts(rng),
+            advise_lock_ttl: rng.gen_range(0..100_000),
+        }
+        .encode_to_vec(),
+        12 => PessimisticLockRequest {
+            context: ctx,
+            mutations: mutations(rng, &keys),
+            primary_lock: primary,
+            start_version: ts(rng),
+            lock_ttl: 3000,
+            for_update_ts: ts(rng),
+            return_values: rng.gen(),
+            check_existence: rng.gen(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        13 => PessimisticRollbackRequest {
+            context: ctx,
+            start_version: ts(rng),
+            for_update_ts: ts(rng),
+            keys,
+        }
+        .encode_to_vec(),
+        14 => DeleteRangeRequest {
+            context: ctx,
+            start_key: txn_key_for(rng, v2),
+            end_key: txn_key_for(rng, v2),
+            notify_only: rng.gen(),
+        }
+        .encode_to_vec(),
+        _ => UnsafeDestroyRangeRequest {
+            context: ctx,
+            start_key: txn_key_for(rng, v2),
+            end_key: txn_key_for(rng, v2),
+        }
+        .encode_to_vec(),
+    };
+    let mut out = vec![rpc, api];
+    out.extend(body);
+    out
+}
+
 // -------------------------------------------------------------- raft
 
 /// `[store, message...]`: a `RaftMessage` decoded from the rest, delivered

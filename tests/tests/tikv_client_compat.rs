@@ -17,6 +17,10 @@ fn s(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
 
+fn keys_of(pairs: &[KvPair]) -> Vec<String> {
+    pairs.iter().map(|p| s(p.key().into())).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tikv_client_raw_api_in_keyspace_mode() {
     let c = ProcCluster::start(3);
@@ -61,6 +65,15 @@ async fn tikv_client_raw_api_in_keyspace_mode() {
         .await
         .unwrap();
     assert_eq!(multi.len(), 4);
+    // The limit is per range (each_limit), not for the whole batch.
+    let per_range = client
+        .batch_scan(
+            vec!["b010".to_owned().."b015".to_owned(), "b030".to_owned().."b035".to_owned()],
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&per_range), ["b010", "b011", "b030", "b031"]);
 
     // delete_range
     client.delete_range("b020".to_owned().."b030".to_owned()).await.unwrap();

@@ -494,10 +494,12 @@ impl<E: KvEngine> RawStorage<E> {
         let mut out = vec![];
         for (s, e) in ranges {
             let (lo, hi) = if opts.reverse { (e, s) } else { (s, e) };
+            let mut taken = 0;
             self.visit_range(&read, cf, lo, hi, opts.reverse, &mut |k, v| {
-                if out.len() >= opts.limit as usize {
+                if taken >= opts.limit {
                     return Ok(false);
                 }
+                taken += 1;
                 out.push((k, if opts.key_only { vec![] } else { v.value }));
                 Ok(true)
             })?;

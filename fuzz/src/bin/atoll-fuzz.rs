@@ -4,7 +4,7 @@
 //! `fuzz/regressions/<target>/` and ends the run with exit code 1; `make
 //! test` replays every saved input.
 //!
-//! Usage: `atoll-fuzz [--target kv,raft,snapshot,records] [--seconds N]
+//! Usage: `atoll-fuzz [--target kv,txn,raft,snapshot,records] [--seconds N]
 //! [--seed N] [--out DIR]`
 
 use std::path::PathBuf;
