@@ -37,8 +37,7 @@ use dashmap::DashMap;
 use tokio::sync::oneshot;
 
 pub use actions::{SecondaryLocks, TxnStatus};
-pub use concurrency::ConcurrencyManager;
-use concurrency::MemoryLocks;
+use concurrency::{ConcurrencyManager, MemoryLocks};
 use latches::{LatchGuard, Latches};
 
 use crate::config::ServerConfig;
@@ -152,10 +151,6 @@ impl<E: KvEngine> TxnStorage<E> {
             max_value: cfg.max_value_size.0 as usize,
             max_scan: cfg.max_scan_limit,
         }
-    }
-
-    pub fn concurrency_manager(&self) -> &Arc<ConcurrencyManager> {
-        &self.cm
     }
 
     // ---- the request boundary ----
