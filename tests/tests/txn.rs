@@ -17,7 +17,7 @@ async fn txn_client(c: &ProcCluster) -> TransactionClient {
             TransactionClient::new_with_config(vec![c.pd_addr.clone()], cfg.clone()).await
         {
             if let Ok(mut t) = cl.begin_optimistic().await {
-                let written = t.put("ready".to_owned(), "1".to_owned()).await.is_ok()
+                let written = t.put("0-ready".to_owned(), "1".to_owned()).await.is_ok()
                     && t.commit().await.is_ok();
                 if written {
                     return cl;
@@ -173,5 +173,20 @@ async fn transactions_through_tikv_client() {
     let mut r = client.begin_optimistic().await.unwrap();
     assert_eq!(r.scan("big".to_owned().."bih".to_owned(), 1000).await.unwrap().count(), 0);
     assert_eq!(s(r.get("a".to_owned()).await.unwrap()).as_deref(), Some("1"), "outside the range");
+    r.rollback().await.unwrap();
+}
+
+/// KNOWN BUG, open (issue 11): a key committed right after the cluster
+/// starts can read back as missing once the key space was split; seen in 2
+/// of 3 runs here. The committed key must stay readable. Run with
+/// `cargo test --release -p atoll-tests --test txn -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "known lost-write bug under investigation (issue 11)"]
+async fn a_committed_key_stays_readable_after_splits() {
+    let c = ProcCluster::start(3);
+    let client = txn_client(&c).await; // commits "0-ready"
+    split(&c, &["g", "n", "t"]).await;
+    let mut r = client.begin_optimistic().await.unwrap();
+    assert_eq!(s(r.get("0-ready".to_owned()).await.unwrap()).as_deref(), Some("1"));
     r.rollback().await.unwrap();
 }

@@ -375,12 +375,25 @@ impl<E: KvEngine> TxnStorage<E> {
             return Ok(());
         }
         let requests = txn.modifies.into_iter().map(to_request).collect();
+        self.propose(ctx, cmd.read.term, requests, (cmd.latches, memory_locks)).await
+    }
+
+    /// Proposes `requests` as one raft command of the leader term `term`
+    /// (that of the snapshot they were computed from) and waits for the
+    /// answer. `guards` live until raftstore answers, even when the wait
+    /// gives up first and the outcome is `Undetermined`.
+    async fn propose(
+        &self,
+        ctx: &Context,
+        term: u64,
+        requests: Vec<Request>,
+        guards: impl Send + 'static,
+    ) -> Result<()> {
         let mut h = header(ctx);
-        h.term = cmd.read.term;
+        h.term = term;
         let req = RaftCmdRequest { header: Some(h), requests, admin_request: None };
         let (tx, mut rx) = oneshot::channel();
         self.store.write(req, Box::new(move |r| drop(tx.send(r))));
-        let guards = (cmd.latches, memory_locks);
         match tokio::time::timeout(REQUEST_TIMEOUT, &mut rx).await {
             Ok(Ok(r)) => r.map(|_| ()).map_err(Error::from),
             Ok(Err(_)) => Err(atoll_raftstore::Error::Undetermined(
@@ -795,15 +808,7 @@ impl<E: KvEngine> TxnStorage<E> {
                 ..Default::default()
             })
             .collect();
-        let mut h = header(ctx);
-        h.term = read.term;
-        let req = RaftCmdRequest { header: Some(h), requests, admin_request: None };
-        let (tx, rx) = oneshot::channel();
-        self.store.write(req, Box::new(move |r| drop(tx.send(r))));
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r.map(|_| ()).map_err(Error::from),
-            _ => Err(atoll_raftstore::Error::Undetermined("delete range: no answer".into()).into()),
-        }
+        self.propose(ctx, read.term, requests, ()).await
     }
 
     /// UnsafeDestroyRange: deletes `[start, end)` from this store's data
