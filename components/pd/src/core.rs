@@ -9,14 +9,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use atoll_codec::api::ApiVersion;
 use atoll_proto::keyspacepb::KeyspaceMeta;
 use atoll_proto::metapb;
 use atoll_proto::pdpb;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::cluster::{Cluster, RegionInfo, StoreInfo};
 use crate::config::Config;
@@ -95,7 +95,16 @@ pub struct PdCore {
     /// The region-heartbeat response stream of each store (for pushing
     /// operator commands as soon as they are made).
     hb_streams: Mutex<HashMap<u64, HeartbeatSender>>,
+    /// Woken whenever the routing table changes (bootstrap, heartbeats,
+    /// split reports), for region lookups waiting on it.
+    routing_changed: Notify,
 }
+
+/// How long a region lookup waits for the cluster to be bootstrapped, or
+/// for a region to cover its key, before answering without one. Some
+/// clients treat "no region" as "nothing to do": tikv-client 0.4's
+/// prewrite and commit then return Ok having written nothing.
+pub const ROUTING_WAIT: Duration = Duration::from_secs(1);
 
 impl PdCore {
     pub fn open(cfg: Config) -> std::result::Result<Arc<Self>, StorageError> {
@@ -142,6 +151,7 @@ impl PdCore {
             started: Instant::now(),
             operators: Mutex::new(Operators::default()),
             hb_streams: Mutex::new(HashMap::new()),
+            routing_changed: Notify::new(),
         }))
     }
 
@@ -226,6 +236,8 @@ impl PdCore {
         c.api_version = Some(api_version);
         c.put_store(store);
         c.put_region(RegionInfo::new(region, None));
+        drop(c);
+        self.routing_changed.notify_waiters();
         tracing::info!("cluster {} bootstrapped with API {api_version}", self.cluster_id);
         Ok(api_version)
     }
@@ -357,6 +369,32 @@ impl PdCore {
 
     // ---- the routing table ----
 
+    /// Evaluates `lookup` until it finds something or [`ROUTING_WAIT`]
+    /// passed, re-evaluating whenever the routing table changes; then
+    /// `Err(NotBootstrapped)` if the cluster still is not.
+    pub async fn wait_for_routing<T>(
+        &self,
+        mut lookup: impl FnMut(&Self) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let deadline = tokio::time::Instant::now() + ROUTING_WAIT;
+        loop {
+            let changed = self.routing_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_bootstrapped() {
+                if let Some(found) = lookup(self) {
+                    return Ok(Some(found));
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                if !self.is_bootstrapped() {
+                    return Err(CoreError::NotBootstrapped);
+                }
+                return Ok(lookup(self));
+            }
+        }
+    }
+
     pub fn region_by_key(&self, key: &[u8]) -> Option<RegionInfo> {
         self.cluster.read().region_by_key(key).cloned()
     }
@@ -389,6 +427,7 @@ impl PdCore {
         if out.stale {
             return None;
         }
+        self.routing_changed.notify_waiters();
         self.persist_region_change(out.save.as_ref(), &out.removed);
         PD_REGIONS.set(self.cluster.read().region_count() as i64);
         if let Some(resp) = out.response {
@@ -462,6 +501,8 @@ impl PdCore {
             self.persist_region_change(Some(&region), &removed);
         }
         PD_REGIONS.set(c.region_count() as i64);
+        drop(c);
+        self.routing_changed.notify_waiters();
     }
 
     /// A keyspace's metadata; keyspaces exist in API V2 clusters only.

@@ -61,20 +61,6 @@ fn check(core: &PdCore, h: Option<&pdpb::RequestHeader>) -> Result<(), Status> {
     core.check_cluster(h.map_or(0, |h| h.cluster_id)).map_err(status)
 }
 
-fn region_response(cluster_id: u64, r: Option<RegionInfo>) -> pdpb::GetRegionResponse {
-    let (region, leader, pending) = match r {
-        Some(r) => (Some(r.region), r.leader, r.pending_peers),
-        None => (None, None, vec![]),
-    };
-    pdpb::GetRegionResponse {
-        header: ok_header(cluster_id),
-        region,
-        leader,
-        pending_peers: pending,
-        ..Default::default()
-    }
-}
-
 pub struct PdService {
     pub core: Arc<PdCore>,
 }
@@ -91,6 +77,21 @@ impl PdService {
         res: Result<T, CoreError>,
     ) -> Result<(Option<pdpb::ResponseHeader>, Option<T>), Status> {
         header_of(self.core.cluster_id(), res)
+    }
+
+    /// A region lookup's answer; before bootstrap a `NotBootstrapped` header.
+    fn region_response(
+        &self,
+        r: Result<Option<RegionInfo>, CoreError>,
+    ) -> Result<Response<pdpb::GetRegionResponse>, Status> {
+        let (header, r) = self.header_of(r)?;
+        let mut resp = pdpb::GetRegionResponse { header, ..Default::default() };
+        if let Some(r) = r.flatten() {
+            resp.region = Some(r.region);
+            resp.leader = r.leader;
+            resp.pending_peers = r.pending_peers;
+        }
+        Ok(Response::new(resp))
     }
 }
 
@@ -286,8 +287,9 @@ impl Pd for PdService {
         PD_REQUESTS.with_label_values(&["get_region"]).inc();
         let req = req.into_inner();
         check(&self.core, req.header.as_ref())?;
-        let r = self.core.region_by_key(&req.region_key);
-        Ok(Response::new(region_response(self.core.cluster_id(), r)))
+        let key = req.region_key;
+        let r = self.core.wait_for_routing(|c| c.region_by_key(&key)).await;
+        self.region_response(r)
     }
 
     async fn get_prev_region(
@@ -297,8 +299,9 @@ impl Pd for PdService {
         PD_REQUESTS.with_label_values(&["get_prev_region"]).inc();
         let req = req.into_inner();
         check(&self.core, req.header.as_ref())?;
-        let r = self.core.prev_region(&req.region_key);
-        Ok(Response::new(region_response(self.core.cluster_id(), r)))
+        let key = req.region_key;
+        let r = self.core.wait_for_routing(|c| Some(c.prev_region(&key))).await;
+        self.region_response(r.map(Option::flatten))
     }
 
     async fn get_region_by_id(
@@ -308,8 +311,8 @@ impl Pd for PdService {
         PD_REQUESTS.with_label_values(&["get_region_by_id"]).inc();
         let req = req.into_inner();
         check(&self.core, req.header.as_ref())?;
-        let r = self.core.region_by_id(req.region_id);
-        Ok(Response::new(region_response(self.core.cluster_id(), r)))
+        let r = self.core.wait_for_routing(|c| Some(c.region_by_id(req.region_id))).await;
+        self.region_response(r.map(Option::flatten))
     }
 
     async fn scan_regions(
@@ -319,8 +322,14 @@ impl Pd for PdService {
         PD_REQUESTS.with_label_values(&["scan_regions"]).inc();
         let req = req.into_inner();
         check(&self.core, req.header.as_ref())?;
-        let found = self.core.scan_regions(&req.start_key, &req.end_key, req.limit.max(0) as usize);
-        let mut resp = pdpb::ScanRegionsResponse { header: self.header(), ..Default::default() };
+        let limit = req.limit.max(0) as usize;
+        let found = self
+            .core
+            .wait_for_routing(|c| Some(c.scan_regions(&req.start_key, &req.end_key, limit)))
+            .await;
+        let (header, found) = self.header_of(found)?;
+        let found = found.flatten().unwrap_or_default();
+        let mut resp = pdpb::ScanRegionsResponse { header, ..Default::default() };
         for r in found {
             let leader = r.leader.unwrap_or_default();
             resp.region_metas.push(r.region.clone());

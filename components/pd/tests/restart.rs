@@ -171,3 +171,48 @@ async fn api_version_is_fixed_at_bootstrap() {
     );
     s.stop().await;
 }
+
+/// Region lookups before bootstrap wait for it (tikv-client 0.4 commits
+/// "successfully" without writing when PD knows no region for a key), and
+/// answer `NotBootstrapped` if it does not come within the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_lookups_wait_for_bootstrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = PdServer::start(cfg(dir.path())).await.unwrap();
+    let mut c = client(&s).await;
+    let lookup = |c: &mut PdClient<tonic::transport::Channel>| {
+        let mut c = c.clone();
+        async move {
+            let req = pdpb::GetRegionRequest {
+                header: None,
+                region_key: b"k".to_vec(),
+                need_buckets: false,
+            };
+            c.get_region(req).await.unwrap().into_inner()
+        }
+    };
+    let started = std::time::Instant::now();
+    let r = lookup(&mut c).await;
+    assert!(started.elapsed() >= atoll_pd::core::ROUTING_WAIT, "answered without waiting");
+    assert!(r.region.is_none());
+    assert_eq!(r.header.unwrap().error.unwrap().r#type, pdpb::ErrorType::NotBootstrapped as i32);
+    let scan =
+        pdpb::ScanRegionsRequest { start_key: vec![], end_key: vec![], limit: 0, header: None };
+    let r = c.scan_regions(scan).await.unwrap().into_inner();
+    assert_eq!(r.header.unwrap().error.unwrap().r#type, pdpb::ErrorType::NotBootstrapped as i32);
+
+    // A lookup already waiting is answered by the bootstrap.
+    let waiting = tokio::spawn(lookup(&mut c));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let req = pdpb::BootstrapRequest {
+        header: None,
+        store: Some(common::store(1, "127.0.0.1:1")),
+        region: Some(region()),
+        api_version: 1,
+    };
+    assert!(c.bootstrap(req).await.unwrap().into_inner().header.unwrap().error.is_none());
+    let r = waiting.await.unwrap();
+    assert!(r.header.unwrap().error.is_none());
+    assert_eq!(r.region.unwrap().id, 2);
+    s.stop().await;
+}

@@ -3,18 +3,27 @@
 //! are awake (ticked), and when each other store was last heard from (to wake
 //! hibernated followers whose leader's store went silent).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
+use atoll_proto::atollpb::RaftMessage;
 use atoll_proto::metapb;
 use dashmap::{DashMap, DashSet};
 use parking_lot::Mutex;
+
+/// First votes kept for split children not yet created here (the oldest
+/// goes first when full).
+pub const PENDING_VOTES_MAX: usize = 256;
 
 /// Initialized local regions by start key; their ranges never overlap.
 #[derive(Default)]
 pub struct StoreMeta {
     regions: HashMap<u64, metapb::Region>,
     by_start: BTreeMap<Vec<u8>, u64>,
+    /// A split child's first (pre-)vote that arrived before this store
+    /// applied the split: dropping it would leave the child leaderless
+    /// for an election timeout. Replayed when the split creates the peer.
+    pending_votes: VecDeque<RaftMessage>,
 }
 
 impl StoreMeta {
@@ -69,6 +78,28 @@ impl StoreMeta {
         out
     }
 
+    /// Keeps a first vote for a peer a split not yet applied here will create.
+    pub fn push_pending_vote(&mut self, msg: RaftMessage) {
+        if self.pending_votes.len() >= PENDING_VOTES_MAX {
+            self.pending_votes.pop_front();
+        }
+        self.pending_votes.push_back(msg);
+    }
+
+    /// The kept votes addressed to `peer_id` of `region_id`.
+    pub fn take_pending_votes(&mut self, region_id: u64, peer_id: u64) -> Vec<RaftMessage> {
+        let mut mine = vec![];
+        self.pending_votes.retain(|m| {
+            let to_it =
+                m.region_id == region_id && m.to_peer.as_ref().is_some_and(|p| p.id == peer_id);
+            if to_it {
+                mine.push(m.clone());
+            }
+            !to_it
+        });
+        mine
+    }
+
     pub fn len(&self) -> usize {
         self.regions.len()
     }
@@ -98,6 +129,31 @@ impl StoreShared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vote(region_id: u64, to: u64) -> RaftMessage {
+        RaftMessage {
+            region_id,
+            to_peer: Some(metapb::Peer { id: to, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pending_votes_are_bounded_and_taken_per_peer() {
+        let mut m = StoreMeta::default();
+        m.push_pending_vote(vote(7, 70));
+        m.push_pending_vote(vote(8, 80));
+        m.push_pending_vote(vote(7, 70));
+        assert_eq!(m.take_pending_votes(7, 70).len(), 2);
+        assert!(m.take_pending_votes(7, 70).is_empty());
+        assert_eq!(m.take_pending_votes(8, 80).len(), 1);
+        for i in 0..PENDING_VOTES_MAX as u64 + 10 {
+            m.push_pending_vote(vote(i, i));
+        }
+        assert_eq!(m.pending_votes.len(), PENDING_VOTES_MAX);
+        assert!(m.take_pending_votes(0, 0).is_empty(), "the oldest went first");
+        assert_eq!(m.take_pending_votes(20, 20).len(), 1);
+    }
 
     fn r(id: u64, s: &[u8], e: &[u8]) -> metapb::Region {
         metapb::Region { id, start_key: s.to_vec(), end_key: e.to_vec(), ..Default::default() }

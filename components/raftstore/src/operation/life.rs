@@ -12,7 +12,7 @@ use crate::fsm::{register_region, ApplyMsg, PollContext};
 use crate::metrics::RAFT_MESSAGES_DROPPED;
 use crate::msg::PeerMsg;
 use crate::peer::Peer;
-use crate::storage::{load_pb, write_region_state};
+use crate::storage::{load_pb, write_region_state, RAFT_INIT_LOG_TERM};
 use crate::transport::{PdSink, Transport};
 use crate::{keys, Error};
 
@@ -77,7 +77,7 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
     // Held until the peer is registered: a split applying concurrently on
     // another poller updates ranges and registers peers under this lock.
     let shared = ctx.shared.clone();
-    let meta = shared.meta.lock();
+    let mut meta = shared.meta.lock();
     if ctx.router.mailbox(region_id).is_some() {
         // Created (by a split, or an earlier message) meanwhile.
         return Some(msg);
@@ -91,6 +91,15 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
             overlaps = overlaps[0].id,
             "not creating an overlapping peer"
         );
+        let first_vote =
+            matches!(m.msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote)
+                && m.term == RAFT_INIT_LOG_TERM + 1;
+        if first_vote {
+            // A freshly split child campaigning: the split will create the
+            // peer here soon, and should find the vote waiting.
+            meta.push_pending_vote(msg);
+            return reject("overlap_pending_split");
+        }
         return reject("overlap");
     }
     let peer = match Peer::create_uninitialized(

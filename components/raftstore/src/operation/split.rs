@@ -8,6 +8,7 @@ use atoll_proto::metapb;
 
 use crate::error::Error;
 use crate::fsm::{register_region, PollContext};
+use crate::metrics::RAFT_MESSAGES_DROPPED;
 use crate::msg::{PeerMsg, SplitIds, SplitRequest, WriteCallback};
 use crate::peer::Peer;
 use crate::transport::{PdSink, Transport};
@@ -134,7 +135,13 @@ impl<E: KvEngine> Peer<E> {
                 Ok(p) => p,
                 Err(e) => panic!("{} create split region {}: {e}", self.tag(), r.id),
             };
+            let peer_id = peer.meta().id;
             register_region(&ctx.router, &ctx.apply_router, peer);
+            for vote in meta.take_pending_votes(r.id, peer_id) {
+                if ctx.router.send(r.id, PeerMsg::Raft(Box::new(vote))).is_err() {
+                    RAFT_MESSAGES_DROPPED.with_label_values(&["mailbox_full"]).inc();
+                }
+            }
             if leader {
                 // The parent's leader store leads the children: no election wait.
                 let _ = ctx.router.force_send(r.id, PeerMsg::Campaign);
