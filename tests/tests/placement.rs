@@ -92,9 +92,11 @@ fn assert_ranges_tile_keyspace(regions: &[Value]) {
     }
 }
 
+// Raw regions split by size (key counts split transactional regions only):
+// an entry here is ~100 bytes, so a split about every 40 keys.
 const SPLIT_STORE_CONFIG: &str = r#"
-region-max-keys = 60
-region-split-keys = 40
+region-max-size = "6KiB"
+region-split-size = "4KiB"
 region-split-check-diff = "1KiB"
 split-region-check-tick-interval = "100ms"
 "#;
@@ -149,9 +151,10 @@ async fn regions_split_by_size_at_least_50_times_and_keep_every_key() {
     );
 }
 
+// ~100-byte entries: a split about every 100 keys.
 const BALANCE_STORE_CONFIG: &str = r#"
-region-max-keys = 150
-region-split-keys = 100
+region-max-size = "15KiB"
+region-split-size = "10KiB"
 region-split-check-diff = "1KiB"
 split-region-check-tick-interval = "100ms"
 "#;

@@ -118,7 +118,8 @@ async fn tikv_client_raw_api_in_keyspace_mode() {
     assert_eq!(ours.get(b"r\0\0\0b050").await.unwrap(), None);
 }
 
-/// Regions split under tikv-client's feet (tiny split thresholds): its
+/// Regions split under tikv-client's feet (tiny split thresholds: entries
+/// of ~24 bytes, a split about every 40 keys): its
 /// region cache must follow EpochNotMatch / region errors, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tikv_client_keeps_working_across_splits() {
@@ -126,8 +127,8 @@ async fn tikv_client_keeps_working_across_splits() {
         "{}{}",
         atoll_tests::proc::TEST_STORE_CONFIG,
         r#"
-region-max-keys = 60
-region-split-keys = 40
+region-max-size = "1440B"
+region-split-size = "960B"
 region-split-check-diff = "1KiB"
 split-region-check-tick-interval = "100ms"
 "#

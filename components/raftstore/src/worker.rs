@@ -305,6 +305,7 @@ fn check_region<E: KvEngine>(
 }
 
 /// A region's size and keys, and where to split it (`half`: in the middle).
+/// Raw regions report their key count but split by size alone.
 ///
 /// Split points come from where a region's keys live: `write` and
 /// `default` for transactional data (each key once, its versions
@@ -323,7 +324,11 @@ fn measure<S: Iterable>(
         txn = true;
         Ok(false)
     })?;
-    let mut picker = SplitPicker::new(*t);
+    // Key counts split transactional regions only, as in TiKV (which counts
+    // the `write` column family): raw regions split by size.
+    let t =
+        if txn { *t } else { SplitThresholds { max_keys: u64::MAX, split_keys: u64::MAX, ..*t } };
+    let mut picker = SplitPicker::new(t);
     let mut last: Option<Vec<u8>> = None;
     walk_keys(snap, &start, &end, txn, &mut |key, size| {
         if last.as_deref() == Some(key) {
@@ -424,5 +429,35 @@ mod tests {
         let out = measure(&raw.snapshot(), &region, &t, false).unwrap();
         assert_eq!(out.keys, 20);
         assert!(out.split_keys.iter().all(|k| k.len() == 2));
+    }
+
+    /// Key counts split transactional regions only (as in TiKV, which
+    /// counts the `write` column family); raw regions split by size.
+    #[test]
+    fn raw_regions_split_by_size_not_key_count() {
+        use atoll_engine_memory::MemoryEngine;
+        use atoll_engine_traits::KvEngine as _;
+        let by_keys = SplitThresholds {
+            max_size: u64::MAX,
+            split_size: u64::MAX,
+            max_keys: 10,
+            split_keys: 5,
+        };
+        let region = metapb::Region::default();
+        let raw = MemoryEngine::new();
+        for i in 0..50u8 {
+            raw.put_cf(CF_DEFAULT, &crate::keys::data_key(&[b'r', i]), b"v").unwrap();
+        }
+        let out = measure(&raw.snapshot(), &region, &by_keys, false).unwrap();
+        assert_eq!(out.keys, 50, "still counted and reported");
+        assert!(out.split_keys.is_empty(), "{:?}", out.split_keys);
+        let txn = MemoryEngine::new();
+        for i in 0..50u8 {
+            let mut k = atoll_codec::encode_bytes(&[b'x', i]);
+            k.extend_from_slice(&(!7u64).to_be_bytes());
+            txn.put_cf(CF_WRITE, &crate::keys::data_key(&k), b"P\x07").unwrap();
+        }
+        let out = measure(&txn.snapshot(), &region, &by_keys, false).unwrap();
+        assert_eq!(out.split_keys.len(), 9, "a split every 5 of 50 keys");
     }
 }
