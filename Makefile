@@ -48,10 +48,12 @@ pyenv: deps
 		rm -rf $(PYENV) && python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check tikv-python==$(TIKV_PYTHON_VERSION); \
 	fi
 
-# Builds the binaries first: the multi-process tests run them. Ends with one
+# Builds the binaries first: the multi-process tests run them. Then the
+# upstream tikv-client suite (make compat, all 27 must pass). Ends with one
 # summary line over every test binary.
 test: build pyenv
 	ATOLL_TEST_PYTHON=$(PYENV)/bin/python $(CARGO) test --release --workspace 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
+	BIN=$(BIN) scripts/compat.sh 2>&1 | tee -a $(CARGO_TARGET_DIR)/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' $(CARGO_TARGET_DIR)/test-output.log
 
 # PD + 3 stores on 127.0.0.1, data under ./data; Ctrl-C stops them cleanly.

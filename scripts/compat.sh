@@ -10,6 +10,8 @@ BIN=${BIN:?BIN must name the release dir}
 TARGET=${CARGO_TARGET_DIR:?}
 WORK="$TARGET/compat"
 CRATE=tikv-client-0.4.0
+# tests/integration_tests.rs of that crate: 6 raw_* and 21 txn_* tests.
+SUITE_TESTS=27
 REGISTRY=${CARGO_HOME:-$HOME/.cargo}/registry
 
 src=$(ls -d "$REGISTRY"/src/*/"$CRATE" 2>/dev/null | head -n 1 || true)
@@ -61,4 +63,10 @@ done
 cd "$WORK/crate"
 echo "compat: tikv-client $CRATE integration tests against PD 127.0.0.1:$PD_PORT (logs: $WORK/cluster/logs)"
 PD_ADDRS="127.0.0.1:$PD_PORT" MULTI_REGION=1 CARGO_TARGET_DIR="$TARGET/compat-target" \
-    cargo test --features integration-tests --test integration_tests -- --test-threads 1 "$@"
+    cargo test --features integration-tests --test integration_tests -- --test-threads 1 "$@" \
+    2>&1 | tee "$WORK/cluster/logs/suite.log"
+# Unfiltered, every test of the suite must have run and passed.
+if [ $# -eq 0 ] && ! grep -q "^test result: ok. $SUITE_TESTS passed; 0 failed" "$WORK/cluster/logs/suite.log"; then
+    echo "compat: expected all $SUITE_TESTS tests of the suite to pass" >&2
+    exit 1
+fi

@@ -7,7 +7,7 @@
 //! Three spaces: *user* keys (the API), *wire* keys (in requests and
 //! responses), *region* keys (PD routing, region bounds).
 
-use atoll_codec::api::{keyspace_end, keyspace_prefix, ApiVersion, RAW_KEY_PREFIX};
+use atoll_codec::api::{keyspace_end, keyspace_prefix, ApiVersion, RAW_KEY_PREFIX, TXN_KEY_PREFIX};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyMap {
@@ -28,6 +28,16 @@ impl KeyMap {
             api: ApiVersion::V2,
             prefix: keyspace_prefix(RAW_KEY_PREFIX, keyspace_id).to_vec(),
             end: keyspace_end(RAW_KEY_PREFIX, keyspace_id),
+        }
+    }
+
+    /// The keyspace's transactional keys (API V2: `x` + 3-byte id); they
+    /// route by their memcomparable encoding as raw keys do in V2.
+    pub fn v2_txn(keyspace_id: u32) -> Self {
+        KeyMap {
+            api: ApiVersion::V2,
+            prefix: keyspace_prefix(TXN_KEY_PREFIX, keyspace_id).to_vec(),
+            end: keyspace_end(TXN_KEY_PREFIX, keyspace_id),
         }
     }
 
@@ -108,5 +118,15 @@ mod tests {
         assert_eq!(m.wire_of_region_end(&split), Some(b"r\0\0\0m".to_vec()));
         // The keyspace boundary ends the key space.
         assert_eq!(m.wire_of_region_end(&atoll_codec::encode_bytes(b"r\0\0\x01")), None);
+    }
+
+    #[test]
+    fn v2_transactional_keys_use_the_x_prefix() {
+        let m = KeyMap::v2_txn(0);
+        assert_eq!(m.wire(b"k"), b"x\0\0\0k");
+        assert_eq!(m.wire_end(b""), b"x\0\0\x01");
+        assert_eq!(m.region_key(b"x\0\0\0k"), atoll_codec::encode_bytes(b"x\0\0\0k"));
+        let split = atoll_codec::encode_bytes(b"x\0\0\0m");
+        assert_eq!(m.wire_of_region_end(&split), Some(b"x\0\0\0m".to_vec()));
     }
 }

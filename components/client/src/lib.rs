@@ -1,4 +1,5 @@
-//! Atoll's Rust client: raw KV operations over TiKV's protocol, with a
+//! Atoll's Rust client: raw KV operations and transactions (`TxnClient`,
+//! Percolator two-phase commit) over TiKV's protocol, with a
 //! region cache filled from PD and retries on region errors (NotLeader,
 //! EpochNotMatch, RegionNotFound, KeyNotInRegion, stale commands). It
 //! speaks the cluster's API version (asked from PD): raw keys as they are in
@@ -9,6 +10,8 @@
 mod cache;
 mod keys;
 mod raw;
+mod txn;
 
 pub use atoll_codec::api::ApiVersion;
 pub use raw::{Config, Error, RawClient, Result};
+pub use txn::{Transaction, TxnClient, LOCK_TTL_MS};

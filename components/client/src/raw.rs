@@ -73,29 +73,33 @@ pub enum Error {
     Undetermined(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A transaction did not commit, and never will (a write conflict, its
+    /// lock rolled back by a reader, a prewrite that failed).
+    #[error("transaction aborted: {0}")]
+    Aborted(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A region's start key and the `(wire key, item)`s that fall in it.
-type KeyGroup<K> = (Vec<u8>, Vec<(Vec<u8>, K)>);
+pub(crate) type KeyGroup<K> = (Vec<u8>, Vec<(Vec<u8>, K)>);
 
 /// What one RPC attempt produced.
-enum Attempt<T> {
+pub(crate) enum Attempt<T> {
     Done(T),
     Region(Box<errorpb::Error>),
 }
 
 pub struct RawClient {
     pd: Arc<PdClient>,
-    keys: KeyMap,
+    pub(crate) keys: KeyMap,
     cache: RegionCache,
     conns: RwLock<HashMap<String, TikvClient<Channel>>>,
-    cfg: Config,
+    pub(crate) cfg: Config,
 }
 
 /// The keyspace Atoll's client works in on an API V2 cluster.
-const KEYSPACE: &str = "DEFAULT";
+pub(crate) const KEYSPACE: &str = "DEFAULT";
 /// Pause between asking PD whether the cluster is bootstrapped yet.
 const BOOTSTRAP_POLL: Duration = Duration::from_millis(200);
 
@@ -103,7 +107,7 @@ const BOOTSTRAP_POLL: Duration = Duration::from_millis(200);
 /// never reached a store (no connection could be made): a put resent after
 /// it applied can overwrite a newer write, a CAS compare against its own
 /// write. Anything else is [`Error::Undetermined`], which is not retried.
-fn write_rpc_error(what: &str, status: tonic::Status) -> Error {
+pub(crate) fn write_rpc_error(what: &str, status: tonic::Status) -> Error {
     if never_sent(&status) {
         Error::Rpc(status)
     } else {
@@ -128,7 +132,7 @@ fn never_sent(status: &tonic::Status) -> bool {
 
 /// What an operation does to the data, for its attempts' deadline.
 #[derive(Clone, Copy, Debug)]
-enum Call {
+pub(crate) enum Call {
     /// Changes nothing: safe to try again anywhere.
     Read,
     /// Changes data (named for errors): once sent, its outcome is only
@@ -137,7 +141,11 @@ enum Call {
 }
 
 /// Turns `(region_error, error)` into an attempt result.
-fn outcome<T>(region_error: Option<errorpb::Error>, error: String, value: T) -> Result<Attempt<T>> {
+pub(crate) fn outcome<T>(
+    region_error: Option<errorpb::Error>,
+    error: String,
+    value: T,
+) -> Result<Attempt<T>> {
     if let Some(e) = region_error {
         return Ok(Attempt::Region(Box::new(e)));
     }
@@ -165,17 +173,22 @@ impl RawClient {
             ApiVersion::V1 => KeyMap::v1(),
             ApiVersion::V2 => KeyMap::v2(pd.load_keyspace(KEYSPACE).await?.id),
         };
-        Ok(RawClient {
+        Ok(Self::with_keys(pd, keys, cfg))
+    }
+
+    /// A client over `keys` (the transactional client routes its own).
+    pub(crate) fn with_keys(pd: PdClient, keys: KeyMap, cfg: Config) -> RawClient {
+        RawClient {
             pd: Arc::new(pd),
             keys,
             cache: RegionCache::default(),
             conns: RwLock::new(HashMap::new()),
             cfg,
-        })
+        }
     }
 
     /// The cluster's API version, once it is bootstrapped.
-    async fn cluster_api_version(pd: &PdClient, wait: Duration) -> Result<ApiVersion> {
+    pub(crate) async fn cluster_api_version(pd: &PdClient, wait: Duration) -> Result<ApiVersion> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(v) = pd.api_version().await? {
@@ -211,7 +224,7 @@ impl RawClient {
         self.keys.wire(key)
     }
 
-    fn ctx(&self, r: &CachedRegion, peer: &atoll_proto::metapb::Peer) -> Context {
+    pub(crate) fn ctx(&self, r: &CachedRegion, peer: &atoll_proto::metapb::Peer) -> Context {
         Context {
             region_id: r.region.id,
             region_epoch: r.region.region_epoch.clone(),
@@ -222,7 +235,7 @@ impl RawClient {
     }
 
     /// Does the region hold the wire key?
-    fn holds(&self, r: &CachedRegion, wire: &[u8]) -> bool {
+    pub(crate) fn holds(&self, r: &CachedRegion, wire: &[u8]) -> bool {
         r.contains(&self.keys.region_key(wire))
     }
 
@@ -288,7 +301,7 @@ impl RawClient {
         self.cache.invalidate(r.region.id);
     }
 
-    async fn backoff(&self, attempt: usize) {
+    pub(crate) async fn backoff(&self, attempt: usize) {
         let ms = (10u64 << attempt.min(7)).min(self.cfg.max_backoff.as_millis() as u64);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -296,7 +309,12 @@ impl RawClient {
     /// Runs `f` against the region holding the wire `key`, retrying on
     /// region errors. `call` says what an attempt past its deadline means:
     /// a read is tried again elsewhere, a write is undetermined.
-    async fn on_region<T, F, Fut>(&self, key: &[u8], call: Call, f: F) -> Result<(CachedRegion, T)>
+    pub(crate) async fn on_region<T, F, Fut>(
+        &self,
+        key: &[u8],
+        call: Call,
+        f: F,
+    ) -> Result<(CachedRegion, T)>
     where
         F: Fn(TikvClient<Channel>, CachedRegion, Context) -> Fut,
         Fut: Future<Output = Result<Attempt<T>>>,
@@ -470,7 +488,10 @@ impl RawClient {
     }
 
     /// Groups wire keys by region (in key order).
-    async fn group<K: Clone>(&self, mut items: Vec<(Vec<u8>, K)>) -> Result<Vec<KeyGroup<K>>> {
+    pub(crate) async fn group<K: Clone>(
+        &self,
+        mut items: Vec<(Vec<u8>, K)>,
+    ) -> Result<Vec<KeyGroup<K>>> {
         items.sort_by(|a, b| a.0.cmp(&b.0));
         let mut groups: Vec<KeyGroup<K>> = vec![];
         let mut current: Option<CachedRegion> = None;
@@ -613,7 +634,7 @@ impl RawClient {
 
     /// Where a range walk continues after region `r`: its end, unless the
     /// range (wire `end`, empty = unbounded) or the key space ends first.
-    fn next_region_start(&self, r: &CachedRegion, end: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn next_region_start(&self, r: &CachedRegion, end: &[u8]) -> Option<Vec<u8>> {
         self.keys
             .wire_of_region_end(&r.region.end_key)
             .filter(|e| end.is_empty() || e.as_slice() < end)

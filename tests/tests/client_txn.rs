@@ -1,0 +1,211 @@
+//! Atoll's own transactional client (`atoll_client::TxnClient`) against PD
+//! and 3 store processes: snapshot reads, own writes, conflicts, scans
+//! over several regions, pessimistic locks, and the resolution of locks
+//! that other transactions left behind (committed, abandoned, expired).
+
+use std::time::{Duration, Instant};
+
+use atoll_client::{Config, Error, TxnClient};
+use atoll_proto::kvrpcpb;
+use atoll_proto::tikvpb::tikv_client::TikvClient;
+use atoll_tests::proc::{split_at, ProcCluster};
+
+async fn connect(c: &ProcCluster) -> TxnClient {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match TxnClient::connect(Config::new(vec![c.pd_addr.clone()])).await {
+            Ok(cl) => return cl,
+            Err(e) => assert!(Instant::now() < deadline, "no client: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn wire(k: &str) -> Vec<u8> {
+    let mut w = vec![b'x', 0, 0, 0];
+    w.extend_from_slice(k.as_bytes());
+    w
+}
+
+async fn split(c: &ProcCluster, keys: &[&str]) {
+    let pd = atoll_pd_client::PdClient::connect(
+        std::slice::from_ref(&c.pd_addr),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("pd");
+    for k in keys {
+        let w = wire(k);
+        split_at(&pd, &c.pd_addr, &atoll_codec::encode_bytes(&w), &w).await;
+    }
+}
+
+fn v(s: &str) -> Option<Vec<u8>> {
+    Some(s.as_bytes().to_vec())
+}
+
+fn keys(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
+    pairs.iter().map(|(k, _)| String::from_utf8(k.clone()).unwrap()).collect()
+}
+
+/// Prewrites `key` as primary of transaction `start_ts` straight on the
+/// region's leader and never commits it: an abandoned transaction.
+async fn leave_lock(client: &TxnClient, key: &str, start_ts: u64, ttl_ms: u64) {
+    let w = wire(key);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "could not leave a lock on {key}");
+        let Ok(Some(r)) = client.pd().get_region(&atoll_codec::encode_bytes(&w)).await else {
+            continue;
+        };
+        let Some(leader) = r.leader.filter(|l| l.id != 0) else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let store = client.pd().get_store(leader.store_id).await.unwrap();
+        let mut kv = TikvClient::connect(format!("http://{}", store.address)).await.unwrap();
+        let req = kvrpcpb::PrewriteRequest {
+            context: Some(kvrpcpb::Context {
+                region_id: r.region.id,
+                region_epoch: r.region.region_epoch.clone(),
+                peer: Some(leader),
+                api_version: kvrpcpb::ApiVersion::V2 as i32,
+                ..Default::default()
+            }),
+            mutations: vec![kvrpcpb::Mutation {
+                op: kvrpcpb::Op::Put as i32,
+                key: w.clone(),
+                value: b"abandoned".to_vec(),
+                ..Default::default()
+            }],
+            primary_lock: w.clone(),
+            start_version: start_ts,
+            lock_ttl: ttl_ms,
+            ..Default::default()
+        };
+        let resp = kv.kv_prewrite(req).await.unwrap().into_inner();
+        if resp.region_error.is_none() {
+            assert!(resp.errors.is_empty(), "{:?}", resp.errors);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transactions_through_atoll_client() {
+    let c = ProcCluster::start(3);
+    let client = connect(&c).await;
+    split(&c, &["g", "n", "t"]).await;
+
+    // Own writes, snapshot isolation, commit visibility.
+    let mut t1 = client.begin().await.unwrap();
+    t1.put(b"a", b"1").unwrap();
+    t1.put(b"h", b"2").unwrap();
+    t1.put(b"u", b"3").unwrap();
+    assert_eq!(t1.get(b"a").await.unwrap(), v("1"));
+    let before = client.begin().await.unwrap();
+    let commit_ts = t1.commit().await.unwrap().expect("a commit ts");
+    assert!(commit_ts > t1.start_ts());
+    assert_eq!(before.get(b"h").await.unwrap(), None, "a snapshot from before the commit");
+    let t2 = client.begin().await.unwrap();
+    let got = t2.batch_get(&[b"a".to_vec(), b"h".to_vec(), b"zz".to_vec()]).await.unwrap();
+    assert_eq!(keys(&got), ["a", "h"]);
+    assert_eq!(client.get_at(b"u", commit_ts).await.unwrap(), v("3"));
+    assert_eq!(client.get_at(b"u", commit_ts - 1).await.unwrap(), None);
+
+    // Write conflict: the later committer aborts, and wrote nothing.
+    let mut x = client.begin().await.unwrap();
+    let mut y = client.begin().await.unwrap();
+    x.put(b"k", b"x").unwrap();
+    y.put(b"k", b"y").unwrap();
+    y.put(b"o", b"y").unwrap();
+    x.commit().await.unwrap();
+    assert!(matches!(y.commit().await, Err(Error::Aborted(_))));
+    let r = client.begin().await.unwrap();
+    assert_eq!(r.get(b"k").await.unwrap(), v("x"));
+    assert_eq!(r.get(b"o").await.unwrap(), None, "an aborted transaction's write is invisible");
+
+    // lock_keys: a read-only key still conflicts.
+    let mut reader = client.begin().await.unwrap();
+    reader.lock_keys(&[b"a".to_vec()]).await.unwrap();
+    reader.put(b"m", b"derived").unwrap();
+    let mut w = client.begin().await.unwrap();
+    w.put(b"a", b"changed").unwrap();
+    w.commit().await.unwrap();
+    assert!(matches!(reader.commit().await, Err(Error::Aborted(_))));
+
+    // Deletes and scans across regions, with the transaction's own writes.
+    let mut t = client.begin().await.unwrap();
+    t.delete(b"h").unwrap();
+    for k in ["b", "m", "v"] {
+        t.put(k.as_bytes(), k.as_bytes()).unwrap();
+    }
+    assert_eq!(keys(&t.scan(b"a", b"zz", 100).await.unwrap()), ["a", "b", "k", "m", "u", "v"]);
+    t.commit().await.unwrap();
+    let r = client.begin().await.unwrap();
+    assert_eq!(keys(&r.scan(b"", b"", 100).await.unwrap()), ["a", "b", "k", "m", "u", "v"]);
+    assert_eq!(keys(&r.scan(b"b", b"v", 2).await.unwrap()), ["b", "k"]);
+
+    // Rollback writes nothing.
+    let mut t = client.begin().await.unwrap();
+    t.put(b"gone", b"1").unwrap();
+    t.rollback().await.unwrap();
+    assert!(t.commit().await.is_err(), "finished");
+    assert_eq!(client.begin().await.unwrap().get(b"gone").await.unwrap(), None);
+
+    // Pessimistic: a held lock makes the other transaction wait, then it
+    // reads the holder's committed value.
+    let mut p1 = client.begin_pessimistic().await.unwrap();
+    assert_eq!(p1.get_for_update(b"k").await.unwrap(), v("x"));
+    let c2 = client.clone();
+    let waiter = tokio::spawn(async move {
+        let mut p2 = c2.begin_pessimistic().await.unwrap();
+        let seen = p2.get_for_update(b"k").await.unwrap();
+        p2.put(b"k", b"p2").unwrap();
+        p2.commit().await.unwrap();
+        seen
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p1.put(b"k", b"p1").unwrap();
+    p1.commit().await.unwrap();
+    assert_eq!(waiter.await.unwrap(), v("p1"));
+    assert_eq!(client.begin().await.unwrap().get(b"k").await.unwrap(), v("p2"));
+}
+
+/// Locks of transactions that ended without finishing are resolved by
+/// whoever meets them: expired ones rolled back, those whose primary
+/// committed are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_and_writers_resolve_left_locks() {
+    let c = ProcCluster::start(3);
+    let client = connect(&c).await;
+
+    // An abandoned prewrite with a short TTL: a reader waits it out, then
+    // rolls it back and sees the previous value.
+    let mut t = client.begin().await.unwrap();
+    t.put(b"abandoned", b"old").unwrap();
+    t.commit().await.unwrap();
+    let ts = client.current_ts().await.unwrap();
+    leave_lock(&client, "abandoned", ts, 500).await;
+    let r = client.begin().await.unwrap();
+    assert_eq!(r.get(b"abandoned").await.unwrap(), v("old"));
+    // A writer goes through too (the rollback record stays).
+    let mut w = client.begin().await.unwrap();
+    w.put(b"abandoned", b"new").unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(client.begin().await.unwrap().get(b"abandoned").await.unwrap(), v("new"));
+
+    // An abandoned pessimistic lock holds off another pessimistic
+    // transaction until its TTL passes.
+    let mut p = client.begin_pessimistic().await.unwrap();
+    p.lock_keys(&[b"plock".to_vec()]).await.unwrap();
+    drop(p);
+    let started = Instant::now();
+    let mut q = client.begin_pessimistic().await.unwrap();
+    q.lock_keys(&[b"plock".to_vec()]).await.unwrap();
+    q.put(b"plock", b"q").unwrap();
+    q.commit().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1000), "waited for the lock's TTL");
+    assert_eq!(client.begin().await.unwrap().get(b"plock").await.unwrap(), v("q"));
+}
