@@ -1,8 +1,9 @@
 //! Short `atoll-chaos` runs in the test suite, one after the other: a
 //! register history under crashes, pauses and PD kills; one under network
 //! partitions (in namespaces; on loopback, crashes and pauses instead);
-//! a set history under all of them. Splits and leader moves happen
-//! throughout. Every history must check out.
+//! a set history under all of them; a bank history (transactions) under
+//! crashes and partitions. Splits and leader moves happen throughout.
+//! Every history must check out.
 
 use std::process::Command;
 
@@ -27,10 +28,10 @@ fn run(seed: &str, nemesis: &str, workload: &str, secs: &str) -> (Vec<u64>, (u64
     let cols: Vec<&str> = row.split_whitespace().collect();
     let nums: Vec<u64> = cols[2..6].iter().map(|c| c.parse().unwrap()).collect();
     let (splits, moves) = cols[6].split_once('/').unwrap();
-    if workload == "register" {
-        assert!(row.contains("Linearizable"), "{row}");
-    } else {
-        assert!(row.contains("set ok"), "{row}");
+    match workload {
+        "register" | "txn-register" => assert!(row.contains("Linearizable"), "{row}"),
+        "bank" => assert!(row.contains("bank ok"), "{row}"),
+        _ => assert!(row.contains("set ok"), "{row}"),
     }
     println!("{stdout}");
     (nums, (splits.parse().unwrap(), moves.parse().unwrap()))
@@ -42,6 +43,7 @@ fn short_chaos_histories_check_out() {
         ("20261125", "kill,pause,pd", "register"),
         ("20261126", "partition", "register"),
         ("20261127", "all", "set"),
+        ("20261201", "kill,partition", "bank"),
     ] {
         let (n, (splits, moves)) = run(seed, nemesis, workload, "20");
         let (ok, faults) = (n[0], n[3]);

@@ -7,7 +7,7 @@
 //!
 //! Usage: `atoll-chaos [--seed N] [--histories N] [--duration SECS]
 //! [--clients N] [--stores N] [--groups N] [--keys N]
-//! [--nemesis kill,pause,partition,pd,all] [--workload register,set]`
+//! [--nemesis kill,pause,partition,pd,all] [--workload register,set,txn-register,bank]`
 //! History `i` runs with seed `seed + i` and workload `i % workloads`.
 //! `ATOLL_CHAOS_DEBUG=1` reports failed reads and slow operations.
 
@@ -51,10 +51,9 @@ fn parse_args() -> Result<Args, String> {
             "--workload" => {
                 a.workloads = vec![];
                 for w in value()?.split(',') {
-                    a.workloads.push(
-                        Workload::parse(w)
-                            .ok_or_else(|| format!("unknown workload {w:?} (register, set)"))?,
-                    );
+                    a.workloads.push(Workload::parse(w).ok_or_else(|| {
+                        format!("unknown workload {w:?} (register, set, txn-register, bank)")
+                    })?);
                 }
             }
             other => return Err(format!("unknown flag {other}")),
@@ -68,12 +67,26 @@ fn ms(d: Option<Duration>) -> String {
 }
 
 fn print_history(r: &Report) {
-    let verdict = match (&r.verdict, &r.set) {
-        (Some(v), _) => format!("{v:?}"),
-        (_, Some(s)) if s.ok() => {
+    let verdict = match (&r.verdict, &r.set, &r.bank) {
+        (Some(v), ..) => format!("{v:?}"),
+        (_, Some(s), _) if s.ok() => {
             format!("set ok ({} unknown present, {} absent)", s.unknown_present, s.unknown_absent)
         }
-        (_, Some(s)) => format!("SET: {} lost, {} unexpected", s.lost.len(), s.unexpected.len()),
+        (_, Some(s), _) => {
+            format!("SET: {} lost, {} unexpected", s.lost.len(), s.unexpected.len())
+        }
+        (.., Some(b)) if b.ok() => format!(
+            "bank ok ({} snapshot reads; {} unknown applied, {} not)",
+            b.reads, b.unknown_applied, b.unknown_not_applied
+        ),
+        (.., Some(b)) => format!(
+            "BANK: {} bad snapshot reads, {} lost, {} aborted visible, {} unexpected, balances {}",
+            b.bad_reads.len(),
+            b.lost.len(),
+            b.visible_aborted.len(),
+            b.unexpected.len(),
+            if b.balance_mismatch.is_some() { "WRONG" } else { "ok" }
+        ),
         _ => "-".into(),
     };
     let during: Vec<f64> = r.availability.iter().map(|a| a.rate).collect();

@@ -155,12 +155,13 @@ pub async fn run_schedule(
 }
 
 /// Splits and leader moves until `stop`, through PD's operator API: every
-/// 1-2.5 s, split the region of a random key there, or move a random
+/// 1-2.5 s, split the region of a random key there (`keys`: region key and
+/// wire key), or move a random
 /// region's leader to another of its stores. Returns how many were asked.
 pub async fn run_churn(
     client: Arc<RawClient>,
     pd_http: String,
-    keys: Vec<Vec<u8>>,
+    keys: Vec<(Vec<u8>, Vec<u8>)>,
     seed: u64,
     stop: Arc<AtomicBool>,
 ) -> (u64, u64) {
@@ -168,24 +169,21 @@ pub async fn run_churn(
     let (mut splits, mut moves) = (0, 0);
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(1000..2500))).await;
-        let key = &keys[rng.gen_range(0..keys.len())];
+        let (region_key, wire_key) = &keys[rng.gen_range(0..keys.len())];
         let split = rng.gen_bool(0.5);
-        let Ok(Ok(Some(r))) = tokio::time::timeout(
-            Duration::from_secs(1),
-            client.pd().get_region(&client.region_key(key)),
-        )
-        .await
+        let Ok(Ok(Some(r))) =
+            tokio::time::timeout(Duration::from_secs(1), client.pd().get_region(region_key)).await
         else {
             continue;
         };
         let body = if split {
-            if r.region.start_key == client.region_key(key) {
+            if r.region.start_key == *region_key {
                 continue;
             }
             format!(
                 r#"{{"name":"split-region","region_id":{},"keys":["{}"]}}"#,
                 r.region.id,
-                hex(&client.wire_key(key))
+                hex(wire_key)
             )
         } else {
             let Some(leader) = &r.leader else { continue };

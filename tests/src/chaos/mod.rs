@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use atoll_chaos::bank::{check_bank, BankLog, BankReport};
 use atoll_chaos::set::{check_set, SetReport};
 use atoll_chaos::{check_history, History, Verdict};
-use atoll_client::{Config, RawClient};
+use atoll_client::{Config, RawClient, TxnClient};
 use parking_lot::Mutex;
 
 use crate::nemesis::{schedule, Kind, Step};
@@ -63,7 +64,7 @@ impl Default for Args {
             groups: 4,
             keys: 3,
             nemesis: Kind::ALL.to_vec(),
-            workloads: vec![Workload::Register, Workload::Set],
+            workloads: Workload::ALL.to_vec(),
         }
     }
 }
@@ -84,9 +85,10 @@ pub struct Report {
     pub healed_rate: f64,
     pub splits: u64,
     pub moves: u64,
-    /// register: the checker's verdict; set: the final read's report.
+    /// register: the checker's verdict; set / bank: the final read's report.
     pub verdict: Option<Verdict>,
     pub set: Option<SetReport>,
+    pub bank: Option<BankReport>,
     /// Where the evidence was kept, on an anomaly.
     pub kept: Option<PathBuf>,
 }
@@ -95,6 +97,7 @@ impl Report {
     pub fn anomalous(&self) -> bool {
         self.verdict.as_ref().is_some_and(|v| *v != Verdict::Linearizable)
             || self.set.as_ref().is_some_and(|s| !s.ok())
+            || self.bank.as_ref().is_some_and(|b| !b.ok())
     }
 }
 
@@ -141,15 +144,27 @@ pub async fn run_history(
         max_backoff: Duration::from_millis(200),
         ..Config::new(vec![c.pd_addr.clone()])
     };
-    let client = Arc::new(RawClient::connect(cfg).await.expect("connect to PD"));
+    let client = Arc::new(RawClient::connect(cfg.clone()).await.expect("connect to PD"));
+    let txn = TxnClient::connect(cfg).await.expect("connect to PD");
     let ready = eventually(Duration::from_secs(60), || async {
         client.put(b"chaos-ready", b"1").await.is_ok()
     })
     .await;
     assert!(ready, "the cluster never became writable");
+    // (region key, wire key) of a workload key: raw, or transactional.
+    let placed = |k: &[u8]| -> (Vec<u8>, Vec<u8>) {
+        if workload.transactional() {
+            let mut wire =
+                atoll_codec::api::keyspace_prefix(atoll_codec::api::TXN_KEY_PREFIX, 0).to_vec();
+            wire.extend_from_slice(k);
+            (atoll_codec::encode_bytes(&wire), wire)
+        } else {
+            (client.region_key(k), client.wire_key(k))
+        }
+    };
     for g in 1..groups {
-        let k = workload::group_start(g);
-        split_at(client.pd(), &c.pd_addr, &client.region_key(&k), &client.wire_key(&k)).await;
+        let (region_key, wire) = placed(&workload::group_start(g));
+        split_at(client.pd(), &c.pd_addr, &region_key, &wire).await;
     }
     let pd_http = c.pd_addr.clone();
     let c = Arc::new(Mutex::new(c));
@@ -162,19 +177,27 @@ pub async fn run_history(
         keys_per_group: args.keys,
         history: Mutex::new(History::default()),
         set: Mutex::new(SetLog::default()),
+        bank: Mutex::new(BankLog::new((groups * args.keys) as usize, workload::BANK_INITIAL)),
         done: Mutex::new(vec![]),
         debug: std::env::var_os("ATOLL_CHAOS_DEBUG").is_some(),
+        txn,
     });
+    if workload == Workload::Bank {
+        workload::bank_setup(&shared).await;
+    }
     let mut tasks = vec![];
     for id in 0..args.clients {
         let s = shared.clone();
         tasks.push(match workload {
             Workload::Register => tokio::spawn(workload::register_client(id, seed, s)),
             Workload::Set => tokio::spawn(workload::set_client(id, s)),
+            Workload::TxnRegister => tokio::spawn(workload::txn_register_client(id, seed, s)),
+            Workload::Bank => tokio::spawn(workload::bank_client(id, seed, s)),
         });
     }
-    let churn_keys: Vec<Vec<u8>> = (0..groups)
+    let churn_keys: Vec<(Vec<u8>, Vec<u8>)> = (0..groups)
         .flat_map(|g| (0..args.keys).map(move |j| workload::register_key(g, j)))
+        .map(|k| placed(&k))
         .collect();
     let churn = tokio::spawn(faults::run_churn(
         client.clone(),
@@ -209,11 +232,12 @@ pub async fn run_history(
         moves,
         verdict: None,
         set: None,
+        bank: None,
         kept: None,
     };
     let history = shared.history.lock().clone();
     match workload {
-        Workload::Register => {
+        Workload::Register | Workload::TxnRegister => {
             for e in &history.events {
                 use atoll_chaos::Outcome;
                 match e.outcome {
@@ -231,6 +255,14 @@ pub async fn run_history(
             r.failed = log.failed;
             let read = final_read(&client, groups).await;
             r.set = Some(check_set(&log.acked, &log.unknown, &read));
+        }
+        Workload::Bank => {
+            let log = std::mem::take(&mut *shared.bank.lock());
+            r.ok = (log.acked.len() as u64) + log.reads;
+            r.unknown = log.unknown.len() as u64;
+            r.failed = log.aborted.len() as u64;
+            let (balances, records) = bank_final_read(&shared.txn, groups, args.keys).await;
+            r.bank = Some(check_bank(&log, &balances, &records));
         }
     }
     if r.anomalous() {
@@ -267,6 +299,56 @@ async fn final_read(client: &RawClient, groups: u64) -> BTreeSet<u64> {
     }
 }
 
+/// The bank's final state in one snapshot (everything is healed by now):
+/// every account's balance and the ids of the transfer records.
+async fn bank_final_read(
+    txn: &TxnClient,
+    groups: u64,
+    keys_per_group: u64,
+) -> (Vec<Option<u64>>, BTreeSet<u64>) {
+    const PAGE: u32 = 5000;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'snapshot: loop {
+        let ts = match txn.current_ts().await {
+            Ok(ts) => ts,
+            Err(e) if Instant::now() > deadline => panic!("no timestamp for the final read: {e}"),
+            Err(_) => continue,
+        };
+        let mut balances = vec![None; (groups * keys_per_group) as usize];
+        let mut records = BTreeSet::new();
+        let end = workload::group_start(groups);
+        let mut from = workload::group_start(0);
+        loop {
+            let kvs = match txn.scan_at(&from, &end, PAGE, ts).await {
+                Ok(kvs) => kvs,
+                Err(e) if Instant::now() > deadline => panic!("the final read failed: {e}"),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue 'snapshot;
+                }
+            };
+            for (k, v) in &kvs {
+                match workload::bank_key(k, keys_per_group) {
+                    Some(workload::BankKey::Account(i)) if i < balances.len() => {
+                        balances[i] = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok())
+                    }
+                    Some(workload::BankKey::Record(id)) => {
+                        records.insert(id);
+                    }
+                    _ => {}
+                }
+            }
+            match kvs.last() {
+                Some((k, _)) if kvs.len() == PAGE as usize => {
+                    from = k.clone();
+                    from.push(0);
+                }
+                _ => return (balances, records),
+            }
+        }
+    }
+}
+
 /// Copies the logs and configs next to the history and the schedule into
 /// `dir/seed-N`; returns that path.
 fn keep_evidence(c: &ProcCluster, r: &Report, h: &History, dir: &Path) -> PathBuf {
@@ -287,6 +369,9 @@ fn keep_evidence(c: &ProcCluster, r: &Report, h: &History, dir: &Path) -> PathBu
     let _ = std::fs::write(out.join("schedule.txt"), s);
     if let Some(set) = &r.set {
         let _ = std::fs::write(out.join("set-report.txt"), format!("{set:?}\n"));
+    }
+    if let Some(bank) = &r.bank {
+        let _ = std::fs::write(out.join("bank-report.txt"), format!("{bank:#?}\n"));
     }
     out
 }

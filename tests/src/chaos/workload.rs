@@ -5,6 +5,12 @@
 //! - register: get / put (unique values) / compare-and-swap on a few keys
 //!   per group; every operation goes into the history.
 //! - set: unique inserts, each its own key; the final full scan decides.
+//! - txn-register: the register workload through transactions (a get is a
+//!   snapshot read, a put a one-key transaction, a compare-and-swap a
+//!   read-modify-write transaction); the same linearizability check.
+//! - bank: transfers between accounts (3 per group) through transactions,
+//!   each writing a record of itself, beside snapshot reads of every
+//!   account; checked by `atoll_chaos::bank`.
 //!
 //! Client `i` works on group `i % groups` only: a client waiting on a
 //! region whose leader is gone does not hold up the others, so the
@@ -15,8 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use atoll_chaos::bank::{BankLog, Transfer};
 use atoll_chaos::{Event, History, Op, Outcome};
-use atoll_client::{Error, RawClient};
+use atoll_client::{Error, RawClient, TxnClient};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 
@@ -24,18 +31,30 @@ use rand::{Rng, SeedableRng};
 pub enum Workload {
     Register,
     Set,
+    TxnRegister,
+    Bank,
 }
 
 impl Workload {
+    pub const ALL: [Workload; 4] =
+        [Workload::Register, Workload::Set, Workload::TxnRegister, Workload::Bank];
+
     pub fn name(self) -> &'static str {
         match self {
             Workload::Register => "register",
             Workload::Set => "set",
+            Workload::TxnRegister => "txn-register",
+            Workload::Bank => "bank",
         }
     }
 
     pub fn parse(s: &str) -> Option<Workload> {
-        [Workload::Register, Workload::Set].into_iter().find(|w| w.name() == s)
+        Self::ALL.into_iter().find(|w| w.name() == s)
+    }
+
+    /// Does it use the transactional key space (`x` keys)?
+    pub fn transactional(self) -> bool {
+        matches!(self, Workload::TxnRegister | Workload::Bank)
     }
 }
 
@@ -80,12 +99,14 @@ pub struct SetLog {
 
 pub struct Shared {
     pub client: Arc<RawClient>,
+    pub txn: TxnClient,
     pub start: Instant,
     pub stop: Arc<AtomicBool>,
     pub groups: u64,
     pub keys_per_group: u64,
     pub history: Mutex<History>,
     pub set: Mutex<SetLog>,
+    pub bank: Mutex<BankLog>,
     pub done: Mutex<Vec<Done>>,
     /// `ATOLL_CHAOS_DEBUG` set: report failed reads and operations slower
     /// than 400 ms on stderr.
@@ -199,6 +220,212 @@ pub async fn set_client(id: u64, s: Arc<Shared>) {
     }
 }
 
+/// A transaction's outcome from its commit error: only an unanswered
+/// commit of the primary is undetermined (see `atoll_client::TxnClient`).
+fn commit_failure(e: &Error) -> Outcome {
+    match e {
+        Error::Undetermined(_) => Outcome::Unknown,
+        _ => Outcome::Failed,
+    }
+}
+
+/// One transactional register client: the register workload's operations,
+/// each one transaction.
+pub async fn txn_register_client(id: u64, seed: u64, s: Arc<Shared>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (id << 32));
+    let mut next = 0u64;
+    while !s.stop.load(Ordering::Relaxed) {
+        let (g, j) = (id % s.groups, rng.gen_range(0..s.keys_per_group));
+        let key_id = g * s.keys_per_group + j;
+        let k = register_key(g, j);
+        next += 1;
+        let value = (id << 32) | next;
+        let invoked = s.now();
+        let (op, outcome) = match rng.gen_range(0..3) {
+            0 => {
+                let read = async { s.txn.begin().await?.get(&k).await };
+                // A failed read changed nothing: it constrains nothing.
+                (Op::Get, read.await.map_or(Outcome::Unknown, |v| Outcome::Read(parse(v))))
+            }
+            1 => {
+                let write = async {
+                    let mut t = s.txn.begin().await?;
+                    t.put(&k, value.to_string().as_bytes())?;
+                    t.commit().await
+                };
+                let outcome = match write.await {
+                    Ok(_) => Outcome::Written,
+                    Err(e) => commit_failure(&e),
+                };
+                (Op::Put(value), outcome)
+            }
+            _ => {
+                // Read-modify-write: swap if the snapshot holds the value
+                // last seen (or, sometimes, an absent one).
+                let expected = match s.txn.begin().await {
+                    Ok(t) => match t.get(&k).await {
+                        Ok(cur) if rng.gen_bool(0.8) => parse(cur),
+                        _ => None,
+                    },
+                    Err(_) => None,
+                };
+                let cas = async {
+                    let mut t = s.txn.begin().await?;
+                    if parse(t.get(&k).await?) != expected {
+                        return Ok(false);
+                    }
+                    t.put(&k, value.to_string().as_bytes())?;
+                    t.commit().await.map(|_| true)
+                };
+                let outcome = match cas.await {
+                    Ok(swapped) => Outcome::Swapped(swapped),
+                    Err(e) => commit_failure(&e),
+                };
+                (Op::Cas { expected, new: value }, outcome)
+            }
+        };
+        let completed = s.now();
+        let ok = matches!(outcome, Outcome::Read(_) | Outcome::Written | Outcome::Swapped(_));
+        s.done.lock().push(Done { group: g, ok, completed });
+        s.history.lock().push(Event { client: id, key: key_id, op, outcome, invoked, completed });
+    }
+}
+
+/// Starting balance of every account.
+pub const BANK_INITIAL: u64 = 100;
+
+/// Account `j` of group `g`.
+pub fn account_key(g: u64, j: u64) -> Vec<u8> {
+    format!("c{g:02}/a{j:02}").into_bytes()
+}
+
+/// The record transfer `id` writes, in the group of its source account.
+pub fn record_key(g: u64, id: u64) -> Vec<u8> {
+    format!("c{g:02}/t{id:016x}").into_bytes()
+}
+
+/// Parses a key of the bank's key range: an account index or a record id.
+pub enum BankKey {
+    Account(usize),
+    Record(u64),
+}
+
+pub fn bank_key(key: &[u8], keys_per_group: u64) -> Option<BankKey> {
+    let s = std::str::from_utf8(key).ok()?;
+    let g: u64 = s.get(1..3)?.parse().ok()?;
+    let rest = s.get(3..)?;
+    if let Some(j) = rest.strip_prefix("/a") {
+        return Some(BankKey::Account((g * keys_per_group + j.parse::<u64>().ok()?) as usize));
+    }
+    Some(BankKey::Record(u64::from_str_radix(rest.strip_prefix("/t")?, 16).ok()?))
+}
+
+fn account(s: &Shared, i: usize) -> Vec<u8> {
+    let i = i as u64;
+    account_key(i / s.keys_per_group, i % s.keys_per_group)
+}
+
+fn balance(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Every account's balance in one snapshot (index order; `None` = missing).
+async fn read_accounts(s: &Shared) -> Result<(u64, Vec<Option<u64>>), Error> {
+    let n = (s.groups * s.keys_per_group) as usize;
+    let t = s.txn.begin().await?;
+    let keys: Vec<Vec<u8>> = (0..n).map(|i| account(s, i)).collect();
+    let got = t.batch_get(&keys).await?;
+    let mut out = vec![None; n];
+    for (k, v) in got {
+        if let Some(BankKey::Account(i)) = bank_key(&k, s.keys_per_group) {
+            out[i] = balance(&v);
+        }
+    }
+    Ok((t.start_ts(), out))
+}
+
+/// Creates the accounts (once: a retried setup finds them there).
+pub async fn bank_setup(s: &Shared) {
+    let n = (s.groups * s.keys_per_group) as usize;
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "could not create the bank's accounts");
+        let Ok((_, balances)) = read_accounts(s).await else { continue };
+        if balances.iter().all(Option::is_some) {
+            return;
+        }
+        assert!(balances.iter().all(Option::is_none), "half-created accounts: {balances:?}");
+        let Ok(mut t) = s.txn.begin().await else { continue };
+        for i in 0..n {
+            t.put(&account(s, i), BANK_INITIAL.to_string().as_bytes()).expect("active");
+        }
+        let _ = t.commit().await;
+    }
+}
+
+/// One bank client: transfers from an account of its group to any other
+/// account, and (a quarter of the time) a snapshot read of every account.
+pub async fn bank_client(id: u64, seed: u64, s: Arc<Shared>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (id << 32) ^ 0x62616e6b);
+    let n = (s.groups * s.keys_per_group) as usize;
+    let g = id % s.groups;
+    let mut seq = 0u64;
+    while !s.stop.load(Ordering::Relaxed) {
+        if rng.gen_bool(0.25) {
+            let res = read_accounts(&s).await;
+            let completed = s.now();
+            if let Ok((ts, balances)) = &res {
+                if !s.bank.lock().read(*ts, balances.clone()) && s.debug {
+                    eprintln!("client {id}: bad snapshot at {ts}: {balances:?}");
+                }
+            }
+            s.done.lock().push(Done { group: g, ok: res.is_ok(), completed });
+            continue;
+        }
+        seq += 1;
+        let tid = (id << 40) | seq;
+        let from = (g * s.keys_per_group + rng.gen_range(0..s.keys_per_group)) as usize;
+        let to = (from + rng.gen_range(1..n)) % n;
+        let amount = rng.gen_range(1..=5u64);
+        let transfer = Transfer { from, to, amount };
+        let run = async {
+            let mut t = s.txn.begin().await?;
+            let got = t.batch_get(&[account(&s, from), account(&s, to)]).await?;
+            let get = |i: usize| {
+                let k = account(&s, i);
+                got.iter().find(|(key, _)| *key == k).and_then(|(_, v)| balance(v))
+            };
+            let (Some(a), Some(b)) = (get(from), get(to)) else {
+                return Err(Error::Server(format!("accounts {from} / {to} missing")));
+            };
+            if a < amount {
+                return Ok(false);
+            }
+            t.put(&account(&s, from), (a - amount).to_string().as_bytes())?;
+            t.put(&account(&s, to), (b + amount).to_string().as_bytes())?;
+            t.put(&record_key(g, tid), format!("{from},{to},{amount}").as_bytes())?;
+            t.commit().await.map(|_| true)
+        };
+        let res = run.await;
+        let completed = s.now();
+        let mut log = s.bank.lock();
+        match &res {
+            Ok(true) => {
+                log.acked.insert(tid, transfer);
+            }
+            Ok(false) => {}
+            Err(e) if commit_failure(e) == Outcome::Unknown => {
+                log.unknown.insert(tid, transfer);
+            }
+            Err(_) => {
+                log.aborted.insert(tid, transfer);
+            }
+        }
+        drop(log);
+        s.done.lock().push(Done { group: g, ok: res.is_ok(), completed });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +440,13 @@ mod tests {
         assert!(register_key(3, 4).starts_with(&group_start(3)));
         assert!(group_start(9) < group_start(10), "groups sort in order");
         assert_eq!(set_value(b"c01/k02"), None);
+    }
+
+    #[test]
+    fn bank_keys_parse_back() {
+        assert!(matches!(bank_key(&account_key(2, 1), 3), Some(BankKey::Account(7))));
+        assert!(matches!(bank_key(&record_key(3, 0xabc), 3), Some(BankKey::Record(0xabc))));
+        assert!(bank_key(b"c01/k02", 3).is_none());
+        assert!(record_key(1, u64::MAX).starts_with(&group_start(1)));
     }
 }
