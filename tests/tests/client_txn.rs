@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use atoll_client::{Config, Error, TxnClient};
 use atoll_proto::kvrpcpb;
 use atoll_proto::tikvpb::tikv_client::TikvClient;
-use atoll_tests::proc::{split_at, ProcCluster};
+use atoll_tests::proc::{binary, split_at, ProcCluster};
 
 async fn connect(c: &ProcCluster) -> TxnClient {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -171,6 +171,26 @@ async fn transactions_through_atoll_client() {
     p1.commit().await.unwrap();
     assert_eq!(waiter.await.unwrap(), v("p1"));
     assert_eq!(client.begin().await.unwrap().get(b"k").await.unwrap(), v("p2"));
+
+    // atoll-ctl txn: one-shot transactions and reads at a timestamp.
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(binary("atoll-ctl"))
+            .args(["--pd", &c.pd_addr, "txn"])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let (ok, out) = ctl(&["put", "ctl1", "v1", "ctl2", "v2"]);
+    assert!(ok, "{out}");
+    let committed: u64 = out.strip_prefix("committed at ").unwrap().parse().unwrap();
+    assert_eq!(ctl(&["get", "ctl1"]), (true, "v1".to_owned()));
+    assert!(!ctl(&["get", "ctl1", "--ts", &(committed - 1).to_string()]).0, "before the commit");
+    assert_eq!(ctl(&["scan", "ctl", "ctm"]), (true, "ctl1\tv1\nctl2\tv2".to_owned()));
+    assert!(ctl(&["delete", "ctl1"]).0);
+    assert!(!ctl(&["get", "ctl1"]).0);
+    assert_eq!(ctl(&["get", "ctl1", "--ts", &committed.to_string()]), (true, "v1".to_owned()));
+    assert!(ctl(&["ts"]).1.parse::<u64>().unwrap() > committed);
 }
 
 /// Locks of transactions that ended without finishing are resolved by

@@ -8,6 +8,12 @@
 //! Workloads (YCSB core): load = insert every record; A = 50% read / 50%
 //! update; B = 95/5; C = read only; E = 95% short scans / 5% inserts. Keys
 //! are chosen with YCSB's Zipfian distribution (theta 0.99).
+//!
+//! `--txn`: Atoll is also driven through transactions (`TxnClient`), once
+//! per `--txn-keys` setting (default 1 and 4 keys per transaction): a read
+//! is a snapshot read of that many keys, an update or insert a transaction
+//! writing that many keys, a scan a snapshot scan. Rows `atoll-txnN`
+//! count transactions per second.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -50,6 +56,12 @@ struct Args {
     /// Use this etcd (comma-separated client URLs) instead of starting one.
     #[arg(long)]
     etcd: Option<String>,
+    /// Also drive Atoll through transactions (rows `atoll-txnN`).
+    #[arg(long)]
+    txn: bool,
+    /// Keys per transaction with `--txn`, one run each.
+    #[arg(long, default_value = "1,4", value_delimiter = ',')]
+    txn_keys: Vec<usize>,
 }
 
 /// YCSB's Zipfian generator over `[0, n)` (Gray et al., "Quickly generating
@@ -114,33 +126,62 @@ fn key(i: u64, size: usize) -> Vec<u8> {
 #[derive(Clone)]
 enum Db {
     Atoll(Arc<atoll_client::RawClient>),
+    /// Transactions of this many keys.
+    AtollTxn(atoll_client::TxnClient, usize),
     Etcd(etcd_client::KvClient),
 }
 
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
 impl Db {
-    async fn read(&self, k: Vec<u8>) -> Result<(), String> {
+    /// Keys each operation touches.
+    fn keys_per_op(&self) -> usize {
         match self {
-            Db::Atoll(c) => c.get(&k).await.map(|_| ()).map_err(|e| e.to_string()),
-            Db::Etcd(c) => c.clone().get(k, None).await.map(|_| ()).map_err(|e| e.to_string()),
+            Db::AtollTxn(_, n) => *n,
+            _ => 1,
         }
     }
 
-    async fn write(&self, k: Vec<u8>, v: Vec<u8>) -> Result<(), String> {
+    async fn read(&self, keys: Vec<Vec<u8>>) -> Result<(), String> {
         match self {
-            Db::Atoll(c) => c.put(&k, &v).await.map_err(|e| e.to_string()),
-            Db::Etcd(c) => c.clone().put(k, v, None).await.map(|_| ()).map_err(|e| e.to_string()),
+            Db::Atoll(c) => c.get(&keys[0]).await.map(|_| ()).map_err(err),
+            Db::AtollTxn(c, _) => {
+                let t = c.begin().await.map_err(err)?;
+                t.batch_get(&keys).await.map(|_| ()).map_err(err)
+            }
+            Db::Etcd(c) => c.clone().get(keys[0].clone(), None).await.map(|_| ()).map_err(err),
+        }
+    }
+
+    async fn write(&self, keys: Vec<Vec<u8>>, v: Vec<u8>) -> Result<(), String> {
+        match self {
+            Db::Atoll(c) => c.put(&keys[0], &v).await.map_err(err),
+            Db::AtollTxn(c, _) => {
+                let mut t = c.begin().await.map_err(err)?;
+                for k in &keys {
+                    t.put(k, &v).map_err(err)?;
+                }
+                t.commit().await.map(|_| ()).map_err(err)
+            }
+            Db::Etcd(c) => c.clone().put(keys[0].clone(), v, None).await.map(|_| ()).map_err(err),
         }
     }
 
     async fn scan(&self, start: Vec<u8>, limit: u32) -> Result<(), String> {
         match self {
-            Db::Atoll(c) => c.scan(&start, b"", limit).await.map(|_| ()).map_err(|e| e.to_string()),
+            Db::Atoll(c) => c.scan(&start, b"", limit).await.map(|_| ()).map_err(err),
+            Db::AtollTxn(c, _) => {
+                let t = c.begin().await.map_err(err)?;
+                t.scan(&start, b"", limit).await.map(|_| ()).map_err(err)
+            }
             Db::Etcd(c) => {
                 // Everything from `start` on, `limit` keys (etcd's "\0" range end = to the end).
                 let opts = etcd_client::GetOptions::new()
                     .with_range(vec![0u8])
                     .with_limit(i64::from(limit));
-                c.clone().get(start, Some(opts)).await.map(|_| ()).map_err(|e| e.to_string())
+                c.clone().get(start, Some(opts)).await.map(|_| ()).map_err(err)
             }
         }
     }
@@ -156,7 +197,8 @@ struct Outcome {
 /// Runs one workload with `threads` clients; latency in microseconds.
 async fn run_workload(db: &Db, a: &Args, workload: &str, inserted: Arc<AtomicU64>) -> Outcome {
     let value = vec![b'x'; a.value_size];
-    let total = if workload == "load" { a.records } else { a.operations };
+    let total =
+        if workload == "load" { a.records.div_ceil(db.keys_per_op() as u64) } else { a.operations };
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let zipf = Arc::new(Zipf::new(a.records.max(2)));
@@ -195,15 +237,18 @@ async fn run_workload(db: &Db, a: &Args, workload: &str, inserted: Arc<AtomicU64
                     }
                 };
                 let existing = inserted.load(Ordering::Relaxed).max(1);
+                let per_op = db.keys_per_op();
                 let pick =
                     |rng: &mut rand::rngs::StdRng| key(zipf.sample(rng) % existing, key_size);
+                let picks = |rng: &mut rand::rngs::StdRng| (0..per_op).map(|_| pick(rng)).collect();
                 let t0 = Instant::now();
                 let res = match op {
-                    Op::Read => db.read(pick(&mut rng)).await,
-                    Op::Update => db.write(pick(&mut rng), value.clone()).await,
+                    Op::Read => db.read(picks(&mut rng)).await,
+                    Op::Update => db.write(picks(&mut rng), value.clone()).await,
                     Op::Insert => {
-                        let id = inserted.fetch_add(1, Ordering::Relaxed);
-                        db.write(key(id, key_size), value.clone()).await
+                        let id = inserted.fetch_add(per_op as u64, Ordering::Relaxed);
+                        let keys = (id..id + per_op as u64).map(|i| key(i, key_size)).collect();
+                        db.write(keys, value.clone()).await
                     }
                     Op::Scan => db.scan(pick(&mut rng), rng.gen_range(1..=max_scan)).await,
                 };
@@ -300,7 +345,7 @@ pd-heartbeat-tick-interval = "5s"
 
 async fn connect(system: &str, a: &Args) -> (Db, Box<dyn std::any::Any>) {
     match system {
-        "atoll" => {
+        s if s.starts_with("atoll") => {
             let (pd, guard): (String, Box<dyn std::any::Any>) = match &a.pd {
                 Some(pd) => (pd.clone(), Box::new(())),
                 None => {
@@ -308,9 +353,10 @@ async fn connect(system: &str, a: &Args) -> (Db, Box<dyn std::any::Any>) {
                     (c.pd_addr.clone(), Box::new(c))
                 }
             };
-            let client = atoll_client::RawClient::connect(atoll_client::Config::new(vec![pd]))
-                .await
-                .expect("connect to PD");
+            let client =
+                atoll_client::RawClient::connect(atoll_client::Config::new(vec![pd.clone()]))
+                    .await
+                    .expect("connect to PD");
             let deadline = Instant::now() + Duration::from_secs(60);
             while client.put(b"ycsb-ready", b"1").await.is_err() {
                 assert!(Instant::now() < deadline, "Atoll never became writable");
@@ -321,7 +367,14 @@ async fn connect(system: &str, a: &Args) -> (Db, Box<dyn std::any::Any>) {
                 // balances leaders in its first seconds: let that settle.
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
-            (Db::Atoll(Arc::new(client)), guard)
+            match s.strip_prefix("atoll-txn") {
+                Some(n) => {
+                    let cfg = atoll_client::Config::new(vec![pd]);
+                    let txn = atoll_client::TxnClient::connect(cfg).await.expect("connect to PD");
+                    (Db::AtollTxn(txn, n.parse().expect("keys per transaction")), guard)
+                }
+                None => (Db::Atoll(Arc::new(client)), guard),
+            }
         }
         _ => {
             let (urls, guard): (Vec<String>, Box<dyn std::any::Any>) = match &a.etcd {
@@ -359,12 +412,16 @@ struct Row {
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
-    let systems: Vec<&str> = match a.target.as_str() {
-        "both" => vec!["atoll", "etcd"],
-        "atoll" => vec!["atoll"],
-        "etcd" => vec!["etcd"],
+    let mut systems: Vec<String> = match a.target.as_str() {
+        "both" => vec!["atoll".into(), "etcd".into()],
+        "atoll" => vec!["atoll".into()],
+        "etcd" => vec!["etcd".into()],
         other => panic!("--target must be atoll, etcd or both, not {other}"),
     };
+    if a.txn {
+        assert!(a.txn_keys.iter().all(|n| *n > 0), "--txn-keys must be positive");
+        systems.extend(a.txn_keys.iter().map(|n| format!("atoll-txn{n}")));
+    }
     for w in &a.workloads {
         assert!(w == "load" || mix(w).is_some(), "unknown workload {w:?} (load, a, b, c, e)");
     }
@@ -373,7 +430,7 @@ async fn main() {
         a.threads, a.records, a.operations, a.key_size, a.value_size
     );
     let mut rows: Vec<Row> = vec![];
-    for system in systems {
+    for system in &systems {
         let (db, guard) = connect(system, &a).await;
         let inserted = Arc::new(AtomicU64::new(if a.workloads.iter().any(|w| w == "load") {
             0
@@ -383,7 +440,7 @@ async fn main() {
         for w in &a.workloads {
             let o = run_workload(&db, &a, w, inserted.clone()).await;
             rows.push(Row {
-                system: system.to_owned(),
+                system: system.clone(),
                 workload: w.clone(),
                 ops_per_sec: o.ops as f64 / o.secs,
                 p50: o.hist.value_at_quantile(0.5),
@@ -395,12 +452,12 @@ async fn main() {
         drop(guard);
     }
     println!(
-        "{:<7} {:<9} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "{:<10} {:<9} {:>12} {:>10} {:>10} {:>10} {:>8}",
         "system", "workload", "ops/s", "p50_us", "p99_us", "p999_us", "errors"
     );
     for r in &rows {
         println!(
-            "{:<7} {:<9} {:>12.0} {:>10} {:>10} {:>10} {:>8}",
+            "{:<10} {:<9} {:>12.0} {:>10} {:>10} {:>10} {:>8}",
             r.system, r.workload, r.ops_per_sec, r.p50, r.p99, r.p999, r.errors
         );
     }

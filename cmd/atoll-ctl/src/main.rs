@@ -1,7 +1,7 @@
 //! `atoll-ctl`: a command-line client for Atoll.
 
 use anyhow::Context;
-use atoll_client::{Config, RawClient};
+use atoll_client::{Config, RawClient, TxnClient};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -67,6 +67,87 @@ enum Cmd {
         #[arg(long)]
         to_store: u64,
     },
+    /// Transactional keys (the keyspace's `x` keys, API V2): one-shot
+    /// transactions and snapshot reads.
+    #[command(subcommand)]
+    Txn(TxnCmd),
+}
+
+#[derive(Subcommand)]
+enum TxnCmd {
+    /// Print a fresh timestamp from PD.
+    Ts,
+    /// Read a key as of a timestamp (default: now).
+    Get {
+        key: String,
+        #[arg(long)]
+        ts: Option<u64>,
+    },
+    /// List pairs in [start, end) as of a timestamp (default: now).
+    Scan {
+        #[arg(default_value = "")]
+        start: String,
+        #[arg(default_value = "")]
+        end: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        ts: Option<u64>,
+    },
+    /// Write keys in one transaction: `put k1 v1 [k2 v2 ...]`; prints the
+    /// commit timestamp.
+    Put {
+        #[arg(required = true, num_args = 2..)]
+        pairs: Vec<String>,
+    },
+    /// Delete keys in one transaction; prints the commit timestamp.
+    Delete {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+async fn run_txn(pd: Vec<String>, cmd: TxnCmd) -> anyhow::Result<()> {
+    let client = TxnClient::connect(Config::new(pd)).await.context("connect to PD")?;
+    let c = &client;
+    let at = |ts: Option<u64>| async move {
+        match ts {
+            Some(ts) => Ok::<u64, atoll_client::Error>(ts),
+            None => c.current_ts().await,
+        }
+    };
+    match cmd {
+        TxnCmd::Ts => println!("{}", client.current_ts().await?),
+        TxnCmd::Get { key, ts } => match client.get_at(key.as_bytes(), at(ts).await?).await? {
+            Some(v) => println!("{}", String::from_utf8_lossy(&v)),
+            None => {
+                eprintln!("(not found)");
+                std::process::exit(1);
+            }
+        },
+        TxnCmd::Scan { start, end, limit, ts } => {
+            let ts = at(ts).await?;
+            for (k, v) in client.scan_at(start.as_bytes(), end.as_bytes(), limit, ts).await? {
+                println!("{}\t{}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
+            }
+        }
+        TxnCmd::Put { pairs } => {
+            anyhow::ensure!(pairs.len() % 2 == 0, "put takes key value pairs");
+            let mut t = client.begin().await?;
+            for kv in pairs.chunks(2) {
+                t.put(kv[0].as_bytes(), kv[1].as_bytes())?;
+            }
+            println!("committed at {}", t.commit().await?.unwrap_or_default());
+        }
+        TxnCmd::Delete { keys } => {
+            let mut t = client.begin().await?;
+            for k in &keys {
+                t.delete(k.as_bytes())?;
+            }
+            println!("committed at {}", t.commit().await?.unwrap_or_default());
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -81,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
             let body = serde_json::json!({"name": "transfer-leader", "region_id": region, "to_store_id": to_store});
             return post_operator(&pd_http, body);
         }
+        Cmd::Txn(cmd) => return run_txn(a.pd, cmd).await,
         _ => {}
     }
     let client = RawClient::connect(Config::new(a.pd.clone())).await.context("connect to PD")?;
@@ -117,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::json!({"name": "split-region", "region_id": region, "keys": keys});
             post_operator(&pd_http, body)?;
         }
-        Cmd::Stores | Cmd::Regions | Cmd::Operators | Cmd::TransferLeader { .. } => {
+        Cmd::Stores | Cmd::Regions | Cmd::Operators | Cmd::TransferLeader { .. } | Cmd::Txn(_) => {
             unreachable!("handled above")
         }
         Cmd::Status => {

@@ -220,6 +220,10 @@ pub async fn set_client(id: u64, s: Arc<Shared>) {
     }
 }
 
+/// Pause of a transactional client after a failed operation: PD down (no
+/// timestamps) or a conflict fails fast, and a client would not spin.
+const FAILED_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A transaction's outcome from its commit error: only an unanswered
 /// commit of the primary is undetermined (see `atoll_client::TxnClient`).
 fn commit_failure(e: &Error) -> Outcome {
@@ -288,6 +292,9 @@ pub async fn txn_register_client(id: u64, seed: u64, s: Arc<Shared>) {
         let ok = matches!(outcome, Outcome::Read(_) | Outcome::Written | Outcome::Swapped(_));
         s.done.lock().push(Done { group: g, ok, completed });
         s.history.lock().push(Event { client: id, key: key_id, op, outcome, invoked, completed });
+        if !ok {
+            tokio::time::sleep(FAILED_PAUSE).await;
+        }
     }
 }
 
@@ -380,6 +387,9 @@ pub async fn bank_client(id: u64, seed: u64, s: Arc<Shared>) {
                 }
             }
             s.done.lock().push(Done { group: g, ok: res.is_ok(), completed });
+            if res.is_err() {
+                tokio::time::sleep(FAILED_PAUSE).await;
+            }
             continue;
         }
         seq += 1;
@@ -408,21 +418,25 @@ pub async fn bank_client(id: u64, seed: u64, s: Arc<Shared>) {
         };
         let res = run.await;
         let completed = s.now();
-        let mut log = s.bank.lock();
-        match &res {
-            Ok(true) => {
-                log.acked.insert(tid, transfer);
-            }
-            Ok(false) => {}
-            Err(e) if commit_failure(e) == Outcome::Unknown => {
-                log.unknown.insert(tid, transfer);
-            }
-            Err(_) => {
-                log.aborted.insert(tid, transfer);
+        {
+            let mut log = s.bank.lock();
+            match &res {
+                Ok(true) => {
+                    log.acked.insert(tid, transfer);
+                }
+                Ok(false) => {}
+                Err(e) if commit_failure(e) == Outcome::Unknown => {
+                    log.unknown.insert(tid, transfer);
+                }
+                Err(_) => {
+                    log.aborted.insert(tid, transfer);
+                }
             }
         }
-        drop(log);
         s.done.lock().push(Done { group: g, ok: res.is_ok(), completed });
+        if res.is_err() {
+            tokio::time::sleep(FAILED_PAUSE).await;
+        }
     }
 }
 

@@ -1,12 +1,16 @@
 //! Linearizable reads through raft's ReadIndex: reads arriving in one poll
 //! round share one read-index request; each batch is served once the peer has
-//! applied up to the index raft confirmed with a quorum.
+//! applied up to the index raft confirmed with a quorum. A read's epoch is
+//! checked again when it is served: a split applied while it waited would
+//! otherwise hand back a narrower region than the one the request named,
+//! and a scan clipped to it would skip the keys that left.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use atoll_engine_traits::KvEngine;
 use atoll_proto::atollpb::RaftRequestHeader;
+use atoll_proto::metapb::RegionEpoch;
 
 use crate::error::Error;
 use crate::fsm::PollContext;
@@ -14,9 +18,12 @@ use crate::msg::{ReadCallback, ReadResponse};
 use crate::peer::Peer;
 use crate::transport::{PdSink, Transport};
 
+/// A read waiting: the epoch its request carried, and its callback.
+type PendingRead<S> = (Option<RegionEpoch>, ReadCallback<S>);
+
 struct ReadBatch<S> {
     id: u64,
-    reads: Vec<ReadCallback<S>>,
+    reads: Vec<PendingRead<S>>,
     /// Set once raft confirms the read index.
     index: Option<u64>,
     issued_at_tick: u64,
@@ -25,7 +32,7 @@ struct ReadBatch<S> {
 /// Reads waiting for their read index and for apply to catch up.
 pub struct ReadQueue<S> {
     next_id: u64,
-    new_reads: Vec<ReadCallback<S>>,
+    new_reads: Vec<PendingRead<S>>,
     batches: VecDeque<ReadBatch<S>>,
     len: usize,
 }
@@ -45,12 +52,20 @@ impl<S> ReadQueue<S> {
         self.len == 0
     }
 
+    /// Queues a read as `on_read` does after its checks (for tests that
+    /// drive a peer without a poll context).
+    #[cfg(test)]
+    pub(crate) fn push(&mut self, epoch: Option<RegionEpoch>, cb: ReadCallback<S>) {
+        self.new_reads.push((epoch, cb));
+        self.len += 1;
+    }
+
     pub fn fail_all(&mut self, err: impl Fn() -> Error) {
-        for cb in self.new_reads.drain(..) {
+        for (_, cb) in self.new_reads.drain(..) {
             cb(Err(err()));
         }
         for b in self.batches.drain(..) {
-            for cb in b.reads {
+            for (_, cb) in b.reads {
                 cb(Err(err()));
             }
         }
@@ -72,7 +87,7 @@ impl<E: KvEngine> Peer<E> {
             return cb(Err(Error::Busy(format!("{} has too many pending reads", self.tag()))));
         }
         self.wake();
-        self.reads.new_reads.push(cb);
+        self.reads.new_reads.push((header.region_epoch, cb));
         self.reads.len += 1;
     }
 
@@ -121,7 +136,11 @@ impl<E: KvEngine> Peer<E> {
                 .get_or_insert_with(|| Arc::new(self.raft.store().engine().snapshot()))
                 .clone();
             self.reads.len -= b.reads.len();
-            for cb in b.reads {
+            for (epoch, cb) in b.reads {
+                if let Err(e) = self.check_epoch(epoch.as_ref(), false) {
+                    cb(Err(e));
+                    continue;
+                }
                 cb(Ok(ReadResponse {
                     snapshot: snap.clone(),
                     region: self.region().clone(),

@@ -215,3 +215,37 @@ fn follower_sleeps_when_it_has_the_leaders_whole_log() {
     drop(p);
     assert!(shared.sleeping_followers.is_empty() && shared.ticking.is_empty());
 }
+
+/// A read whose region split while it waited for its read index gets
+/// EpochNotMatch, not a snapshot of the narrower region (a scan clipped
+/// to it would silently skip the keys that left).
+#[test]
+fn a_read_is_checked_against_a_split_applied_while_it_waited() {
+    let mut p = leader();
+    settle(&mut p);
+    let answer = |p: &mut Peer<MemoryEngine>, epoch| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        p.reads.push(epoch, Box::new(move |r| drop(tx.send(r.map(|r| r.region)))));
+        p.propose_pending_reads();
+        rx
+    };
+    let before = answer(&mut p, region(&[]).region_epoch);
+    // The split applies before raft confirms the read index.
+    let mut shrunk = region(&[]);
+    shrunk.end_key = b"g".to_vec();
+    shrunk.region_epoch = Some(metapb::RegionEpoch { conf_ver: 1, version: 2 });
+    p.set_region(shrunk.clone());
+    let after = answer(&mut p, shrunk.region_epoch.clone());
+    while p.raft.has_ready() {
+        let mut rd = p.raft.ready();
+        for rs in rd.take_read_states() {
+            p.on_read_state(rs.request_ctx, rs.index);
+        }
+        let _ = p.raft.advance(rd);
+    }
+    match before.try_recv().expect("answered") {
+        Err(Error::EpochNotMatch { .. }) => {}
+        other => panic!("expected EpochNotMatch, got {other:?}"),
+    }
+    assert_eq!(after.try_recv().expect("answered").unwrap(), shrunk, "the new epoch reads");
+}
