@@ -5,8 +5,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use atoll_client::{Config, RawClient};
-use atoll_tests::proc::{eventually, free_port, http_get, ProcCluster};
+use atoll_client::{Config, Error, RawClient, TxnClient};
+use atoll_tests::proc::{
+    eventually, free_port, http_get, ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG,
+};
 use serde_json::Value;
 
 struct Prometheus(Child);
@@ -56,8 +58,11 @@ fn shipped_prometheus_config_is_valid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_dashboard_query_returns_data() {
-    let c = ProcCluster::start(3);
+    // GC every second, so the GC panels see rounds within the test.
+    let store_cfg = format!("{TEST_STORE_CONFIG}\n[server]\ngc-interval = \"1s\"\n");
+    let c = ProcCluster::start_with(3, TEST_PD_CONFIG, &store_cfg);
     let client = RawClient::connect(Config::new(vec![c.pd_addr.clone()])).await.unwrap();
+    let txn = TxnClient::connect(Config::new(vec![c.pd_addr.clone()])).await.unwrap();
     assert!(
         eventually(Duration::from_secs(60), || async { client.put(b"ready", b"1").await.is_ok() })
             .await
@@ -85,8 +90,24 @@ async fn every_dashboard_query_returns_data() {
             .expect("prometheus (Debian package) is installed by `make deps`"),
     );
 
+    // Transactions: versions for GC to remove, and a write conflict (a
+    // key error); then PD's GC safe point moves past them.
+    for round in 0..3 {
+        let mut t = txn.begin().await.unwrap();
+        t.put(b"dash-txn", format!("v{round}").as_bytes()).unwrap();
+        t.commit().await.unwrap();
+    }
+    let mut late = txn.begin().await.unwrap();
+    let mut early = txn.begin().await.unwrap();
+    late.put(b"dash-txn", b"late").unwrap();
+    early.put(b"dash-txn", b"early").unwrap();
+    late.commit().await.unwrap();
+    assert!(matches!(early.commit().await, Err(Error::Aborted(_))));
+    let safe_point = txn.current_ts().await.unwrap();
+    assert_eq!(txn.pd().update_gc_safe_point(safe_point).await.unwrap(), safe_point);
+
     // A workload touching every panel: writes, reads, scans, a bad request,
-    // timestamps.
+    // timestamps, transactional reads.
     let deadline = Instant::now() + Duration::from_secs(12);
     let mut i = 0u32;
     while Instant::now() < deadline {
@@ -97,6 +118,7 @@ async fn every_dashboard_query_returns_data() {
             client.scan(b"dash-", b"dash.", 50).await.unwrap();
             assert!(client.put(b"", b"empty keys are refused").await.is_err());
             client.pd().get_ts().await.unwrap();
+            txn.begin().await.unwrap().get(b"dash-txn").await.unwrap();
         }
         i += 1;
     }

@@ -63,7 +63,8 @@ has_header!(
     pdpb::GetClusterConfigResponse,
     keyspacepb::LoadKeyspaceResponse,
     pdpb::TsoResponse,
-    pdpb::GetGcSafePointResponse
+    pdpb::GetGcSafePointResponse,
+    pdpb::UpdateGcSafePointResponse
 );
 
 fn check<T: HasHeader>(resp: T) -> Result<T> {
@@ -302,6 +303,14 @@ impl PdClient {
     pub async fn get_gc_safe_point(&self) -> Result<u64> {
         let req = pdpb::GetGcSafePointRequest { header: None };
         Ok(call!(self, pd, get_gc_safe_point, req.clone())?.safe_point)
+    }
+
+    /// Moves the GC safe point up to `safe_point` (never down); returns the
+    /// safe point in force. Locks below it must be resolved first, as
+    /// TiKV's clients do before calling it.
+    pub async fn update_gc_safe_point(&self, safe_point: u64) -> Result<u64> {
+        let req = pdpb::UpdateGcSafePointRequest { header: None, safe_point };
+        Ok(call!(self, pd, update_gc_safe_point, req.clone())?.new_safe_point)
     }
 
     /// The cluster's API version; `None` until it is bootstrapped.

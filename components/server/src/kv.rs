@@ -358,7 +358,7 @@ impl<E: KvEngine> Tikv for KvService<E> {
         };
         match self.txn.prewrite(&ctx, args).await {
             Ok(out) => {
-                resp.errors = out.errors.iter().map(convert::key_error).collect();
+                resp.errors = convert::key_errors("kv_prewrite", &out.errors);
                 resp.min_commit_ts = out.min_commit_ts;
                 resp.one_pc_commit_ts = out.one_pc_commit_ts;
             }
@@ -401,7 +401,7 @@ impl<E: KvEngine> Tikv for KvService<E> {
                 resp.values = values.into_iter().map(Option::unwrap_or_default).collect();
             }
             Ok(Ok(_)) => {}
-            Ok(Err(errors)) => resp.errors = errors.iter().map(convert::key_error).collect(),
+            Ok(Err(errors)) => resp.errors = convert::key_errors("kv_pessimistic_lock", &errors),
             Err(e) => {
                 let (re, ke) = convert::split("kv_pessimistic_lock", e);
                 resp.region_error = re;

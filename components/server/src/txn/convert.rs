@@ -85,6 +85,15 @@ pub fn key_error(e: &atoll_txn::Error) -> KeyError {
     k
 }
 
+/// A command's per-key errors (conflicts, locks met), counted as key
+/// errors of the request when there are any.
+pub fn key_errors(kind: &str, errors: &[atoll_txn::Error]) -> Vec<KeyError> {
+    if !errors.is_empty() {
+        GRPC_ERRORS.with_label_values(&[kind, "key"]).inc();
+    }
+    errors.iter().map(key_error).collect()
+}
+
 /// A command's error: a region error (the client retries elsewhere) or a
 /// key error (for the user; `abort` carries store errors such as
 /// `undetermined: ...`).
