@@ -64,7 +64,7 @@ run: deps
 bench: build
 	$(BIN)/atoll-bench-engine
 	$(BIN)/atoll-bench-regions
-	$(BIN)/atoll-bench-ycsb
+	$(BIN)/atoll-bench-ycsb --txn
 
 # Fault injection against a real cluster (PD + 5 stores, each in its own
 # network namespace when root) with the linearizability and set checkers

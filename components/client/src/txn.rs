@@ -428,6 +428,8 @@ pub struct Transaction {
     locked: BTreeSet<Vec<u8>>,
     primary: Option<Vec<u8>>,
     for_update_ts: u64,
+    /// Did any lock or prewrite request leave (so there may be locks)?
+    sent: bool,
     state: State,
 }
 
@@ -441,6 +443,7 @@ impl Transaction {
             locked: BTreeSet::new(),
             primary: None,
             for_update_ts: start_ts,
+            sent: false,
             state: State::Active,
         }
     }
@@ -576,6 +579,7 @@ impl Transaction {
         }
         let primary = self.primary.get_or_insert_with(|| wires[0].clone()).clone();
         let c = self.client.clone();
+        self.sent = true;
         for attempt in 0..c.inner.cfg.max_attempts {
             let for_update_ts = c.current_ts().await?;
             let start_ts = self.start_ts;
@@ -659,6 +663,7 @@ impl Transaction {
             .primary
             .clone()
             .unwrap_or_else(|| self.buffer.keys().next().expect("not empty").clone());
+        self.sent = true;
         if let Err(e) = self.prewrite(&primary).await {
             // The primary's commit was never sent: nothing can commit.
             // Roll back now what we can; readers roll back the rest.
@@ -845,6 +850,10 @@ impl Transaction {
     }
 
     async fn rollback_keys(&self) -> Result<()> {
+        if !self.sent {
+            // Nothing left this client: nothing to undo.
+            return Ok(());
+        }
         let start_ts = self.start_ts;
         let keys: Vec<(Vec<u8>, ())> = self
             .buffer
