@@ -164,11 +164,7 @@ const UNDETERMINED_PREFIX: &str = "undetermined: ";
 
 impl RawClient {
     pub async fn connect(cfg: Config) -> Result<RawClient> {
-        let pd = PdClient::connect(&cfg.pd_endpoints, cfg.timeout).await?;
-        let api = match cfg.api_version {
-            Some(v) => v,
-            None => Self::cluster_api_version(&pd, cfg.timeout).await?,
-        };
+        let (pd, api) = Self::connect_pd(&cfg).await?;
         let keys = match api {
             ApiVersion::V1 => KeyMap::v1(),
             ApiVersion::V2 => KeyMap::v2(pd.load_keyspace(KEYSPACE).await?.id),
@@ -187,8 +183,19 @@ impl RawClient {
         }
     }
 
+    /// PD, and the API version to speak (the configured one, or the
+    /// cluster's once it is bootstrapped).
+    pub(crate) async fn connect_pd(cfg: &Config) -> Result<(PdClient, ApiVersion)> {
+        let pd = PdClient::connect(&cfg.pd_endpoints, cfg.timeout).await?;
+        let api = match cfg.api_version {
+            Some(v) => v,
+            None => Self::cluster_api_version(&pd, cfg.timeout).await?,
+        };
+        Ok((pd, api))
+    }
+
     /// The cluster's API version, once it is bootstrapped.
-    pub(crate) async fn cluster_api_version(pd: &PdClient, wait: Duration) -> Result<ApiVersion> {
+    async fn cluster_api_version(pd: &PdClient, wait: Duration) -> Result<ApiVersion> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(v) = pd.api_version().await? {

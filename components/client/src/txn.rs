@@ -88,11 +88,7 @@ fn describe(e: &KeyError) -> String {
 
 impl TxnClient {
     pub async fn connect(cfg: Config) -> Result<TxnClient> {
-        let pd = PdClient::connect(&cfg.pd_endpoints, cfg.timeout).await?;
-        let api = match cfg.api_version {
-            Some(v) => v,
-            None => RawClient::cluster_api_version(&pd, cfg.timeout).await?,
-        };
+        let (pd, api) = RawClient::connect_pd(&cfg).await?;
         if api != ApiVersion::V2 {
             return Err(Error::Invalid(format!(
                 "transactions need an API V2 cluster (keyspace `x` keys); this one runs {api}"
