@@ -107,6 +107,16 @@ impl ProcCluster {
         Self::start_on(None, n, pd_toml, store_toml)
     }
 
+    /// PD and one store per entry of `stores` (each its own config file),
+    /// on loopback.
+    pub fn start_each(pd_toml: &str, stores: &[String]) -> ProcCluster {
+        let mut c = Self::start_pd_only(None, stores.len().min(3), pd_toml, "");
+        for toml in stores {
+            c.add_store_with(toml);
+        }
+        c
+    }
+
     /// Like [`ProcCluster::start_with`], each process on its own host of
     /// `net` (which needs at least `n + 1` hosts): PD on host 0, store `i`
     /// on host `i + 1`.
@@ -116,6 +126,20 @@ impl ProcCluster {
     }
 
     fn start_on(net: Option<Arc<Network>>, n: usize, pd_toml: &str, store_toml: &str) -> Self {
+        let mut c = Self::start_pd_only(net, n.min(3), pd_toml, store_toml);
+        for _ in 0..n {
+            c.add_store();
+        }
+        c
+    }
+
+    /// PD alone, for a cluster of `max_replicas` replicas per region.
+    fn start_pd_only(
+        net: Option<Arc<Network>>,
+        max_replicas: usize,
+        pd_toml: &str,
+        store_toml: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pd.toml"), pd_toml).unwrap();
         std::fs::write(dir.path().join("store.toml"), store_toml).unwrap();
@@ -126,19 +150,9 @@ impl ProcCluster {
             }
             None => (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())),
         };
-        let mut c = ProcCluster {
-            pd_addr,
-            pd_status,
-            pd: None,
-            max_replicas: n.min(3),
-            stores: vec![],
-            dir,
-            net,
-        };
+        let mut c =
+            ProcCluster { pd_addr, pd_status, pd: None, max_replicas, stores: vec![], dir, net };
         c.start_pd();
-        for _ in 0..n {
-            c.add_store();
-        }
         c
     }
 

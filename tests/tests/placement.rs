@@ -2,7 +2,7 @@
 //! store, and rebuilding the replicas of a store that died for good.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atoll_client::{Config, RawClient};
 use atoll_tests::proc::{
@@ -305,4 +305,64 @@ async fn ctl_shows_the_cluster_and_asks_pd_to_split_and_transfer_leaders() {
     .await;
     assert!(moved, "leader did not move to store {to}");
     check_all(&client, 200).await;
+}
+
+/// Stores 0 and 1 run on one host (`host` label "a"), stores 2 and 3 on
+/// hosts of their own: the first region and every region split from it or
+/// moved by balance has at most one replica on host "a", and both stores
+/// of that host take a share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_region_has_two_replicas_on_one_host() {
+    let labeled = |host: &str| {
+        format!(
+            "{}\n[server]\nlabels = {{ host = \"{host}\", zone = \"z1\" }}\n",
+            store_config(BALANCE_STORE_CONFIG)
+        )
+    };
+    let c = ProcCluster::start_each(
+        TEST_PD_CONFIG,
+        &[labeled("a"), labeled("a"), labeled("b"), labeled("c")],
+    );
+    let client = client(&c).await;
+    let addr_of_id: HashMap<u64, String> = pd_json(&c, "/pd/api/v1/stores")["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_u64().unwrap(), s["address"].as_str().unwrap().to_owned()))
+        .collect();
+    let host_a: Vec<u64> = addr_of_id
+        .iter()
+        .filter(|(_, a)| [c.store_addr(0), c.store_addr(1)].contains(&a.as_str()))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(host_a.len(), 2, "{addr_of_id:?}");
+    const N: usize = 2000;
+    write_all(&client, 0..N).await;
+    let on_a = |r: &Value| {
+        r["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| host_a.contains(&p["store_id"].as_u64().unwrap()))
+            .count()
+    };
+    // Splits and balance run; no region holds both, except for the moment
+    // a replica moves between the host's two stores (added before the old
+    // one is removed: 4 peers).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut shared = false;
+    while Instant::now() < deadline {
+        let rs = regions(&c);
+        for r in rs.iter().filter(|r| r["peers"].as_array().unwrap().len() <= 3) {
+            assert!(on_a(r) <= 1, "two replicas on host a: {r}");
+        }
+        let counts = store_counts(&c);
+        shared = rs.len() >= 16 && host_a.iter().all(|id| counts.get(id).is_some_and(|c| c.0 > 0));
+        if shared {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(shared, "both stores of host a should hold regions: {:?}", store_counts(&c));
+    check_all(&client, N).await;
 }

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -52,6 +53,9 @@ pub struct ServerConfig {
     pub grpc_max_message_size: ReadableSize,
     /// How often the GC worker asks PD whether the GC safe point moved.
     pub gc_interval: ReadableDuration,
+    /// Store labels, e.g. `labels = { zone = "z1", host = "h1" }`. PD never
+    /// puts two replicas of a region on stores with the same `host`.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
             raft_msg_batch_bytes_max: ReadableSize::mib(10),
             grpc_max_message_size: ReadableSize::mib(64),
             gc_interval: ReadableDuration(std::time::Duration::from_secs(10)),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -114,6 +119,11 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        if let Some((k, v)) =
+            self.server.labels.iter().find(|(k, v)| k.trim().is_empty() || v.trim().is_empty())
+        {
+            return Err(format!("server.labels: empty label key or value ({k:?} = {v:?})"));
+        }
         for (name, a) in
             [("server.addr", &self.server.addr), ("server.status-addr", &self.server.status_addr)]
         {

@@ -88,6 +88,22 @@ pub async fn register(pd: &PdClient, store: metapb::Store) -> Result<(), NodeErr
     Ok(())
 }
 
+/// The stores of the first region: by id, skipping any whose `host` label
+/// an earlier pick has (PD's placement rule), at most `want`.
+fn first_on_distinct_hosts(mut stores: Vec<metapb::Store>, want: usize) -> Vec<u64> {
+    stores.sort_by_key(|s| s.id);
+    let host = |s: &metapb::Store| {
+        s.labels.iter().find(|l| l.key == "host" && !l.value.is_empty()).map(|l| l.value.clone())
+    };
+    let mut hosts = std::collections::HashSet::new();
+    stores
+        .iter()
+        .filter(|s| host(s).is_none_or(|h| hosts.insert(h)))
+        .map(|s| s.id)
+        .take(want)
+        .collect()
+}
+
 fn initial_epoch(r: &metapb::Region) -> bool {
     r.region_epoch.as_ref().is_some_and(|e| e.conf_ver == 1 && e.version == 1)
 }
@@ -114,8 +130,7 @@ pub async fn bootstrap<E: KvEngine>(
             continue;
         }
         let want = pd.get_cluster_config().await?.max_peer_count.max(1) as usize;
-        let mut stores: Vec<u64> = pd.get_all_stores().await?.iter().map(|s| s.id).collect();
-        stores.sort_unstable();
+        let stores = first_on_distinct_hosts(pd.get_all_stores().await?, want);
         if stores.len() >= want && stores[0] == me.id {
             let region_id = pd.alloc_id().await?;
             let mut peers = Vec::with_capacity(want);
@@ -142,7 +157,7 @@ pub async fn bootstrap<E: KvEngine>(
         }
         if !logged {
             tracing::info!(
-                "waiting for {want} stores to register before bootstrap ({} so far)",
+                "waiting for {want} stores on distinct hosts to register before bootstrap ({} so far)",
                 stores.len()
             );
             logged = true;
@@ -159,4 +174,28 @@ pub async fn bootstrap<E: KvEngine>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_region_goes_to_distinct_hosts() {
+        let store = |id: u64, host: Option<&str>| metapb::Store {
+            id,
+            labels: host
+                .map(|h| vec![metapb::StoreLabel { key: "host".into(), value: h.into() }])
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let stores =
+            vec![store(4, Some("c")), store(2, Some("a")), store(1, Some("a")), store(3, None)];
+        assert_eq!(first_on_distinct_hosts(stores.clone(), 3), vec![1, 3, 4]);
+        assert_eq!(
+            first_on_distinct_hosts(stores[1..3].to_vec(), 3),
+            vec![1],
+            "one host: one pick"
+        );
+    }
 }

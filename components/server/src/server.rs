@@ -103,6 +103,12 @@ impl Server {
             status_address: status_addr.to_string(),
             version: env!("CARGO_PKG_VERSION").into(),
             start_timestamp: atoll_util::time::unix_secs() as i64,
+            labels: cfg
+                .server
+                .labels
+                .iter()
+                .map(|(k, v)| metapb::StoreLabel { key: k.clone(), value: v.clone() })
+                .collect(),
             ..Default::default()
         };
         crate::node::register(&pd, me.clone()).await?;

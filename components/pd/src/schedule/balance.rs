@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use atoll_proto::metapb;
 
-use super::{OpKind, OpStep, Operator, Operators, ScheduleConfig, StoreView};
+use super::{host_clash, OpKind, OpStep, Operator, Operators, ScheduleConfig, StoreView};
 use crate::cluster::{Cluster, RegionInfo};
 
 fn voter_on(r: &metapb::Region, store: u64) -> bool {
@@ -112,23 +112,39 @@ pub fn balance_regions(
     counts.retain(|id, _| views.get(id).is_some_and(|v| v.up));
     let mut picked: HashSet<u64> = HashSet::new();
     let budget = cfg.region_schedule_limit.saturating_sub(ops.count(OpKind::Region));
+    let labeled = views.values().any(|v| v.host.is_some());
     while out.len() < budget && counts.len() >= 2 {
-        let (&src, &max) =
-            counts.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))).expect("non-empty");
-        let (&dst, &min) = counts.iter().min_by_key(|(id, n)| (**n, **id)).expect("non-empty");
-        if src == dst || (max - min) as u64 <= cfg.balance_tolerance {
-            break;
+        // Fullest source and emptiest target first; when host labels rule
+        // out every region of that pair, the next pair (without labels,
+        // only that pair).
+        let mut order: Vec<(u64, i64)> = counts.iter().map(|(id, n)| (*id, *n)).collect();
+        order.sort_by_key(|(id, n)| (std::cmp::Reverse(*n), *id));
+        let pairs = order
+            .iter()
+            .flat_map(|&(src, max)| order.iter().rev().map(move |&(dst, min)| (src, max, dst, min)))
+            .filter(|(src, _, dst, _)| src != dst)
+            .take(if labeled { usize::MAX } else { 1 });
+        let mut chosen = None;
+        for (src, max, dst, min) in pairs {
+            if max - min <= cfg.balance_tolerance as i64 {
+                continue;
+            }
+            let region = c
+                .all_regions()
+                .filter(|r| {
+                    voter_on(&r.region, src)
+                        && !r.region.peers.iter().any(|p| p.store_id == dst)
+                        && !host_clash(&r.region, dst, Some(src), views)
+                        && !picked.contains(&r.region.id)
+                        && movable(r, ops, busy, views)
+                })
+                .min_by_key(|r| (r.approximate_size, r.region.id));
+            if let Some(r) = region {
+                chosen = Some((src, dst, r));
+                break;
+            }
         }
-        let region = c
-            .all_regions()
-            .filter(|r| {
-                voter_on(&r.region, src)
-                    && !r.region.peers.iter().any(|p| p.store_id == dst)
-                    && !picked.contains(&r.region.id)
-                    && movable(r, ops, busy, views)
-            })
-            .min_by_key(|r| (r.approximate_size, r.region.id));
-        let Some(r) = region else { break };
+        let Some((src, dst, r)) = chosen else { break };
         let Some(peer_id) = alloc_id() else { break };
         picked.insert(r.region.id);
         let mut steps = vec![

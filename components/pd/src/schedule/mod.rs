@@ -39,6 +39,29 @@ pub struct StoreView {
     pub up: bool,
     pub region_count: u64,
     pub leader_count: u64,
+    /// The store's `host` label: no two replicas of a region on one host.
+    pub host: Option<String>,
+}
+
+/// The `host` label of a store, if it has one.
+pub fn host_label(s: &metapb::Store) -> Option<String> {
+    s.labels.iter().find(|l| l.key == "host" && !l.value.is_empty()).map(|l| l.value.clone())
+}
+
+/// Would a replica of `region` on `target` share a host with one of its
+/// other replicas (`leaving` is on its way out and does not count)?
+pub fn host_clash(
+    region: &metapb::Region,
+    target: u64,
+    leaving: Option<u64>,
+    views: &HashMap<u64, StoreView>,
+) -> bool {
+    let Some(host) = views.get(&target).and_then(|v| v.host.as_ref()) else { return false };
+    region.peers.iter().any(|p| {
+        p.store_id != target
+            && Some(p.store_id) != leaving
+            && views.get(&p.store_id).and_then(|v| v.host.as_ref()) == Some(host)
+    })
 }
 
 /// Store liveness: heartbeat within `max_store_down_time`. A store PD has
@@ -57,7 +80,14 @@ pub fn store_views(
         .map(|s| {
             let last = s.last_heartbeat.unwrap_or(pd_started);
             let up = now.saturating_duration_since(last) <= cfg.max_store_down_time;
-            (s.store.id, StoreView { id: s.store.id, up, region_count: 0, leader_count: 0 })
+            let view = StoreView {
+                id: s.store.id,
+                up,
+                region_count: 0,
+                leader_count: 0,
+                host: host_label(&s.store),
+            };
+            (s.store.id, view)
         })
         .collect();
     for r in c.all_regions() {
@@ -186,15 +216,19 @@ pub fn schedule(
     out
 }
 
-/// Stores that could take a new replica of `region`, best (fewest regions) first.
+/// Stores that could take a new replica of `region` (replacing `leaving`,
+/// if any), best (fewest regions) first: up, without a replica of it, and
+/// on no host that holds another of its replicas.
 pub(crate) fn candidate_stores(
     region: &metapb::Region,
+    leaving: Option<u64>,
     counts: &HashMap<u64, i64>,
     views: &HashMap<u64, StoreView>,
 ) -> Vec<u64> {
     let mut c: Vec<u64> = views
         .values()
         .filter(|v| v.up && !region.peers.iter().any(|p| p.store_id == v.id))
+        .filter(|v| !host_clash(region, v.id, leaving, views))
         .map(|v| v.id)
         .collect();
     c.sort_by_key(|id| (counts.get(id).copied().unwrap_or(0), *id));
@@ -271,7 +305,7 @@ pub(crate) mod test_util {
 
 #[cfg(test)]
 mod tests {
-    use super::test_util::{cfg, cluster};
+    use super::test_util::{cfg, cluster, counter};
     use super::*;
 
     #[test]
@@ -305,5 +339,72 @@ mod tests {
         );
         let views = store_views(&c, now, start, &cfg());
         assert_eq!(ops.doomed(&views), vec![1]);
+    }
+
+    /// Stores 1 and 2 share host `a`: no region gets replicas on both, by
+    /// repair, by adding a replica, or by balance; a replica on a dead
+    /// store of the host no longer counts.
+    #[test]
+    fn replicas_never_share_a_host() {
+        let start = Instant::now();
+        let hosts = [(1, "a"), (2, "a"), (3, "b"), (4, "c")];
+        let label = |c: &mut Cluster| {
+            for (id, h) in hosts {
+                let labels = vec![metapb::StoreLabel { key: "host".into(), value: h.into() }];
+                c.stores.get_mut(&id).unwrap().store.labels = labels;
+            }
+        };
+        let targets = |ops: &[Operator]| -> Vec<(u64, u64)> {
+            ops.iter()
+                .flat_map(|o| {
+                    o.steps.iter().filter_map(move |s| match s {
+                        OpStep::AddLearner { store_id, .. } => Some((o.region_id, *store_id)),
+                        _ => None,
+                    })
+                })
+                .collect()
+        };
+        // A region one replica short, on 1 (host a) and 3: the third goes
+        // to 4, not to 2 (host a), though 2 holds fewer regions.
+        let mut c = cluster(&[1, 2, 3, 4], &[(1, &[1, 3]), (3, &[3, 4])], start);
+        label(&mut c);
+        let ops = schedule(&c, &Operators::default(), start, start, &cfg(), &mut counter());
+        assert_eq!(targets(&ops), vec![(1, 4), (2, 2)]);
+        // Store 1 dead: its replica moves to 2 (same host, but 1 is leaving).
+        let mut c = cluster(&[1, 2, 3, 4], &[(3, &[1, 3, 4])], start);
+        label(&mut c);
+        let later = start + Duration::from_secs(60);
+        for s in [2, 3, 4] {
+            c.stores.get_mut(&s).unwrap().last_heartbeat = Some(later);
+        }
+        let ops = schedule(&c, &Operators::default(), later, start, &cfg(), &mut counter());
+        assert_eq!(targets(&ops), vec![(1, 2)]);
+        // Balance toward the empty store 2: only replicas leaving 1 (the
+        // same host) may go there; without labels, others go too.
+        let both = |c: &Cluster, ops: &[Operator]| {
+            ops.iter().any(|o| {
+                let r = c.region_by_id(o.region_id).unwrap();
+                let mut on: std::collections::BTreeSet<u64> =
+                    r.region.peers.iter().map(|p| p.store_id).collect();
+                for s in &o.steps {
+                    match s {
+                        OpStep::AddLearner { store_id, .. } => on.insert(*store_id),
+                        OpStep::RemovePeer { store_id } => on.remove(store_id),
+                        _ => false,
+                    };
+                }
+                on.contains(&1) && on.contains(&2)
+            })
+        };
+        let regions: Vec<(u64, &[u64])> = (0..8).map(|_| (3, &[1u64, 3, 4][..])).collect();
+        let mut c = cluster(&[1, 2, 3, 4], &regions, start);
+        let mut cfg = cfg();
+        cfg.region_schedule_limit = 8;
+        let unlabeled = schedule(&c, &Operators::default(), start, start, &cfg, &mut counter());
+        assert!(both(&c, &unlabeled), "without labels some move ends with 1 and 2");
+        label(&mut c);
+        let ops = schedule(&c, &Operators::default(), start, start, &cfg, &mut counter());
+        assert!(targets(&ops).iter().any(|(_, s)| *s == 2), "replicas leave 1 for 2");
+        assert!(!both(&c, &ops), "{:?}", targets(&ops));
     }
 }

@@ -40,9 +40,10 @@ pub fn check_replicas(
         let voters: Vec<&metapb::Peer> = peers.iter().filter(|p| !is_learner(p)).collect();
         let down: Vec<&metapb::Peer> = peers.iter().filter(|p| !up(p.store_id)).collect();
         let add = |counts: &mut HashMap<u64, i64>,
-                   alloc_id: &mut dyn FnMut() -> Option<u64>|
+                   alloc_id: &mut dyn FnMut() -> Option<u64>,
+                   leaving: Option<u64>|
          -> Option<Vec<OpStep>> {
-            let target = *candidate_stores(&r.region, counts, views).first()?;
+            let target = *candidate_stores(&r.region, leaving, counts, views).first()?;
             let peer_id = alloc_id()?;
             *counts.entry(target).or_default() += 1;
             Some(vec![
@@ -67,7 +68,7 @@ pub fn check_replicas(
                 ))
             } else {
                 // Rebuild first, then drop the dead voter (never shrink below the quorum we have).
-                add(&mut counts, alloc_id).map(|mut steps| {
+                add(&mut counts, alloc_id, Some(dead.store_id)).map(|mut steps| {
                     steps.push(OpStep::RemovePeer { store_id: dead.store_id });
                     ("replace-down-replica", steps)
                 })
@@ -83,7 +84,7 @@ pub fn check_replicas(
                 Some(("remove-extra-learner", vec![OpStep::RemovePeer { store_id: l.store_id }]))
             }
         } else if voters.len() < cfg.max_replicas {
-            add(&mut counts, alloc_id).map(|steps| ("add-replica", steps))
+            add(&mut counts, alloc_id, None).map(|steps| ("add-replica", steps))
         } else if voters.len() > cfg.max_replicas {
             // Drop a follower on the busiest store.
             voters
