@@ -393,6 +393,29 @@ pub fn try_http_post(addr: &str, path: &str, body: &str) -> std::io::Result<Stri
 
 pub use atoll_codec::hex;
 
+/// The default keyspace's transactional key `k` as requests carry it
+/// (API V2: `x` + keyspace 0).
+pub fn txn_wire_key(k: &[u8]) -> Vec<u8> {
+    let mut w = atoll_codec::api::keyspace_prefix(atoll_codec::api::TXN_KEY_PREFIX, 0).to_vec();
+    w.extend_from_slice(k);
+    w
+}
+
+/// Splits the cluster's transactional key space (default keyspace) at each
+/// of the user keys `keys`.
+pub async fn split_txn_keys(c: &ProcCluster, keys: &[&str]) {
+    let pd = atoll_pd_client::PdClient::connect(
+        std::slice::from_ref(&c.pd_addr),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("pd");
+    for k in keys {
+        let w = txn_wire_key(k.as_bytes());
+        split_at(&pd, &c.pd_addr, &atoll_codec::encode_bytes(&w), &w).await;
+    }
+}
+
 /// Splits the region holding `region_key` so that a region starts exactly
 /// there, through PD's HTTP API (`wire_key` is the same key as a raw
 /// request carries it, which is what PD takes), and waits until PD routes

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use atoll_client::{Config, Error, TxnClient};
 use atoll_proto::kvrpcpb;
 use atoll_proto::tikvpb::tikv_client::TikvClient;
-use atoll_tests::proc::{binary, split_at, ProcCluster};
+use atoll_tests::proc::{binary, split_txn_keys, txn_wire_key, ProcCluster};
 
 async fn connect(c: &ProcCluster) -> TxnClient {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -18,25 +18,6 @@ async fn connect(c: &ProcCluster) -> TxnClient {
             Err(e) => assert!(Instant::now() < deadline, "no client: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn wire(k: &str) -> Vec<u8> {
-    let mut w = vec![b'x', 0, 0, 0];
-    w.extend_from_slice(k.as_bytes());
-    w
-}
-
-async fn split(c: &ProcCluster, keys: &[&str]) {
-    let pd = atoll_pd_client::PdClient::connect(
-        std::slice::from_ref(&c.pd_addr),
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("pd");
-    for k in keys {
-        let w = wire(k);
-        split_at(&pd, &c.pd_addr, &atoll_codec::encode_bytes(&w), &w).await;
     }
 }
 
@@ -51,7 +32,7 @@ fn keys(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
 /// Prewrites `key` as primary of transaction `start_ts` straight on the
 /// region's leader and never commits it: an abandoned transaction.
 async fn leave_lock(client: &TxnClient, key: &str, start_ts: u64, ttl_ms: u64) {
-    let w = wire(key);
+    let w = txn_wire_key(key.as_bytes());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(Instant::now() < deadline, "could not leave a lock on {key}");
@@ -96,7 +77,7 @@ async fn leave_lock(client: &TxnClient, key: &str, start_ts: u64, ttl_ms: u64) {
 async fn transactions_through_atoll_client() {
     let c = ProcCluster::start(3);
     let client = connect(&c).await;
-    split(&c, &["g", "n", "t"]).await;
+    split_txn_keys(&c, &["g", "n", "t"]).await;
 
     // Own writes, snapshot isolation, commit visibility.
     let mut t1 = client.begin().await.unwrap();

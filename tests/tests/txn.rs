@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use atoll_tests::proc::{split_at, ProcCluster};
+use atoll_tests::proc::{split_txn_keys, ProcCluster};
 use tikv_client::{Config, TransactionClient, TransactionOptions};
 
 async fn connect(c: &ProcCluster) -> TransactionClient {
@@ -47,27 +47,6 @@ async fn txn_client(c: &ProcCluster) -> TransactionClient {
     }
 }
 
-/// The user key `k` of the default keyspace as a store and PD see it.
-fn wire(k: &str) -> Vec<u8> {
-    let mut w = vec![b'x', 0, 0, 0];
-    w.extend_from_slice(k.as_bytes());
-    w
-}
-
-/// Splits the cluster's transactional key space at each of `keys`.
-async fn split(c: &ProcCluster, keys: &[&str]) {
-    let pd = atoll_pd_client::PdClient::connect(
-        std::slice::from_ref(&c.pd_addr),
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("pd");
-    for k in keys {
-        let w = wire(k);
-        split_at(&pd, &c.pd_addr, &atoll_codec::encode_bytes(&w), &w).await;
-    }
-}
-
 fn s(v: Option<Vec<u8>>) -> Option<String> {
     v.map(|v| String::from_utf8(v).unwrap())
 }
@@ -80,7 +59,7 @@ fn keys_of(pairs: impl IntoIterator<Item = tikv_client::KvPair>) -> Vec<String> 
 async fn transactions_through_tikv_client() {
     let c = ProcCluster::start(3);
     let client = txn_client(&c).await;
-    split(&c, &["g", "n", "t"]).await;
+    split_txn_keys(&c, &["g", "n", "t"]).await;
 
     // Optimistic 2PC: own writes visible, others' only once committed and
     // only to snapshots after the commit.
@@ -203,7 +182,7 @@ async fn a_commit_right_after_cluster_start_is_durable() {
     let mut t = client.begin_optimistic().await.unwrap();
     t.put("early".to_owned(), "1".to_owned()).await.unwrap();
     t.commit().await.unwrap();
-    split(&c, &["g", "n", "t"]).await;
+    split_txn_keys(&c, &["g", "n", "t"]).await;
     let mut r = client.begin_optimistic().await.unwrap();
     assert_eq!(s(r.get("early".to_owned()).await.unwrap()).as_deref(), Some("1"));
     r.rollback().await.unwrap();

@@ -154,9 +154,7 @@ pub async fn run_history(
     // (region key, wire key) of a workload key: raw, or transactional.
     let placed = |k: &[u8]| -> (Vec<u8>, Vec<u8>) {
         if workload.transactional() {
-            let mut wire =
-                atoll_codec::api::keyspace_prefix(atoll_codec::api::TXN_KEY_PREFIX, 0).to_vec();
-            wire.extend_from_slice(k);
+            let wire = crate::proc::txn_wire_key(k);
             (atoll_codec::encode_bytes(&wire), wire)
         } else {
             (client.region_key(k), client.wire_key(k))
