@@ -14,8 +14,8 @@ struct Args {
     /// gRPC + HTTP API address.
     #[arg(long)]
     client_addr: Option<String>,
-    /// Address advertised to clients.
-    #[arg(long)]
+    /// Address advertised to stores and clients (needed with a 0.0.0.0 client-addr).
+    #[arg(long, alias = "advertise-addr")]
     advertise_client_addr: Option<String>,
     /// /metrics and /status address.
     #[arg(long)]

@@ -19,6 +19,9 @@ struct Args {
     /// /metrics and /status address.
     #[arg(long)]
     status_addr: Option<String>,
+    /// The /metrics and /status address other hosts use (with a 0.0.0.0 status-addr).
+    #[arg(long)]
+    advertise_status_addr: Option<String>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Comma-separated PD endpoints.
@@ -47,6 +50,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = a.status_addr {
         cfg.server.status_addr = v;
+    }
+    if let Some(v) = a.advertise_status_addr {
+        cfg.server.advertise_status_addr = v;
     }
     if let Some(v) = a.data_dir {
         cfg.storage.data_dir = v;

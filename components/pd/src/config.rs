@@ -63,9 +63,16 @@ impl Default for Config {
 
 impl Config {
     pub fn validate(&self) -> Result<(), String> {
-        self.client_addr
+        let listen = self
+            .client_addr
             .parse::<SocketAddr>()
             .map_err(|e| format!("pd.client-addr {:?}: {e}", self.client_addr))?;
+        if listen.ip().is_unspecified() && self.advertise_client_addr.is_empty() {
+            return Err(format!(
+                "pd.client-addr {listen} listens on every interface: set \
+                 pd.advertise-client-addr (--advertise-addr) to an address stores and clients reach"
+            ));
+        }
         self.status_addr
             .parse::<SocketAddr>()
             .map_err(|e| format!("pd.status-addr {:?}: {e}", self.status_addr))?;
@@ -105,5 +112,20 @@ impl Config {
         } else {
             self.advertise_client_addr.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_on_every_interface_needs_an_advertised_address() {
+        let mut c = Config { client_addr: "0.0.0.0:2379".into(), ..Config::default() };
+        assert!(c.validate().unwrap_err().contains("advertise-client-addr"));
+        c.advertise_client_addr = "10.0.0.5:2379".into();
+        c.validate().unwrap();
+        assert_eq!(c.advertise(), "10.0.0.5:2379");
+        Config::default().validate().unwrap();
     }
 }

@@ -117,6 +117,7 @@ impl HttpApi {
                         serde_json::json!({
                             "id": s.store.id,
                             "address": s.store.address,
+                            "status_address": s.store.status_address,
                             "state_name": state,
                             "region_count": v.map_or(0, |v| v.region_count),
                             "leader_count": v.map_or(0, |v| v.leader_count),

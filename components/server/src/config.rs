@@ -38,6 +38,9 @@ pub struct ServerConfig {
     pub advertise_addr: String,
     /// `/metrics` and `/status`.
     pub status_addr: String,
+    /// Address Prometheus and tools reach `status_addr` at (PD shows it);
+    /// defaults to `status_addr`.
+    pub advertise_status_addr: String,
     /// Keys longer than this are rejected.
     pub max_key_size: ReadableSize,
     /// Values larger than this are rejected (must stay below the raft entry limit).
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             addr: "127.0.0.1:20160".into(),
             advertise_addr: String::new(),
             status_addr: "127.0.0.1:20180".into(),
+            advertise_status_addr: String::new(),
             max_key_size: ReadableSize::kib(8),
             max_value_size: ReadableSize::mib(6),
             max_scan_limit: 10240,
@@ -124,10 +128,13 @@ impl Config {
         {
             return Err(format!("server.labels: empty label key or value ({k:?} = {v:?})"));
         }
-        for (name, a) in
-            [("server.addr", &self.server.addr), ("server.status-addr", &self.server.status_addr)]
-        {
-            a.parse::<SocketAddr>().map_err(|e| format!("{name} {a:?}: {e}"))?;
+        for (name, a, advertised) in [
+            ("addr", &self.server.addr, &self.server.advertise_addr),
+            ("status-addr", &self.server.status_addr, &self.server.advertise_status_addr),
+        ] {
+            let listen =
+                a.parse::<SocketAddr>().map_err(|e| format!("server.{name} {a:?}: {e}"))?;
+            check_advertised(name, listen, advertised)?;
         }
         if self.pd.endpoints.is_empty() {
             return Err("pd.endpoints must list at least one PD".into());
@@ -169,6 +176,16 @@ impl Config {
         self.raftstore.validate()
     }
 
+    /// The address PD records for `/metrics` and `/status` (`bound`: the
+    /// address the status server listens on).
+    pub fn advertise_status_addr(&self, bound: SocketAddr) -> String {
+        if self.server.advertise_status_addr.is_empty() {
+            bound.to_string()
+        } else {
+            self.server.advertise_status_addr.clone()
+        }
+    }
+
     pub fn advertise_addr(&self) -> String {
         if self.server.advertise_addr.is_empty() {
             self.server.addr.clone()
@@ -176,6 +193,33 @@ impl Config {
             self.server.advertise_addr.clone()
         }
     }
+}
+
+/// A listen address on every interface (`0.0.0.0`, `[::]`) needs an
+/// advertised one that other hosts can reach: `host:port`, not itself
+/// unspecified.
+fn check_advertised(name: &str, listen: SocketAddr, advertised: &str) -> Result<(), String> {
+    if advertised.is_empty() {
+        if listen.ip().is_unspecified() {
+            return Err(format!(
+                "server.{name} {listen} listens on every interface: set server.advertise-{name} \
+                 to an address other hosts can reach"
+            ));
+        }
+        return Ok(());
+    }
+    let Some((host, port)) = advertised.rsplit_once(':') else {
+        return Err(format!("server.advertise-{name} {advertised:?} needs host:port"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("server.advertise-{name} {advertised:?} needs host:port"));
+    }
+    if advertised.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_unspecified()) {
+        return Err(format!(
+            "server.advertise-{name} {advertised} is not reachable from other hosts"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -214,6 +258,19 @@ mod tests {
             let mut c = Config::default();
             c.storage.api_version = bad;
             assert!(c.validate().unwrap_err().contains("storage.api-version must be 1 or 2"));
+        }
+        // Listening on every interface needs a routable advertised address.
+        let mut c = Config::default();
+        c.server.addr = "0.0.0.0:20160".into();
+        assert!(c.validate().unwrap_err().contains("set server.advertise-addr"));
+        c.server.advertise_addr = "10.0.0.7:20160".into();
+        c.server.status_addr = "0.0.0.0:20180".into();
+        assert!(c.validate().unwrap_err().contains("set server.advertise-status-addr"));
+        c.server.advertise_status_addr = "store1.example:20180".into();
+        c.validate().unwrap();
+        for bad in ["0.0.0.0:20180", "no-port", ":20180", "host:port"] {
+            c.server.advertise_status_addr = bad.into();
+            assert!(c.validate().is_err(), "{bad}");
         }
         let v1 = Config::from_toml("[storage]\napi-version = 1").unwrap();
         v1.validate().unwrap();

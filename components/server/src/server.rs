@@ -100,7 +100,7 @@ impl Server {
             id: store_id,
             address: advertise.clone(),
             peer_address: advertise.clone(),
-            status_address: status_addr.to_string(),
+            status_address: cfg.advertise_status_addr(status_addr),
             version: env!("CARGO_PKG_VERSION").into(),
             start_timestamp: atoll_util::time::unix_secs() as i64,
             labels: cfg
