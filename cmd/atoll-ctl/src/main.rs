@@ -29,14 +29,7 @@ enum Cmd {
     /// Delete a key.
     Delete { key: String },
     /// List pairs in [start, end).
-    Scan {
-        #[arg(default_value = "")]
-        start: String,
-        #[arg(default_value = "")]
-        end: String,
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-    },
+    Scan(ScanArgs),
     /// Fingerprint of the pairs in [start, end): crc64-xor, pairs, bytes (RawChecksum).
     Checksum {
         #[arg(default_value = "")]
@@ -73,6 +66,24 @@ enum Cmd {
     Txn(TxnCmd),
 }
 
+/// A scan's range and limit (raw and transactional).
+#[derive(clap::Args)]
+struct ScanArgs {
+    #[arg(default_value = "")]
+    start: String,
+    #[arg(default_value = "")]
+    end: String,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+/// Prints pairs a line each, `key<TAB>value`.
+fn print_pairs(pairs: Vec<(Vec<u8>, Vec<u8>)>) {
+    for (k, v) in pairs {
+        println!("{}\t{}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
+    }
+}
+
 #[derive(Subcommand)]
 enum TxnCmd {
     /// Print a fresh timestamp from PD.
@@ -85,12 +96,8 @@ enum TxnCmd {
     },
     /// List pairs in [start, end) as of a timestamp (default: now).
     Scan {
-        #[arg(default_value = "")]
-        start: String,
-        #[arg(default_value = "")]
-        end: String,
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
+        #[command(flatten)]
+        range: ScanArgs,
         #[arg(long)]
         ts: Option<u64>,
     },
@@ -125,11 +132,9 @@ async fn run_txn(pd: Vec<String>, cmd: TxnCmd) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
-        TxnCmd::Scan { start, end, limit, ts } => {
+        TxnCmd::Scan { range: ScanArgs { start, end, limit }, ts } => {
             let ts = at(ts).await?;
-            for (k, v) in client.scan_at(start.as_bytes(), end.as_bytes(), limit, ts).await? {
-                println!("{}\t{}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
-            }
+            print_pairs(client.scan_at(start.as_bytes(), end.as_bytes(), limit, ts).await?);
         }
         TxnCmd::Put { pairs } => {
             anyhow::ensure!(pairs.len() % 2 == 0, "put takes key value pairs");
@@ -182,10 +187,8 @@ async fn main() -> anyhow::Result<()> {
             client.delete(key.as_bytes()).await?;
             println!("OK");
         }
-        Cmd::Scan { start, end, limit } => {
-            for (k, v) in client.scan(start.as_bytes(), end.as_bytes(), limit).await? {
-                println!("{}\t{}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
-            }
+        Cmd::Scan(ScanArgs { start, end, limit }) => {
+            print_pairs(client.scan(start.as_bytes(), end.as_bytes(), limit).await?);
         }
         Cmd::Checksum { start, end } => {
             let (crc, kvs, bytes) = client.checksum(start.as_bytes(), end.as_bytes()).await?;

@@ -394,6 +394,26 @@ impl TxnClient {
     }
 }
 
+/// KvCommit of `keys` (all in the region `ctx` names) of transaction
+/// `start_ts` at `commit_ts`; its key error, if any.
+async fn send_commit(
+    mut t: TikvClient<Channel>,
+    ctx: Context,
+    start_ts: u64,
+    keys: Vec<Vec<u8>>,
+    commit_ts: u64,
+) -> Result<Attempt<Vec<KeyError>>> {
+    let req = CommitRequest {
+        context: Some(ctx),
+        start_version: start_ts,
+        keys,
+        commit_version: commit_ts,
+    };
+    let r =
+        t.kv_commit(req).await.map_err(|e| crate::raw::write_rpc_error("commit", e))?.into_inner();
+    outcome(r.region_error, String::new(), r.error.into_iter().collect())
+}
+
 /// What a transaction does to a key at commit.
 #[derive(Clone, Debug)]
 enum Mutation {
@@ -683,21 +703,14 @@ impl Transaction {
         // first reader that meets it.
         let _ = self
             .client
-            .per_region("commit", secondaries, |mut t, ctx, chunk| {
-                let req = CommitRequest {
-                    context: Some(ctx),
-                    start_version: start_ts,
-                    keys: chunk.into_iter().map(|(k, _)| k).collect(),
-                    commit_version: commit_ts,
-                };
-                async move {
-                    let r = t
-                        .kv_commit(req)
-                        .await
-                        .map_err(|e| crate::raw::write_rpc_error("commit", e))?
-                        .into_inner();
-                    outcome(r.region_error, String::new(), r.error.into_iter().collect())
-                }
+            .per_region("commit", secondaries, |t, ctx, chunk| {
+                send_commit(
+                    t,
+                    ctx,
+                    start_ts,
+                    chunk.into_iter().map(|(k, _)| k).collect(),
+                    commit_ts,
+                )
             })
             .await;
         Ok(Some(commit_ts))
@@ -789,26 +802,14 @@ impl Transaction {
         for attempt in 0..COMMIT_ATTEMPTS {
             let res = c
                 .inner
-                .on_region(primary, Call::Write("commit"), |mut t, _, ctx| {
-                    let req = CommitRequest {
-                        context: Some(ctx),
-                        start_version: self.start_ts,
-                        keys: vec![primary.to_vec()],
-                        commit_version: commit_ts,
-                    };
-                    async move {
-                        let r = t
-                            .kv_commit(req)
-                            .await
-                            .map_err(|e| crate::raw::write_rpc_error("commit", e))?
-                            .into_inner();
-                        outcome(r.region_error, String::new(), r.error)
-                    }
+                .on_region(primary, Call::Write("commit"), |t, _, ctx| {
+                    send_commit(t, ctx, self.start_ts, vec![primary.to_vec()], commit_ts)
                 })
-                .await;
+                .await
+                .map(|(_, errors)| errors.into_iter().next());
             match res {
-                Ok((_, None)) => return Ok(()),
-                Ok((_, Some(e))) => match classify(e) {
+                Ok(None) => return Ok(()),
+                Ok(Some(e)) => match classify(e) {
                     KeyOutcome::Undetermined(m) => {
                         maybe_applied = true;
                         last = m;

@@ -269,16 +269,24 @@ pub async fn run_history(
     r
 }
 
-/// Every value the set workload's keys hold, read once the cluster serves
-/// again (everything is healed by now).
-async fn final_read(client: &RawClient, groups: u64) -> BTreeSet<u64> {
+/// How long the final reads keep trying (everything is healed by then).
+const FINAL_READ_WAIT: Duration = Duration::from_secs(60);
+
+/// Every pair in the workloads' key range, page by page through `scan`
+/// (start, end, limit); a page that fails is read again, for up to
+/// [`FINAL_READ_WAIT`].
+async fn read_all<F, Fut>(groups: u64, scan: F) -> Vec<(Vec<u8>, Vec<u8>)>
+where
+    F: Fn(Vec<u8>, Vec<u8>, u32) -> Fut,
+    Fut: std::future::Future<Output = atoll_client::Result<Vec<(Vec<u8>, Vec<u8>)>>>,
+{
     const PAGE: u32 = 5000;
     let end = workload::group_start(groups);
     let mut from = workload::group_start(0);
-    let mut out = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = vec![];
+    let deadline = Instant::now() + FINAL_READ_WAIT;
     loop {
-        let kvs = match client.scan(&from, &end, PAGE).await {
+        let kvs = match scan(from.clone(), end.clone(), PAGE).await {
             Ok(kvs) => kvs,
             Err(e) if Instant::now() > deadline => panic!("the final read never succeeded: {e}"),
             Err(_) => {
@@ -286,65 +294,61 @@ async fn final_read(client: &RawClient, groups: u64) -> BTreeSet<u64> {
                 continue;
             }
         };
-        out.extend(kvs.iter().filter_map(|(k, _)| workload::set_value(k)));
-        match kvs.last() {
-            Some((k, _)) if kvs.len() == PAGE as usize => {
-                from = k.clone();
-                from.push(0);
-            }
-            _ => return out,
+        let more = kvs.len() == PAGE as usize;
+        if let Some((k, _)) = kvs.last().filter(|_| more) {
+            from = k.clone();
+            from.push(0);
+        }
+        out.extend(kvs);
+        if !more {
+            return out;
         }
     }
 }
 
-/// The bank's final state in one snapshot (everything is healed by now):
-/// every account's balance and the ids of the transfer records.
+/// Every value the set workload's keys hold.
+async fn final_read(client: &RawClient, groups: u64) -> BTreeSet<u64> {
+    let kvs =
+        read_all(groups, |from, end, limit| async move { client.scan(&from, &end, limit).await })
+            .await;
+    kvs.iter().filter_map(|(k, _)| workload::set_value(k)).collect()
+}
+
+/// The bank's final state in one snapshot: every account's balance and
+/// the ids of the transfer records.
 async fn bank_final_read(
     txn: &TxnClient,
     groups: u64,
     keys_per_group: u64,
 ) -> (Vec<Option<u64>>, BTreeSet<u64>) {
-    const PAGE: u32 = 5000;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    'snapshot: loop {
-        let ts = match txn.current_ts().await {
-            Ok(ts) => ts,
+    let deadline = Instant::now() + FINAL_READ_WAIT;
+    let ts = loop {
+        match txn.current_ts().await {
+            Ok(ts) => break ts,
             Err(e) if Instant::now() > deadline => panic!("no timestamp for the final read: {e}"),
-            Err(_) => continue,
-        };
-        let mut balances = vec![None; (groups * keys_per_group) as usize];
-        let mut records = BTreeSet::new();
-        let end = workload::group_start(groups);
-        let mut from = workload::group_start(0);
-        loop {
-            let kvs = match txn.scan_at(&from, &end, PAGE, ts).await {
-                Ok(kvs) => kvs,
-                Err(e) if Instant::now() > deadline => panic!("the final read failed: {e}"),
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue 'snapshot;
-                }
-            };
-            for (k, v) in &kvs {
-                match workload::bank_key(k, keys_per_group) {
-                    Some(workload::BankKey::Account(i)) if i < balances.len() => {
-                        balances[i] = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok())
-                    }
-                    Some(workload::BankKey::Record(id)) => {
-                        records.insert(id);
-                    }
-                    _ => {}
-                }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let kvs =
+        read_all(
+            groups,
+            |from, end, limit| async move { txn.scan_at(&from, &end, limit, ts).await },
+        )
+        .await;
+    let mut balances = vec![None; (groups * keys_per_group) as usize];
+    let mut records = BTreeSet::new();
+    for (k, v) in &kvs {
+        match workload::bank_key(k, keys_per_group) {
+            Some(workload::BankKey::Account(i)) if i < balances.len() => {
+                balances[i] = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok())
             }
-            match kvs.last() {
-                Some((k, _)) if kvs.len() == PAGE as usize => {
-                    from = k.clone();
-                    from.push(0);
-                }
-                _ => return (balances, records),
+            Some(workload::BankKey::Record(id)) => {
+                records.insert(id);
             }
+            _ => {}
         }
     }
+    (balances, records)
 }
 
 /// Copies the logs and configs next to the history and the schedule into

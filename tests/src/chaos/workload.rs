@@ -117,11 +117,21 @@ impl Shared {
     fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
+
+    /// Records a finished register operation of key group `group` in the
+    /// history and the availability log; true if it succeeded.
+    fn record(&self, group: u64, e: Event) -> bool {
+        let ok = matches!(e.outcome, Outcome::Read(_) | Outcome::Written | Outcome::Swapped(_));
+        self.done.lock().push(Done { group, ok, completed: e.completed });
+        self.history.lock().push(e);
+        ok
+    }
 }
 
 /// A write's outcome from its error: an undetermined one may have been
 /// applied; any other error is a definite failure (a region error for a
-/// request never proposed, a store that could not be reached).
+/// request never proposed, a store that could not be reached; for a
+/// transaction, anything but an unanswered commit of its primary key).
 fn write_failure(e: &Error) -> Outcome {
     match e {
         Error::Undetermined(_) => Outcome::Unknown,
@@ -190,9 +200,7 @@ pub async fn register_client(id: u64, seed: u64, s: Arc<Shared>) {
                 (completed - invoked) / 1_000_000
             );
         }
-        let ok = matches!(outcome, Outcome::Read(_) | Outcome::Written | Outcome::Swapped(_));
-        s.done.lock().push(Done { group: g, ok, completed });
-        s.history.lock().push(Event { client: id, key: key_id, op, outcome, invoked, completed });
+        s.record(g, Event { client: id, key: key_id, op, outcome, invoked, completed });
     }
 }
 
@@ -224,15 +232,6 @@ pub async fn set_client(id: u64, s: Arc<Shared>) {
 /// timestamps) or a conflict fails fast, and a client would not spin.
 const FAILED_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// A transaction's outcome from its commit error: only an unanswered
-/// commit of the primary is undetermined (see `atoll_client::TxnClient`).
-fn commit_failure(e: &Error) -> Outcome {
-    match e {
-        Error::Undetermined(_) => Outcome::Unknown,
-        _ => Outcome::Failed,
-    }
-}
-
 /// One transactional register client: the register workload's operations,
 /// each one transaction.
 pub async fn txn_register_client(id: u64, seed: u64, s: Arc<Shared>) {
@@ -259,7 +258,7 @@ pub async fn txn_register_client(id: u64, seed: u64, s: Arc<Shared>) {
                 };
                 let outcome = match write.await {
                     Ok(_) => Outcome::Written,
-                    Err(e) => commit_failure(&e),
+                    Err(e) => write_failure(&e),
                 };
                 (Op::Put(value), outcome)
             }
@@ -283,16 +282,14 @@ pub async fn txn_register_client(id: u64, seed: u64, s: Arc<Shared>) {
                 };
                 let outcome = match cas.await {
                     Ok(swapped) => Outcome::Swapped(swapped),
-                    Err(e) => commit_failure(&e),
+                    Err(e) => write_failure(&e),
                 };
                 (Op::Cas { expected, new: value }, outcome)
             }
         };
         let completed = s.now();
-        let ok = matches!(outcome, Outcome::Read(_) | Outcome::Written | Outcome::Swapped(_));
-        s.done.lock().push(Done { group: g, ok, completed });
-        s.history.lock().push(Event { client: id, key: key_id, op, outcome, invoked, completed });
-        if !ok {
+        let event = Event { client: id, key: key_id, op, outcome, invoked, completed };
+        if !s.record(g, event) {
             tokio::time::sleep(FAILED_PAUSE).await;
         }
     }
@@ -425,7 +422,7 @@ pub async fn bank_client(id: u64, seed: u64, s: Arc<Shared>) {
                     log.acked.insert(tid, transfer);
                 }
                 Ok(false) => {}
-                Err(e) if commit_failure(e) == Outcome::Unknown => {
+                Err(e) if write_failure(e) == Outcome::Unknown => {
                     log.unknown.insert(tid, transfer);
                 }
                 Err(_) => {
