@@ -4,6 +4,7 @@
 //! behind `atoll-chaos` (`nemesis`, `chaos`).
 
 pub mod chaos;
+pub mod etcd;
 pub mod nemesis;
 pub mod netns;
 pub mod proc;

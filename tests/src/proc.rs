@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::etcd::EtcdCluster;
 use crate::netns::Network;
 
 /// Path of a workspace binary next to the running test executable.
@@ -68,12 +69,24 @@ struct StoreProc {
     child: Option<Child>,
 }
 
+struct PdProc {
+    name: String,
+    addr: String,
+    status: String,
+    /// Which host of the network it lives on.
+    host: usize,
+    child: Option<Child>,
+}
+
 pub struct ProcCluster {
     pub dir: tempfile::TempDir,
+    /// The first PD member's address (the only one without etcd).
     pub pd_addr: String,
-    /// PD's `/metrics` + `/status` address.
+    /// The first PD member's `/metrics` + `/status` address.
     pub pd_status: String,
-    pd: Option<Child>,
+    pds: Vec<PdProc>,
+    /// The etcd cluster of a PD group (PD members run with `--etcd`).
+    etcd: Option<EtcdCluster>,
     max_replicas: usize,
     stores: Vec<StoreProc>,
     /// Hosts in network namespaces: PD on host 0, store `i` on host `i + 1`.
@@ -150,9 +163,57 @@ impl ProcCluster {
             }
             None => (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port())),
         };
-        let mut c =
-            ProcCluster { pd_addr, pd_status, pd: None, max_replicas, stores: vec![], dir, net };
+        let pd = PdProc {
+            name: "pd".into(),
+            addr: pd_addr.clone(),
+            status: pd_status.clone(),
+            host: 0,
+            child: None,
+        };
+        let mut c = ProcCluster {
+            pd_addr,
+            pd_status,
+            pds: vec![pd],
+            etcd: None,
+            max_replicas,
+            stores: vec![],
+            dir,
+            net,
+        };
         c.start_pd();
+        c
+    }
+
+    /// A PD group of `members` over a 3-member etcd cluster, and `n`
+    /// stores, on loopback.
+    pub fn start_group(members: usize, n: usize, pd_toml: &str, store_toml: &str) -> ProcCluster {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pd.toml"), pd_toml).unwrap();
+        std::fs::write(dir.path().join("store.toml"), store_toml).unwrap();
+        let etcd = EtcdCluster::start(dir.path(), 3);
+        let pds: Vec<PdProc> = (0..members)
+            .map(|i| PdProc {
+                name: format!("pd{i}"),
+                addr: format!("127.0.0.1:{}", free_port()),
+                status: format!("127.0.0.1:{}", free_port()),
+                host: 0,
+                child: None,
+            })
+            .collect();
+        let mut c = ProcCluster {
+            pd_addr: pds[0].addr.clone(),
+            pd_status: pds[0].status.clone(),
+            pds,
+            etcd: Some(etcd),
+            max_replicas: n.min(3),
+            stores: vec![],
+            dir,
+            net: None,
+        };
+        c.start_pd();
+        for _ in 0..n {
+            c.add_store();
+        }
         c
     }
 
@@ -169,34 +230,82 @@ impl ProcCluster {
         self.net.as_ref()
     }
 
-    /// (Re)starts PD on its data directory.
+    /// (Re)starts every PD member that is not running.
     pub fn start_pd(&mut self) {
-        assert!(self.pd.is_none(), "PD is running");
-        let d = self.dir.path();
-        let mut cmd = self.command(0, "atoll-pd");
-        cmd.arg("--config")
-            .arg(d.join("pd.toml"))
-            .arg("--client-addr")
-            .arg(&self.pd_addr)
-            .arg("--status-addr")
-            .arg(&self.pd_status)
-            .arg("--data-dir")
-            .arg(d.join("pd"))
-            .arg("--max-replicas")
-            .arg(self.max_replicas.to_string());
-        self.pd = Some(spawn(&mut cmd, &d.join("pd.log")));
+        for i in 0..self.pds.len() {
+            if self.pds[i].child.is_none() {
+                self.start_pd_member(i);
+            }
+        }
     }
 
-    /// SIGKILL PD, like a crash.
+    /// (Re)starts PD member `i` (on its data directory, or over etcd).
+    pub fn start_pd_member(&mut self, i: usize) {
+        assert!(self.pds[i].child.is_none(), "PD member {i} is running");
+        let d = self.dir.path();
+        let p = &self.pds[i];
+        let mut cmd = self.command(p.host, "atoll-pd");
+        cmd.arg("--config")
+            .arg(d.join("pd.toml"))
+            .arg("--name")
+            .arg(&p.name)
+            .arg("--client-addr")
+            .arg(&p.addr)
+            .arg("--status-addr")
+            .arg(&p.status)
+            .arg("--data-dir")
+            .arg(d.join(&p.name))
+            .arg("--max-replicas")
+            .arg(self.max_replicas.to_string());
+        if let Some(etcd) = &self.etcd {
+            cmd.arg("--etcd").arg(etcd.endpoints().join(","));
+        }
+        let log = d.join(format!("{}.log", p.name));
+        self.pds[i].child = Some(spawn(&mut cmd, &log));
+    }
+
+    /// SIGKILL every PD member, like a crash.
     pub fn kill_pd(&mut self) {
-        if let Some(mut p) = self.pd.take() {
+        for i in 0..self.pds.len() {
+            self.kill_pd_member(i);
+        }
+    }
+
+    /// SIGKILL PD member `i`.
+    pub fn kill_pd_member(&mut self, i: usize) {
+        if let Some(mut p) = self.pds[i].child.take() {
             let _ = p.kill();
             let _ = p.wait();
         }
     }
 
+    /// Is any PD member running?
     pub fn pd_running(&self) -> bool {
-        self.pd.is_some()
+        self.pds.iter().any(|p| p.child.is_some())
+    }
+
+    /// Every PD member's client address (what stores get as `--pd`).
+    pub fn pd_endpoints(&self) -> Vec<String> {
+        self.pds.iter().map(|p| p.addr.clone()).collect()
+    }
+
+    pub fn pd_member_count(&self) -> usize {
+        self.pds.len()
+    }
+
+    /// PD member `i`'s `/status` address.
+    pub fn pd_member_status(&self, i: usize) -> &str {
+        &self.pds[i].status
+    }
+
+    /// PD member `i`'s client address.
+    pub fn pd_member_addr(&self, i: usize) -> &str {
+        &self.pds[i].addr
+    }
+
+    /// The etcd cluster under the PD group, if any.
+    pub fn etcd(&self) -> Option<&EtcdCluster> {
+        self.etcd.as_ref()
     }
 
     /// Starts one more store (a new machine joining); returns its index.
@@ -275,7 +384,7 @@ impl ProcCluster {
                 .arg("--data-dir")
                 .arg(&s.data)
                 .arg("--pd")
-                .arg(&self.pd_addr),
+                .arg(self.pds.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>().join(",")),
             &log,
         );
         s.child = Some(child);

@@ -22,6 +22,16 @@ struct Args {
     status_addr: Option<String>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// This member's name, unique in its PD group.
+    #[arg(long)]
+    name: Option<String>,
+    /// etcd endpoints, comma-separated: run as one member of a PD group
+    /// whose state is in etcd (several members for high availability).
+    #[arg(long, value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
+    /// Prefix of the group's etcd keys.
+    #[arg(long)]
+    etcd_root: Option<String>,
     #[arg(long)]
     max_replicas: Option<u32>,
     #[arg(long)]
@@ -49,6 +59,15 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = a.data_dir {
         cfg.data_dir = v;
+    }
+    if let Some(v) = a.name {
+        cfg.name = v;
+    }
+    if let Some(v) = a.etcd {
+        cfg.etcd = v;
+    }
+    if let Some(v) = a.etcd_root {
+        cfg.etcd_root = v;
     }
     if let Some(v) = a.max_replicas {
         cfg.max_replicas = v;

@@ -15,7 +15,13 @@ pub struct Config {
     pub advertise_client_addr: String,
     /// `/metrics` and `/status`.
     pub status_addr: String,
+    /// The embedded store of a single PD (unused with `etcd`).
     pub data_dir: PathBuf,
+    /// etcd endpoints (`host:port`): run as one member of a PD group whose
+    /// state is in etcd. Empty: a single PD with its state in `data-dir`.
+    pub etcd: Vec<String>,
+    /// Prefix of every etcd key this PD group uses (one cluster per prefix).
+    pub etcd_root: String,
     /// Replicas per region (`max_peer_count`); stores wait for this many to bootstrap.
     pub max_replicas: u32,
     /// How far ahead of the clock the persisted TSO bound is kept.
@@ -46,6 +52,8 @@ impl Default for Config {
             advertise_client_addr: String::new(),
             status_addr: "127.0.0.1:2380".into(),
             data_dir: PathBuf::from("./data/pd"),
+            etcd: vec![],
+            etcd_root: "/atoll".into(),
             max_replicas: 3,
             tso_save_interval: ReadableDuration::secs(3),
             id_alloc_step: 1000,
@@ -76,6 +84,17 @@ impl Config {
         self.status_addr
             .parse::<SocketAddr>()
             .map_err(|e| format!("pd.status-addr {:?}: {e}", self.status_addr))?;
+        if self.etcd.iter().any(|e| e.trim().is_empty()) {
+            return Err("pd.etcd has an empty endpoint".into());
+        }
+        if !self.etcd.is_empty() && !self.etcd_root.starts_with('/') {
+            return Err(format!("pd.etcd-root {:?} must start with '/'", self.etcd_root));
+        }
+        if self.name.is_empty() {
+            return Err(
+                "pd.name must not be empty (members of a PD group need unique names)".into()
+            );
+        }
         if self.max_replicas == 0 {
             return Err("pd.max-replicas must be at least 1".into());
         }

@@ -17,6 +17,7 @@ use atoll_proto::metapb;
 use atoll_proto::pdpb;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, RegionInfo, StoreInfo};
 use crate::config::Config;
@@ -82,7 +83,6 @@ pub struct PdCore {
     /// Fixed when the cluster is created; kept outside `meta` so headers
     /// never need its lock.
     cluster_id: u64,
-    member_id: u64,
     storage: Storage,
     meta: Mutex<ClusterMeta>,
     cluster: RwLock<Cluster>,
@@ -98,6 +98,10 @@ pub struct PdCore {
     /// Woken whenever the routing table changes (bootstrap, heartbeats,
     /// split reports), for region lookups waiting on it.
     routing_changed: Notify,
+    /// Cancelled when this core stops serving (its member lost the
+    /// leadership, or PD stops): streams it feeds end, so their clients
+    /// go looking for the new leader.
+    closed: CancellationToken,
 }
 
 /// How long a region lookup waits for the cluster to be bootstrapped, or
@@ -107,8 +111,19 @@ pub struct PdCore {
 pub const ROUTING_WAIT: Duration = Duration::from_secs(1);
 
 impl PdCore {
+    /// A core over an embedded RocksDB in `cfg.data_dir`.
     pub fn open(cfg: Config) -> std::result::Result<Arc<Self>, StorageError> {
         let storage = Storage::open(&cfg.data_dir)?;
+        Self::open_with(cfg, storage)
+    }
+
+    /// Loads the cluster from `storage` (creating it if empty). The TSO
+    /// starts above the saved upper bound and a new id window is reserved,
+    /// so nothing a previous leader handed out is handed out again.
+    pub fn open_with(
+        cfg: Config,
+        storage: Storage,
+    ) -> std::result::Result<Arc<Self>, StorageError> {
         let meta = match storage.load_meta()? {
             Some(m) => m,
             None => {
@@ -137,8 +152,8 @@ impl PdCore {
         let ids = IdAllocator::new(storage.clone(), cfg.id_alloc_step)?;
         let tso = Tso::new(storage.clone(), cfg.tso_save_interval.as_millis())?;
         let safe_point = storage.load_safe_point()?;
+        let operators = Operators::restore(storage.load_operators()?.as_deref(), Instant::now());
         Ok(Arc::new(PdCore {
-            member_id: meta.cluster_id ^ 0x5eed,
             cluster_id: meta.cluster_id,
             cfg,
             storage,
@@ -149,9 +164,10 @@ impl PdCore {
             safe_point: Mutex::new(safe_point),
             started_at: atoll_util::time::unix_secs() as i64,
             started: Instant::now(),
-            operators: Mutex::new(Operators::default()),
+            operators: Mutex::new(operators),
             hb_streams: Mutex::new(HashMap::new()),
             routing_changed: Notify::new(),
+            closed: CancellationToken::new(),
         }))
     }
 
@@ -177,16 +193,16 @@ impl PdCore {
         Ok(())
     }
 
-    /// This PD as a member (it is its own single-member group).
-    pub fn member(&self) -> pdpb::Member {
-        let url = format!("http://{}", self.cfg.advertise());
-        pdpb::Member {
-            name: self.cfg.name.clone(),
-            member_id: self.member_id,
-            peer_urls: vec![url.clone()],
-            client_urls: vec![url],
-            ..Default::default()
-        }
+    /// Stops serving: streams fed by this core end (their clients find
+    /// the new leader), and pushes to stores stop.
+    pub fn close(&self) {
+        self.closed.cancel();
+        self.hb_streams.lock().clear();
+    }
+
+    /// Resolves once [`PdCore::close`] was called.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
     }
 
     /// The `/status` document.
@@ -435,7 +451,14 @@ impl PdCore {
             return Some(resp);
         }
         let info = self.cluster.read().region_by_id(req.region.as_ref()?.id).cloned()?;
-        let (cmd, ended) = self.operators.lock().on_heartbeat(&info, Instant::now());
+        let (cmd, ended) = {
+            let mut ops = self.operators.lock();
+            let (cmd, ended) = ops.on_heartbeat(&info, Instant::now());
+            if ended.is_some() {
+                self.save_operators(&ops);
+            }
+            (cmd, ended)
+        };
         if let Some((desc, status)) = ended {
             let event = if status == OpStatus::Finished { "finished" } else { "timeout" };
             PD_OPERATOR_EVENTS.with_label_values(&[desc, event]).inc();
@@ -530,7 +553,8 @@ impl PdCore {
             let c = self.cluster.read();
             let mut ops = self.operators.lock();
             let views = crate::schedule::store_views(&c, now, self.started, &cfg);
-            for region_id in ops.doomed(&views) {
+            let doomed = ops.doomed(&views);
+            for &region_id in &doomed {
                 if let Some(op) = ops.remove(region_id) {
                     PD_OPERATOR_EVENTS.with_label_values(&[op.desc, "cancelled"]).inc();
                     tracing::info!(
@@ -539,6 +563,9 @@ impl PdCore {
                         op.desc
                     );
                 }
+            }
+            if !doomed.is_empty() {
+                self.save_operators(&ops);
             }
             let mut alloc = || self.ids.alloc().ok();
             crate::schedule::schedule(&c, &ops, now, self.started, &cfg, &mut alloc)
@@ -555,8 +582,12 @@ impl PdCore {
         let desc = op.desc;
         let Some(info) = self.region_by_id(region_id) else { return false };
         let cmd = op.command(&info);
-        if !self.operators.lock().add(op, admin) {
-            return false;
+        {
+            let mut ops = self.operators.lock();
+            if !ops.add(op, admin) {
+                return false;
+            }
+            self.save_operators(&ops);
         }
         PD_OPERATORS.with_label_values(&[desc]).inc();
         tracing::info!(region = region_id, "operator {desc} created");
@@ -564,6 +595,14 @@ impl PdCore {
             self.push_to_leader(&info, cmd);
         }
         true
+    }
+
+    /// Saves the running operators (called with their lock held, so saves
+    /// happen in the order of changes).
+    fn save_operators(&self, ops: &Operators) {
+        if let Err(e) = self.storage.save_operators(&ops.to_json()) {
+            tracing::warn!("save operators: {e}");
+        }
     }
 
     /// The running operators, by region.

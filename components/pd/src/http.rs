@@ -10,11 +10,12 @@ use tonic::server::NamedService;
 use tonic::transport::Body;
 
 use crate::core::PdCore;
+use crate::member::Member;
 use crate::schedule::OpStep;
 
 #[derive(Clone)]
 pub struct HttpApi {
-    pub core: Arc<PdCore>,
+    pub member: Arc<Member>,
 }
 
 impl NamedService for HttpApi {
@@ -67,8 +68,25 @@ impl HttpApi {
         body: &[u8],
     ) -> http::Response<tonic::body::BoxBody> {
         let path = path.trim_end_matches('/');
+        // Any member answers these; the rest is the leader's.
+        match path {
+            "/pd/api/v1/health" => {
+                return json(http::StatusCode::OK, serde_json::json!({"health": true}))
+            }
+            "/pd/api/v1/members" => return self.members(),
+            _ => {}
+        }
+        let core = match self.member.leader_core() {
+            Ok(core) => core,
+            Err(e) => {
+                return json(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"error": e.to_string(), "leader": e.leader}),
+                )
+            }
+        };
         if method == http::Method::POST && path == "/pd/api/v1/operators" {
-            return self.add_operator(body);
+            return Self::add_operator(&core, body);
         }
         if method != http::Method::GET {
             return json(
@@ -78,8 +96,7 @@ impl HttpApi {
         }
         match path {
             "/pd/api/v1/regions" => {
-                let regions: Vec<_> = self
-                    .core
+                let regions: Vec<_> = core
                     .regions()
                     .iter()
                     .map(|r| {
@@ -103,8 +120,7 @@ impl HttpApi {
             }
             "/pd/api/v1/stores" => {
                 let now = std::time::Instant::now();
-                let stores: Vec<_> = self
-                    .core
+                let stores: Vec<_> = core
                     .store_statuses(now)
                     .into_iter()
                     .map(|status| {
@@ -133,8 +149,7 @@ impl HttpApi {
             }
             "/pd/api/v1/operators" => {
                 let now = std::time::Instant::now();
-                let list: Vec<_> = self
-                    .core
+                let list: Vec<_> = core
                     .operators()
                     .iter()
                     .map(|o| {
@@ -153,7 +168,6 @@ impl HttpApi {
                     serde_json::json!({"count": list.len(), "operators": list}),
                 )
             }
-            "/pd/api/v1/health" => json(http::StatusCode::OK, serde_json::json!({"health": true})),
             _ => json(
                 http::StatusCode::NOT_FOUND,
                 serde_json::json!({"error": format!("no route {path}")}),
@@ -161,11 +175,24 @@ impl HttpApi {
         }
     }
 
+    /// `GET /pd/api/v1/members`: every member and the leader, by name and URL.
+    fn members(&self) -> http::Response<tonic::body::BoxBody> {
+        let (members, leader) = self.member.members();
+        let one = |m: &atoll_proto::pdpb::Member| serde_json::json!({"name": m.name, "member_id": m.member_id, "client_urls": m.client_urls});
+        json(
+            http::StatusCode::OK,
+            serde_json::json!({
+                "members": members.iter().map(one).collect::<Vec<_>>(),
+                "leader": leader.as_ref().map(one),
+            }),
+        )
+    }
+
     /// `POST /pd/api/v1/operators` with `{"name": "transfer-leader",
     /// "region_id": N, "to_store_id": M}` or `{"name": "split-region",
     /// "region_id": N, "keys": ["<hex key>", ...]}` (no keys: split in half); keys as
     /// a raw request carries them (API V2: with the keyspace prefix).
-    fn add_operator(&self, body: &[u8]) -> http::Response<tonic::body::BoxBody> {
+    fn add_operator(core: &PdCore, body: &[u8]) -> http::Response<tonic::body::BoxBody> {
         let bad =
             |msg: String| json(http::StatusCode::BAD_REQUEST, serde_json::json!({"error": msg}));
         let v: serde_json::Value = match serde_json::from_slice(body) {
@@ -177,7 +204,7 @@ impl HttpApi {
         };
         let res = match v["name"].as_str() {
             Some("transfer-leader") => match v["to_store_id"].as_u64() {
-                Some(to) => self.core.admin_transfer_leader(region_id, to),
+                Some(to) => core.admin_transfer_leader(region_id, to),
                 None => return bad("to_store_id (number) is required".into()),
             },
             Some("split-region") => {
@@ -188,7 +215,7 @@ impl HttpApi {
                         _ => return bad(format!("split key {k} is not a non-empty hex string")),
                     }
                 }
-                self.core.admin_split_region(region_id, keys)
+                core.admin_split_region(region_id, keys)
             }
             other => {
                 return bad(format!(

@@ -9,9 +9,11 @@
 pub mod cluster;
 pub mod config;
 pub mod core;
+pub mod etcd;
 pub mod http;
 pub mod id;
 pub mod keyspace;
+pub mod member;
 pub mod metrics;
 pub mod schedule;
 pub mod server;

@@ -38,4 +38,6 @@ lazy_static! {
         register_int_gauge!("atoll_pd_regions", "Regions PD knows").unwrap();
     pub static ref PD_STORES: IntGauge =
         register_int_gauge!("atoll_pd_stores", "Stores PD knows").unwrap();
+    pub static ref PD_IS_LEADER: IntGauge =
+        register_int_gauge!("atoll_pd_is_leader", "1 while this PD member leads").unwrap();
 }

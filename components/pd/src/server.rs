@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use atoll_proto::keyspacepb::keyspace_server::KeyspaceServer;
 use atoll_proto::pdpb::pd_server::PdServer as PdGrpc;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
 use crate::core::PdCore;
 use crate::http::HttpApi;
+use crate::member::Member;
 use crate::service::{KeyspaceService, PdService};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +23,9 @@ pub enum ServerError {
     Bind { addr: String, source: std::io::Error },
 }
 
-/// A running PD; dropping it does not stop it, call [`PdServer::stop`].
+/// A running PD member; dropping it does not stop it, call [`PdServer::stop`].
 pub struct PdServer {
-    pub core: Arc<PdCore>,
+    pub member: Arc<Member>,
     pub addr: SocketAddr,
     pub status_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -32,10 +33,13 @@ pub struct PdServer {
     task: Option<tokio::task::JoinHandle<()>>,
     status: atoll_util::status::StatusServer,
     schedule_task: tokio::task::JoinHandle<()>,
+    /// The campaign over etcd (a PD group member only).
+    campaign: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 impl PdServer {
-    /// Opens storage, binds both ports and serves in the background.
+    /// Opens storage (or joins the PD group over etcd), binds both ports
+    /// and serves in the background.
     pub async fn start(cfg: Config) -> Result<PdServer, ServerError> {
         cfg.validate().map_err(ServerError::Config)?;
         let addr: SocketAddr =
@@ -52,19 +56,39 @@ impl PdServer {
         if cfg.advertise_client_addr.is_empty() {
             cfg.advertise_client_addr = addr.to_string();
         }
-        let core = PdCore::open(cfg)?;
-        let status_core = core.clone();
+        let (member, campaign) = if cfg.etcd.is_empty() {
+            let core = PdCore::open(cfg.clone())?;
+            crate::metrics::PD_IS_LEADER.set(1);
+            (Member::single(&cfg, core), None)
+        } else {
+            let endpoints = cfg.etcd.clone();
+            let root = cfg.etcd_root.clone();
+            let etcd =
+                tokio::task::spawn_blocking(move || crate::etcd::Etcd::connect(&endpoints, &root))
+                    .await
+                    .map_err(|e| ServerError::Config(e.to_string()))??;
+            let member = Member::in_group(&cfg);
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(crate::member::campaign(
+                member.clone(),
+                cfg.clone(),
+                Arc::new(etcd),
+                stop_rx,
+            ));
+            (member, Some((stop_tx, task)))
+        };
+        let status_member = member.clone();
         let status_server =
-            atoll_util::status::serve(status, Arc::new(move || status_core.status_json()))
+            atoll_util::status::serve(status, Arc::new(move || status_member.status_json()))
                 .await
                 .map_err(|source| ServerError::Bind { addr: status.to_string(), source })?;
         let status_addr = status_server.addr;
         let (tx, rx) = oneshot::channel();
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
-            .add_service(PdGrpc::new(PdService { core: core.clone() }))
-            .add_service(KeyspaceServer::new(KeyspaceService { core: core.clone() }))
-            .add_service(HttpApi { core: core.clone() });
+            .add_service(PdGrpc::new(PdService { member: member.clone() }))
+            .add_service(KeyspaceServer::new(KeyspaceService { member: member.clone() }))
+            .add_service(HttpApi { member: member.clone() });
         let conns = atoll_util::conn::Connections::new();
         let incoming = conns.incoming(listener);
         let task = tokio::spawn(async move {
@@ -74,19 +98,20 @@ impl PdServer {
                 tracing::error!("pd server: {e}");
             }
         });
-        let sched_core = core.clone();
+        let sched_member = member.clone();
+        let interval = cfg.schedule_interval.0;
         let schedule_task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(sched_core.cfg().schedule_interval.0);
+            let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
-                let c = sched_core.clone();
+                let Ok(core) = sched_member.leader_core() else { continue };
                 // Scheduling takes locks and allocates ids (disk): keep it off the reactor.
-                let _ = tokio::task::spawn_blocking(move || c.run_schedulers()).await;
+                let _ = tokio::task::spawn_blocking(move || core.run_schedulers()).await;
             }
         });
-        tracing::info!(%addr, %status_addr, cluster_id = core.cluster_id(), "pd serving");
+        tracing::info!(%addr, %status_addr, member = member.name(), "pd serving");
         Ok(PdServer {
-            core,
+            member,
             addr,
             status_addr,
             stop: Some(tx),
@@ -94,7 +119,13 @@ impl PdServer {
             task: Some(task),
             status: status_server,
             schedule_task,
+            campaign,
         })
+    }
+
+    /// The core while this member leads.
+    pub fn core(&self) -> Option<Arc<PdCore>> {
+        self.member.leader_core().ok()
     }
 
     pub async fn stop(mut self) {
@@ -112,20 +143,26 @@ impl PdServer {
         self.status.stop().await;
         self.schedule_task.abort();
         let _ = self.schedule_task.await;
-        if let Err(e) = self.core.sync() {
+        // A group member hands the leadership over (revoking its lease).
+        if let Some((stop, task)) = self.campaign.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        let Some(core) = self.member.resign() else { return };
+        if let Err(e) = core.sync() {
             tracing::warn!("pd sync on stop: {e}");
         }
         // Connection tasks and a scheduling round on the blocking pool hold
         // the core (and so the storage lock) a little longer: a PD started on
         // the same directory right after `stop` returns must find it free.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        while Arc::strong_count(&self.core) > 1 && tokio::time::Instant::now() < deadline {
+        while Arc::strong_count(&core) > 1 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        if Arc::strong_count(&self.core) > 1 {
+        if Arc::strong_count(&core) > 1 {
             tracing::warn!(
                 "pd stopped with its storage still in use by {} tasks",
-                Arc::strong_count(&self.core) - 1
+                Arc::strong_count(&core) - 1
             );
         }
     }
@@ -134,7 +171,12 @@ impl PdServer {
 /// Runs PD until Ctrl-C / SIGTERM.
 pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let server = PdServer::start(cfg).await?;
-    println!("atoll-pd listening on {} (status {})", server.addr, server.status_addr);
+    println!(
+        "atoll-pd {} listening on {} (status {})",
+        server.member.name(),
+        server.addr,
+        server.status_addr
+    );
     shutdown_signal().await;
     tracing::info!("pd stopping");
     server.stop().await;

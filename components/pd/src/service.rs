@@ -16,7 +16,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::RegionInfo;
 use crate::core::{CoreError, PdCore};
+use crate::member::Member;
 use crate::metrics::*;
+use crate::storage::StorageError;
 
 /// Responses queued per region-heartbeat stream before the stream is closed.
 const HEARTBEAT_STREAM_QUEUE_MAX: usize = 1024;
@@ -29,6 +31,11 @@ fn status(e: CoreError) -> Status {
     match e {
         CoreError::Invalid(m) => Status::invalid_argument(m),
         e @ CoreError::ClusterMismatch { .. } => Status::failed_precondition(e.to_string()),
+        // A deposed leader or etcd out of reach: the client should find the
+        // (new) leader and try again, as with a follower.
+        e @ CoreError::Storage(StorageError::NotLeader | StorageError::Etcd(_)) => {
+            Status::unavailable(e.to_string())
+        }
         e @ CoreError::Storage(_) => Status::internal(e.to_string()),
         e => Status::failed_precondition(e.to_string()),
     }
@@ -61,30 +68,29 @@ fn check(core: &PdCore, h: Option<&pdpb::RequestHeader>) -> Result<(), Status> {
     core.check_cluster(h.map_or(0, |h| h.cluster_id)).map_err(status)
 }
 
+/// The core of the leader, or `Unavailable` ("not leader") on a follower:
+/// TiKV's clients then ask `GetMembers` for the leader and go there.
+fn leader_core(member: &Member) -> Result<Arc<PdCore>, Status> {
+    member.leader_core().map_err(|e| Status::unavailable(e.to_string()))
+}
+
 pub struct PdService {
-    pub core: Arc<PdCore>,
+    pub member: Arc<Member>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl PdService {
-    fn header(&self) -> Option<pdpb::ResponseHeader> {
-        ok_header(self.core.cluster_id())
-    }
-
-    fn header_of<T>(
-        &self,
-        res: Result<T, CoreError>,
-    ) -> Result<(Option<pdpb::ResponseHeader>, Option<T>), Status> {
-        header_of(self.core.cluster_id(), res)
+    fn core(&self) -> Result<Arc<PdCore>, Status> {
+        leader_core(&self.member)
     }
 
     /// A region lookup's answer; before bootstrap a `NotBootstrapped` header.
     fn region_response(
-        &self,
+        core: &PdCore,
         r: Result<Option<RegionInfo>, CoreError>,
     ) -> Result<Response<pdpb::GetRegionResponse>, Status> {
-        let (header, r) = self.header_of(r)?;
+        let (header, r) = header_of(core.cluster_id(), r)?;
         let mut resp = pdpb::GetRegionResponse { header, ..Default::default() };
         if let Some(r) = r.flatten() {
             resp.region = Some(r.region);
@@ -102,13 +108,18 @@ impl Pd for PdService {
         req: Request<pdpb::GetMembersRequest>,
     ) -> Result<Response<pdpb::GetMembersResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_members"]).inc();
-        check(&self.core, req.get_ref().header.as_ref())?;
-        let m = self.core.member();
+        // Any member answers, leader or not.
+        let cluster_id = self.member.cluster_id();
+        let asked = req.get_ref().header.as_ref().map_or(0, |h| h.cluster_id);
+        if asked != 0 && cluster_id != 0 && asked != cluster_id {
+            return Err(status(CoreError::ClusterMismatch { request: asked, cluster: cluster_id }));
+        }
+        let (members, leader) = self.member.members();
         Ok(Response::new(pdpb::GetMembersResponse {
-            header: self.header(),
-            members: vec![m.clone()],
-            leader: Some(m.clone()),
-            etcd_leader: Some(m),
+            header: ok_header(cluster_id),
+            members,
+            etcd_leader: leader.clone(),
+            leader,
             ..Default::default()
         }))
     }
@@ -120,10 +131,17 @@ impl Pd for PdService {
         req: Request<Streaming<pdpb::TsoRequest>>,
     ) -> Result<Response<Self::TsoStream>, Status> {
         let mut inbound = req.into_inner();
-        let core = self.core.clone();
+        let member = self.member.clone();
+        let core = self.core()?;
         let (tx, rx) = mpsc::channel(TSO_STREAM_QUEUE_MAX);
         tokio::spawn(async move {
-            while let Some(item) = inbound.next().await {
+            loop {
+                let item = tokio::select! {
+                    item = inbound.next() => item,
+                    // The stream ends with the leadership that opened it.
+                    _ = core.closed() => break,
+                };
+                let Some(item) = item else { break };
                 let r = match item {
                     Ok(r) => r,
                     Err(e) => {
@@ -132,8 +150,12 @@ impl Pd for PdService {
                     }
                 };
                 let start = Instant::now();
-                let res = check(&core, r.header.as_ref())
-                    .and_then(|()| core.tso(r.count).map_err(status));
+                // Each request checks the lease: a timestamp is handed out
+                // only while no other member can be the leader.
+                let res = leader_core(&member)
+                    .and_then(|core| check(&core, r.header.as_ref()).map(|()| core))
+                    .and_then(|core| core.tso(r.count).map_err(status));
+                let failed = res.is_err();
                 PD_TSO_DURATION.observe(start.elapsed().as_secs_f64());
                 let resp = res.map(|ts| {
                     PD_TSO.inc_by(u64::from(r.count));
@@ -147,7 +169,7 @@ impl Pd for PdService {
                         }),
                     }
                 });
-                if tx.send(resp).await.is_err() {
+                if tx.send(resp).await.is_err() || failed {
                     break;
                 }
             }
@@ -161,11 +183,13 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::BootstrapResponse>, Status> {
         PD_REQUESTS.with_label_values(&["bootstrap"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
         let (Some(store), Some(region)) = (req.store, req.region) else {
             return Err(Status::invalid_argument("bootstrap needs a store and a region"));
         };
-        let (header, _) = self.header_of(self.core.bootstrap(store, region, req.api_version))?;
+        let (header, _) =
+            header_of(core.cluster_id(), core.bootstrap(store, region, req.api_version))?;
         Ok(Response::new(pdpb::BootstrapResponse { header }))
     }
 
@@ -173,10 +197,11 @@ impl Pd for PdService {
         &self,
         req: Request<pdpb::IsBootstrappedRequest>,
     ) -> Result<Response<pdpb::IsBootstrappedResponse>, Status> {
-        check(&self.core, req.get_ref().header.as_ref())?;
+        let core = self.core()?;
+        check(&core, req.get_ref().header.as_ref())?;
         Ok(Response::new(pdpb::IsBootstrappedResponse {
-            header: self.header(),
-            bootstrapped: self.core.is_bootstrapped(),
+            header: ok_header(core.cluster_id()),
+            bootstrapped: core.is_bootstrapped(),
         }))
     }
 
@@ -185,9 +210,10 @@ impl Pd for PdService {
         req: Request<pdpb::AllocIdRequest>,
     ) -> Result<Response<pdpb::AllocIdResponse>, Status> {
         PD_REQUESTS.with_label_values(&["alloc_id"]).inc();
-        check(&self.core, req.get_ref().header.as_ref())?;
-        let id = self.core.alloc_id().map_err(status)?;
-        Ok(Response::new(pdpb::AllocIdResponse { header: self.header(), id }))
+        let core = self.core()?;
+        check(&core, req.get_ref().header.as_ref())?;
+        let id = core.alloc_id().map_err(status)?;
+        Ok(Response::new(pdpb::AllocIdResponse { header: ok_header(core.cluster_id()), id }))
     }
 
     async fn get_store(
@@ -196,8 +222,9 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::GetStoreResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_store"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
-        let (header, info) = self.header_of(self.core.store(req.store_id))?;
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
+        let (header, info) = header_of(core.cluster_id(), core.store(req.store_id))?;
         let (store, stats) = info.map_or((None, None), |s| (Some(s.store), s.stats));
         Ok(Response::new(pdpb::GetStoreResponse { header, store, stats }))
     }
@@ -208,11 +235,12 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::PutStoreResponse>, Status> {
         PD_REQUESTS.with_label_values(&["put_store"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
         let Some(store) = req.store else {
             return Err(Status::invalid_argument("put_store without a store"));
         };
-        let (header, _) = self.header_of(self.core.put_store(store))?;
+        let (header, _) = header_of(core.cluster_id(), core.put_store(store))?;
         Ok(Response::new(pdpb::PutStoreResponse { header }))
     }
 
@@ -222,9 +250,13 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::GetAllStoresResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_all_stores"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
-        let stores = self.core.stores(req.exclude_tombstone_stores);
-        Ok(Response::new(pdpb::GetAllStoresResponse { header: self.header(), stores }))
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
+        let stores = core.stores(req.exclude_tombstone_stores);
+        Ok(Response::new(pdpb::GetAllStoresResponse {
+            header: ok_header(core.cluster_id()),
+            stores,
+        }))
     }
 
     async fn store_heartbeat(
@@ -233,11 +265,12 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::StoreHeartbeatResponse>, Status> {
         PD_HEARTBEATS.with_label_values(&["store"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
         let Some(stats) = req.stats else {
             return Err(Status::invalid_argument("store heartbeat without stats"));
         };
-        let (header, _) = self.header_of(self.core.store_heartbeat(stats))?;
+        let (header, _) = header_of(core.cluster_id(), core.store_heartbeat(stats))?;
         Ok(Response::new(pdpb::StoreHeartbeatResponse { header, ..Default::default() }))
     }
 
@@ -248,12 +281,17 @@ impl Pd for PdService {
         req: Request<Streaming<pdpb::RegionHeartbeatRequest>>,
     ) -> Result<Response<Self::RegionHeartbeatStream>, Status> {
         let mut inbound = req.into_inner();
-        let core = self.core.clone();
+        let core = self.core()?;
         let (tx, rx) = mpsc::channel(HEARTBEAT_STREAM_QUEUE_MAX);
         tokio::spawn(async move {
             let mut registered = false;
-            while let Some(item) = inbound.next().await {
-                let Ok(hb) = item else { break };
+            loop {
+                let item = tokio::select! {
+                    item = inbound.next() => item,
+                    // Closing the stream sends the store to the new leader.
+                    _ = core.closed() => break,
+                };
+                let Some(Ok(hb)) = item else { break };
                 if let Err(e) = check(&core, hb.header.as_ref()) {
                     let _ = tx.send(Err(e)).await;
                     break;
@@ -286,10 +324,11 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::GetRegionResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_region"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
         let key = req.region_key;
-        let r = self.core.wait_for_routing(|c| c.region_by_key(&key)).await;
-        self.region_response(r)
+        let r = core.wait_for_routing(|c| c.region_by_key(&key)).await;
+        Self::region_response(&core, r)
     }
 
     async fn get_prev_region(
@@ -298,10 +337,11 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::GetRegionResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_prev_region"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
         let key = req.region_key;
-        let r = self.core.wait_for_routing(|c| Some(c.prev_region(&key))).await;
-        self.region_response(r.map(Option::flatten))
+        let r = core.wait_for_routing(|c| Some(c.prev_region(&key))).await;
+        Self::region_response(&core, r.map(Option::flatten))
     }
 
     async fn get_region_by_id(
@@ -310,9 +350,10 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::GetRegionResponse>, Status> {
         PD_REQUESTS.with_label_values(&["get_region_by_id"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
-        let r = self.core.wait_for_routing(|c| Some(c.region_by_id(req.region_id))).await;
-        self.region_response(r.map(Option::flatten))
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
+        let r = core.wait_for_routing(|c| Some(c.region_by_id(req.region_id))).await;
+        Self::region_response(&core, r.map(Option::flatten))
     }
 
     async fn scan_regions(
@@ -321,13 +362,13 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::ScanRegionsResponse>, Status> {
         PD_REQUESTS.with_label_values(&["scan_regions"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
         let limit = req.limit.max(0) as usize;
-        let found = self
-            .core
+        let found = core
             .wait_for_routing(|c| Some(c.scan_regions(&req.start_key, &req.end_key, limit)))
             .await;
-        let (header, found) = self.header_of(found)?;
+        let (header, found) = header_of(core.cluster_id(), found)?;
         let found = found.flatten().unwrap_or_default();
         let mut resp = pdpb::ScanRegionsResponse { header, ..Default::default() };
         for r in found {
@@ -350,11 +391,13 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::AskBatchSplitResponse>, Status> {
         PD_REQUESTS.with_label_values(&["ask_batch_split"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
         let Some(region) = req.region else {
             return Err(Status::invalid_argument("ask_batch_split without region"));
         };
-        let (header, ids) = self.header_of(self.core.ask_batch_split(&region, req.split_count))?;
+        let (header, ids) =
+            header_of(core.cluster_id(), core.ask_batch_split(&region, req.split_count))?;
         Ok(Response::new(pdpb::AskBatchSplitResponse { header, ids: ids.unwrap_or_default() }))
     }
 
@@ -364,19 +407,21 @@ impl Pd for PdService {
     ) -> Result<Response<pdpb::ReportBatchSplitResponse>, Status> {
         PD_REQUESTS.with_label_values(&["report_batch_split"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
-        self.core.report_split(req.regions);
-        Ok(Response::new(pdpb::ReportBatchSplitResponse { header: self.header() }))
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
+        core.report_split(req.regions);
+        Ok(Response::new(pdpb::ReportBatchSplitResponse { header: ok_header(core.cluster_id()) }))
     }
 
     async fn get_cluster_config(
         &self,
         req: Request<pdpb::GetClusterConfigRequest>,
     ) -> Result<Response<pdpb::GetClusterConfigResponse>, Status> {
-        check(&self.core, req.get_ref().header.as_ref())?;
-        let m = self.core.cluster_meta();
+        let core = self.core()?;
+        check(&core, req.get_ref().header.as_ref())?;
+        let m = core.cluster_meta();
         Ok(Response::new(pdpb::GetClusterConfigResponse {
-            header: self.header(),
+            header: ok_header(core.cluster_id()),
             cluster: Some(metapb::Cluster { id: m.cluster_id, max_peer_count: m.max_peer_count }),
             api_version: m.api_version().map_or(0, |v| u32::from(v.config_value())),
         }))
@@ -387,22 +432,24 @@ impl Pd for PdService {
         req: Request<pdpb::PutClusterConfigRequest>,
     ) -> Result<Response<pdpb::PutClusterConfigResponse>, Status> {
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
         let Some(cluster) = req.cluster else {
             return Err(Status::invalid_argument("missing cluster"));
         };
-        self.core.set_max_peer_count(cluster.max_peer_count).map_err(status)?;
-        Ok(Response::new(pdpb::PutClusterConfigResponse { header: self.header() }))
+        core.set_max_peer_count(cluster.max_peer_count).map_err(status)?;
+        Ok(Response::new(pdpb::PutClusterConfigResponse { header: ok_header(core.cluster_id()) }))
     }
 
     async fn get_gc_safe_point(
         &self,
         req: Request<pdpb::GetGcSafePointRequest>,
     ) -> Result<Response<pdpb::GetGcSafePointResponse>, Status> {
-        check(&self.core, req.get_ref().header.as_ref())?;
+        let core = self.core()?;
+        check(&core, req.get_ref().header.as_ref())?;
         Ok(Response::new(pdpb::GetGcSafePointResponse {
-            header: self.header(),
-            safe_point: self.core.gc_safe_point(),
+            header: ok_header(core.cluster_id()),
+            safe_point: core.gc_safe_point(),
         }))
     }
 
@@ -411,14 +458,24 @@ impl Pd for PdService {
         req: Request<pdpb::UpdateGcSafePointRequest>,
     ) -> Result<Response<pdpb::UpdateGcSafePointResponse>, Status> {
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
-        let new_safe_point = self.core.update_gc_safe_point(req.safe_point).map_err(status)?;
-        Ok(Response::new(pdpb::UpdateGcSafePointResponse { header: self.header(), new_safe_point }))
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
+        let new_safe_point = core.update_gc_safe_point(req.safe_point).map_err(status)?;
+        Ok(Response::new(pdpb::UpdateGcSafePointResponse {
+            header: ok_header(core.cluster_id()),
+            new_safe_point,
+        }))
     }
 }
 
 pub struct KeyspaceService {
-    pub core: Arc<PdCore>,
+    pub member: Arc<Member>,
+}
+
+impl KeyspaceService {
+    fn core(&self) -> Result<Arc<PdCore>, Status> {
+        leader_core(&self.member)
+    }
 }
 
 #[tonic::async_trait]
@@ -429,9 +486,10 @@ impl Keyspace for KeyspaceService {
     ) -> Result<Response<keyspacepb::LoadKeyspaceResponse>, Status> {
         PD_REQUESTS.with_label_values(&["load_keyspace"]).inc();
         let req = req.into_inner();
-        check(&self.core, req.header.as_ref())?;
-        let cluster_id = self.core.cluster_id();
-        Ok(Response::new(match self.core.load_keyspace(&req.name) {
+        let core = self.core()?;
+        check(&core, req.header.as_ref())?;
+        let cluster_id = core.cluster_id();
+        Ok(Response::new(match core.load_keyspace(&req.name) {
             Ok(k) => keyspacepb::LoadKeyspaceResponse {
                 header: ok_header(cluster_id),
                 keyspace: Some(k),

@@ -1,7 +1,9 @@
-//! PD's durable state in an embedded RocksDB: cluster meta, id and TSO
-//! upper bounds, stores, regions and the GC safe point.
+//! PD's durable state: cluster meta, id and TSO upper bounds, stores,
+//! regions, running operators and the GC safe point, in an embedded
+//! RocksDB or in etcd.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use atoll_engine_rocks::{RocksConfig, RocksEngine};
 use atoll_engine_traits::{Iterable, KvEngine, Peekable, WriteBatch, WriteOptions, CF_DEFAULT};
@@ -15,6 +17,11 @@ pub enum StorageError {
     Engine(#[from] atoll_engine_traits::Error),
     #[error("pd storage corrupted at {key}: {msg}")]
     Corrupted { key: String, msg: String },
+    #[error("pd storage (etcd): {0}")]
+    Etcd(String),
+    /// A write of a PD member that is no longer the leader (etcd refused it).
+    #[error("this PD member is no longer the leader")]
+    NotLeader,
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -25,6 +32,7 @@ const TSO_KEY: &[u8] = b"tso";
 const SAFE_POINT_KEY: &[u8] = b"gc_safe_point";
 const STORE_PREFIX: &[u8] = b"store/";
 const REGION_PREFIX: &[u8] = b"region/";
+const OPERATORS_KEY: &[u8] = b"operators";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterMeta {
@@ -49,9 +57,70 @@ impl ClusterMeta {
     }
 }
 
+/// The key-value store under PD's state: an embedded RocksDB (one PD) or
+/// etcd (several PD members, see `etcd.rs`).
+pub trait MetaKv: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// `sync`: durable before it returns (etcd always is).
+    fn put(&self, key: &[u8], value: &[u8], sync: bool) -> Result<()>;
+    fn delete(&self, key: &[u8]) -> Result<()>;
+    /// Every pair whose key starts with `prefix`, in key order.
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Makes every earlier write durable.
+    fn sync(&self) -> Result<()>;
+}
+
+/// PD's state in a RocksDB of its own.
+pub struct RocksKv {
+    engine: RocksEngine,
+}
+
+impl RocksKv {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| atoll_engine_traits::Error::Engine(e.to_string()))?;
+        let cfg = RocksConfig { write_buffer_size: 8 << 20, ..RocksConfig::default() };
+        Ok(RocksKv { engine: RocksEngine::open(dir, &cfg)? })
+    }
+}
+
+impl MetaKv for RocksKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.engine.get_value(key)?)
+    }
+
+    fn put(&self, key: &[u8], value: &[u8], sync: bool) -> Result<()> {
+        let mut wb = self.engine.write_batch();
+        wb.put_cf(CF_DEFAULT, key, value)?;
+        let opts = if sync { WriteOptions::sync() } else { WriteOptions::default() };
+        self.engine.write(&mut wb, opts)?;
+        Ok(())
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        self.engine.delete_cf(CF_DEFAULT, key)?;
+        Ok(())
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = vec![];
+        self.engine.scan_cf(CF_DEFAULT, prefix, &prefix_end(prefix), false, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.engine.sync()?;
+        Ok(())
+    }
+}
+
+/// PD's records over a [`MetaKv`].
 #[derive(Clone)]
 pub struct Storage {
-    engine: RocksEngine,
+    kv: Arc<dyn MetaKv>,
 }
 
 fn prefixed(prefix: &[u8], id: u64) -> Vec<u8> {
@@ -67,22 +136,21 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 impl Storage {
+    /// Storage in an embedded RocksDB at `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| atoll_engine_traits::Error::Engine(e.to_string()))?;
-        let cfg = RocksConfig { write_buffer_size: 8 << 20, ..RocksConfig::default() };
-        Ok(Storage { engine: RocksEngine::open(dir, &cfg)? })
+        Ok(Self::new(Arc::new(RocksKv::open(dir)?)))
+    }
+
+    pub fn new(kv: Arc<dyn MetaKv>) -> Self {
+        Storage { kv }
     }
 
     fn put_sync(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut wb = self.engine.write_batch();
-        wb.put_cf(CF_DEFAULT, key, value)?;
-        self.engine.write(&mut wb, WriteOptions::sync())?;
-        Ok(())
+        self.kv.put(key, value, true)
     }
 
     fn get_u64(&self, key: &[u8]) -> Result<Option<u64>> {
-        match self.engine.get_value(key)? {
+        match self.kv.get(key)? {
             None => Ok(None),
             Some(v) => {
                 let arr: [u8; 8] =
@@ -96,7 +164,7 @@ impl Storage {
     }
 
     pub fn load_meta(&self) -> Result<Option<ClusterMeta>> {
-        match self.engine.get_value(META_KEY)? {
+        match self.kv.get(META_KEY)? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
@@ -138,31 +206,34 @@ impl Storage {
 
     /// Region writes are not synced one by one: heartbeats re-send them.
     pub fn save_region(&self, r: &metapb::Region) -> Result<()> {
-        let mut wb = self.engine.write_batch();
-        wb.put_cf(CF_DEFAULT, &prefixed(REGION_PREFIX, r.id), &r.encode_to_vec())?;
-        self.engine.write(&mut wb, WriteOptions::default())?;
-        Ok(())
+        self.kv.put(&prefixed(REGION_PREFIX, r.id), &r.encode_to_vec(), false)
     }
 
     pub fn delete_region(&self, id: u64) -> Result<()> {
-        self.engine.delete_cf(CF_DEFAULT, &prefixed(REGION_PREFIX, id))?;
-        Ok(())
+        self.kv.delete(&prefixed(REGION_PREFIX, id))
+    }
+
+    /// The running operators (JSON, see `schedule::operator`), saved so a
+    /// new PD leader goes on with them.
+    pub fn save_operators(&self, json: &[u8]) -> Result<()> {
+        self.kv.put(OPERATORS_KEY, json, false)
+    }
+
+    pub fn load_operators(&self) -> Result<Option<Vec<u8>>> {
+        self.kv.get(OPERATORS_KEY)
     }
 
     fn load_all<M: Message + Default>(&self, prefix: &[u8]) -> Result<Vec<M>> {
-        let mut out = vec![];
-        let mut bad = None;
-        self.engine.scan_cf(CF_DEFAULT, prefix, &prefix_end(prefix), false, &mut |k, v| {
-            match M::decode(v) {
-                Ok(m) => out.push(m),
-                Err(e) => bad = Some((String::from_utf8_lossy(k).into_owned(), e.to_string())),
-            }
-            Ok(bad.is_none())
-        })?;
-        if let Some((key, msg)) = bad {
-            return Err(StorageError::Corrupted { key, msg });
-        }
-        Ok(out)
+        self.kv
+            .scan(prefix)?
+            .into_iter()
+            .map(|(k, v)| {
+                M::decode(v.as_slice()).map_err(|e| StorageError::Corrupted {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    msg: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     pub fn load_stores(&self) -> Result<Vec<metapb::Store>> {
@@ -174,8 +245,7 @@ impl Storage {
     }
 
     pub fn sync(&self) -> Result<()> {
-        self.engine.sync()?;
-        Ok(())
+        self.kv.sync()
     }
 }
 

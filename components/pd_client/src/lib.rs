@@ -406,13 +406,29 @@ impl PdClient {
             .ok_or_else(|| PdError::Invalid("keyspace missing".into()))
     }
 
-    /// One timestamp from the TSO stream (`physical << 18 | logical`).
+    /// One timestamp from the TSO stream (`physical << 18 | logical`);
+    /// through a PD leader change it finds the new leader and asks again.
     pub async fn get_ts(&self) -> Result<u64> {
+        let mut attempt = 0;
+        loop {
+            match self.get_ts_once().await {
+                Err(e) if e.is_retryable() && attempt + 1 < CALL_ATTEMPTS_MAX => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                    self.reconnect().await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn get_ts_once(&self) -> Result<u64> {
         let mut c = self.conn.read().pd.clone();
         let req = pdpb::TsoRequest { header: self.header(), count: 1, dc_location: String::new() };
         let mut stream = c.tso(tokio_stream::once(req)).await?.into_inner();
-        let resp =
-            stream.message().await?.ok_or_else(|| PdError::Invalid("tso stream closed".into()))?;
+        let resp = stream.message().await?.ok_or_else(|| {
+            PdError::Rpc(tonic::Status::unavailable("tso stream closed without an answer"))
+        })?;
         let ts = check(resp)?
             .timestamp
             .ok_or_else(|| PdError::Invalid("tso without timestamp".into()))?;
@@ -420,7 +436,8 @@ impl PdClient {
     }
 
     /// Opens the region heartbeat stream: requests go into the returned
-    /// sender (bounded), operators come back on the stream.
+    /// sender (bounded), operators come back on the stream. When it cannot
+    /// be opened, the next attempt goes to the leader found anew.
     pub async fn region_heartbeat(
         &self,
         queue: usize,
@@ -430,8 +447,18 @@ impl PdClient {
     )> {
         let (tx, rx) = mpsc::channel(queue);
         let mut c = self.conn.read().pd.clone();
-        let resp = c.region_heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
-        Ok((tx, resp.into_inner()))
+        match c.region_heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+            Ok(resp) => Ok((tx, resp.into_inner())),
+            Err(e) => {
+                self.reconnect().await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Finds the PD leader again (after a stream broke).
+    pub async fn refresh_leader(&self) {
+        self.reconnect().await;
     }
 
     /// The request header (cluster id) callers put on streamed requests.

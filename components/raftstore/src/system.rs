@@ -241,6 +241,12 @@ impl<E: KvEngine> StoreHandle<E> {
         self.router.len()
     }
 
+    /// Every region this store leads reports to PD now (e.g. to a new PD
+    /// leader, which knows regions but not their leaders).
+    pub fn heartbeat_regions(&self) {
+        self.router.broadcast_normal(|| PeerMsg::Tick(PeerTick::PdHeartbeat));
+    }
+
     /// Copies of this store's initialized regions, for background work that
     /// then addresses each region through `read` / `write` (which refuse
     /// where this store's peer is not the leader).

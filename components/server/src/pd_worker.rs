@@ -47,10 +47,19 @@ pub async fn run<E: KvEngine>(
         mpsc::Sender<pdpb::RegionHeartbeatRequest>,
         tonic::Streaming<pdpb::RegionHeartbeatResponse>,
     )> = None;
+    let mut opened_before = false;
     loop {
         if hb.is_none() {
             match pd.region_heartbeat(HEARTBEAT_STREAM_QUEUE_MAX).await {
-                Ok(s) => hb = Some(s),
+                Ok(s) => {
+                    hb = Some(s);
+                    if opened_before {
+                        // Perhaps a new PD leader: it knows the regions
+                        // but not their leaders until they report.
+                        store.heartbeat_regions();
+                    }
+                    opened_before = true;
+                }
                 Err(e) => tracing::warn!("open region heartbeat stream: {e}"),
             }
         }
@@ -61,9 +70,12 @@ pub async fn run<E: KvEngine>(
                     match r {
                         Ok(Some(resp)) => on_operator(&store, resp),
                         Ok(None) | Err(_) => {
+                            // PD stopped or lost its leadership: find the
+                            // leader again and reopen there.
                             tracing::info!("region heartbeat stream closed; reopening");
                             hb = None;
                             tokio::time::sleep(Duration::from_millis(200)).await;
+                            pd.refresh_leader().await;
                         }
                     }
                     continue;

@@ -181,6 +181,37 @@ impl Operators {
             .collect()
     }
 
+    /// The running operators as JSON, for storage: a new PD leader goes on
+    /// with them.
+    pub fn to_json(&self) -> Vec<u8> {
+        let now = Instant::now();
+        let mut saved: Vec<operator::SavedOperator> =
+            self.ops.values().map(|op| op.saved(now)).collect();
+        saved.sort_by_key(|o| o.region_id);
+        serde_json::to_vec(&saved).expect("operators serialize")
+    }
+
+    /// Operators saved by [`Operators::to_json`] (none if `json` is absent
+    /// or unreadable: operators are re-planned from the regions anyway).
+    pub fn restore(json: Option<&[u8]>, now: Instant) -> Operators {
+        let Some(json) = json else { return Operators::default() };
+        match serde_json::from_slice::<Vec<operator::SavedOperator>>(json) {
+            Ok(saved) => Operators {
+                ops: saved
+                    .into_iter()
+                    .map(|s| {
+                        let op = Operator::restore(s, now);
+                        (op.region_id, op)
+                    })
+                    .collect(),
+            },
+            Err(e) => {
+                tracing::warn!("saved operators unreadable, dropped: {e}");
+                Operators::default()
+            }
+        }
+    }
+
     /// Region counts per store as they will be once running operators finish.
     pub fn projected_region_counts(&self, views: &HashMap<u64, StoreView>) -> HashMap<u64, i64> {
         let mut counts: HashMap<u64, i64> =

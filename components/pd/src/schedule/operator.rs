@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use atoll_proto::metapb;
 use atoll_proto::pdpb;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::RegionInfo;
 
@@ -14,7 +15,8 @@ const ADD_NODE: i32 = 0;
 const REMOVE_NODE: i32 = 1;
 const ADD_LEARNER_NODE: i32 = 2;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OpStep {
     TransferLeader { to_store: u64 },
     AddLearner { store_id: u64, peer_id: u64 },
@@ -23,7 +25,8 @@ pub enum OpStep {
 }
 
 /// What made the operator (also its limit class).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OpKind {
     /// Leader balance or an admin leader transfer.
     Leader,
@@ -43,6 +46,35 @@ pub struct Operator {
     pub current: usize,
     pub created_at: Instant,
     pub timeout: Duration,
+}
+
+/// Every operator name PD makes; a saved operator gets its name back from
+/// this list.
+const DESCS: &[&str] = &[
+    "add-replica",
+    "admin-transfer-leader",
+    "balance-leader",
+    "balance-region",
+    "promote-learner",
+    "remove-down-learner",
+    "remove-down-replica",
+    "remove-extra-learner",
+    "remove-extra-replica",
+    "replace-down-replica",
+    "transfer-leader",
+];
+
+/// An operator as saved in PD's storage.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedOperator {
+    pub region_id: u64,
+    kind: OpKind,
+    desc: String,
+    steps: Vec<OpStep>,
+    current: usize,
+    /// How long it had run when saved.
+    age_ms: u64,
+    timeout_ms: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -100,6 +132,32 @@ impl Operator {
         timeout: Duration,
     ) -> Self {
         Operator { region_id, kind, desc, steps, current: 0, created_at: now, timeout }
+    }
+
+    pub fn saved(&self, now: Instant) -> SavedOperator {
+        SavedOperator {
+            region_id: self.region_id,
+            kind: self.kind,
+            desc: self.desc.to_owned(),
+            steps: self.steps.clone(),
+            current: self.current,
+            age_ms: now.saturating_duration_since(self.created_at).as_millis() as u64,
+            timeout_ms: self.timeout.as_millis() as u64,
+        }
+    }
+
+    /// An operator from storage; its age counts towards its timeout.
+    pub fn restore(s: SavedOperator, now: Instant) -> Operator {
+        let age = Duration::from_millis(s.age_ms);
+        Operator {
+            region_id: s.region_id,
+            kind: s.kind,
+            desc: DESCS.iter().find(|d| **d == s.desc).copied().unwrap_or("restored"),
+            current: s.current.min(s.steps.len()),
+            steps: s.steps,
+            created_at: now.checked_sub(age).unwrap_or(now),
+            timeout: Duration::from_millis(s.timeout_ms),
+        }
     }
 
     /// Skips the steps the region shows done.
@@ -242,5 +300,39 @@ mod tests {
         );
         let r = info(&[(10, 1, false), (20, 2, false)], 1);
         assert_eq!(op.check(&r, now + Duration::from_secs(2)), OpStatus::TimedOut);
+    }
+
+    #[test]
+    fn operators_survive_save_and_restore() {
+        let now = Instant::now();
+        let started = now.checked_sub(Duration::from_secs(10)).expect("machine up for 10s");
+        let mut ops = crate::schedule::Operators::default();
+        let steps = vec![
+            OpStep::AddLearner { store_id: 4, peer_id: 40 },
+            OpStep::PromoteLearner { store_id: 4, peer_id: 40 },
+            OpStep::RemovePeer { store_id: 1 },
+        ];
+        let mut op = Operator::new(
+            7,
+            OpKind::Region,
+            "balance-region",
+            steps.clone(),
+            started,
+            Duration::from_secs(60),
+        );
+        op.current = 1;
+        assert!(ops.add(op, false));
+        let json = ops.to_json();
+        let later = Instant::now();
+        let back = crate::schedule::Operators::restore(Some(&json), later);
+        let op = back.get(7).expect("restored");
+        assert_eq!((op.kind, op.desc, op.current), (OpKind::Region, "balance-region", 1));
+        assert_eq!(op.steps, steps);
+        assert_eq!(op.timeout, Duration::from_secs(60));
+        // Its age carries over: it has run 10 s of its 60.
+        assert!(later.duration_since(op.created_at) >= Duration::from_secs(10));
+        assert!(later.duration_since(op.created_at) < Duration::from_secs(60));
+        assert!(crate::schedule::Operators::restore(Some(b"not json"), now).is_empty());
+        assert!(crate::schedule::Operators::restore(None, now).is_empty());
     }
 }

@@ -1,0 +1,276 @@
+//! PD high availability: three PD members over a three-member etcd, three
+//! stores, clients running. The PD leader is killed (SIGKILL); a new one
+//! serves within 5 s, timestamps stay strictly increasing, regions, stores
+//! and a running operator survive, and the unmodified tikv-client keeps
+//! working. Then the whole PD group is killed and restarted: state intact.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atoll_pd_client::PdClient;
+use atoll_tests::proc::{
+    eventually, http_get, http_post, ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG,
+};
+use parking_lot::Mutex;
+
+/// The test PD config, but a store paused for the operator check must not
+/// count as down (that would cancel the operator).
+fn pd_config() -> String {
+    TEST_PD_CONFIG.replace("max-store-down-time = \"3s\"", "max-store-down-time = \"120s\"")
+}
+
+fn status(c: &ProcCluster, i: usize) -> serde_json::Value {
+    http_get(c.pd_member_status(i), "/status")
+        .ok()
+        .and_then(|b| serde_json::from_str(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The member that says it leads, if one does.
+fn leader(c: &ProcCluster) -> Option<usize> {
+    (0..c.pd_member_count()).find(|&i| status(c, i)["is_leader"] == true)
+}
+
+async fn wait_leader(c: &ProcCluster, timeout: Duration) -> Option<usize> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(i) = leader(c) {
+            return Some(i);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn api(c: &ProcCluster, i: usize, path: &str) -> serde_json::Value {
+    let body = http_get(c.pd_member_addr(i), path).unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+/// Asks for timestamps without pause; fails the test on any timestamp not
+/// above the one before. Records when answers came, for the gap check.
+struct TsoChecker {
+    last: AtomicU64,
+    /// (time of the answer) of every timestamp, for the outage measurement.
+    answers: Mutex<Vec<Instant>>,
+    violations: Mutex<Vec<(u64, u64)>>,
+}
+
+impl TsoChecker {
+    async fn run(self: Arc<Self>, pd: Arc<PdClient>, stop: Arc<AtomicBool>) {
+        while !stop.load(Ordering::Relaxed) {
+            match pd.get_ts().await {
+                Ok(ts) => {
+                    let prev = self.last.swap(ts, Ordering::SeqCst);
+                    if ts <= prev {
+                        self.violations.lock().push((prev, ts));
+                    }
+                    self.answers.lock().push(Instant::now());
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    fn answered_after(&self, t: Instant) -> Option<Instant> {
+        self.answers.lock().iter().find(|a| **a > t).copied()
+    }
+}
+
+/// Writes keys `w-<n>` through the upstream tikv-client; remembers the
+/// acknowledged ones.
+async fn writer(
+    client: Arc<tikv_client::RawClient>,
+    acked: Arc<Mutex<Vec<u64>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("w-{n:08}");
+        if client.put(key.into_bytes(), n.to_string().into_bytes()).await.is_ok() {
+            acked.lock().push(n);
+            n += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn tikv_client(endpoints: &[String]) -> tikv_client::RawClient {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let err = match tikv_client::RawClient::new_with_config(
+            endpoints.to_vec(),
+            tikv_client::Config::default().with_default_keyspace(),
+        )
+        .await
+        {
+            Ok(cl) => match cl.put(b"ready".to_vec(), b"1".to_vec()).await {
+                Ok(()) => return cl,
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        assert!(Instant::now() < deadline, "tikv-client could not use the cluster: {err:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pd_group_fails_over_and_restarts_with_its_state() {
+    let mut c = ProcCluster::start_group(3, 3, &pd_config(), TEST_STORE_CONFIG);
+    let endpoints = c.pd_endpoints();
+    let client = Arc::new(tikv_client(&endpoints).await);
+    let pd = Arc::new(PdClient::connect(&endpoints, Duration::from_secs(30)).await.unwrap());
+    let cluster_id = pd.cluster_id();
+    assert_ne!(cluster_id, 0);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tso = Arc::new(TsoChecker {
+        last: AtomicU64::new(0),
+        answers: Mutex::new(vec![]),
+        violations: Mutex::new(vec![]),
+    });
+    let acked = Arc::new(Mutex::new(vec![]));
+    let tasks = vec![
+        tokio::spawn(tso.clone().run(pd.clone(), stop.clone())),
+        tokio::spawn(writer(client.clone(), acked.clone(), stop.clone())),
+    ];
+
+    // Every store registered and every region's replicas placed.
+    let first = wait_leader(&c, Duration::from_secs(10)).await.expect("a PD leader");
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            let regions = api(&c, first, "/pd/api/v1/regions");
+            api(&c, first, "/pd/api/v1/stores")["count"] == 3
+                && regions["regions"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().all(|r| r["peers"].as_array().unwrap().len() == 3))
+        })
+        .await,
+        "stores and replicas not ready"
+    );
+    let regions_before = api(&c, first, "/pd/api/v1/regions")["count"].as_u64().unwrap();
+
+    // An operator that cannot finish yet: move region leadership to a
+    // store that is paused.
+    let region = &api(&c, first, "/pd/api/v1/regions")["regions"][0];
+    let region_id = region["id"].as_u64().unwrap();
+    let leader_store = region["leader"]["store_id"].as_u64().expect("region leader known");
+    let target = region["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["store_id"].as_u64().unwrap())
+        .find(|s| *s != leader_store)
+        .unwrap();
+    let stores = api(&c, first, "/pd/api/v1/stores");
+    let target_addr = stores["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == target)
+        .map(|s| s["address"].as_str().unwrap().to_owned())
+        .unwrap();
+    let paused = c.store_index_by_addr(&target_addr).unwrap();
+    c.signal_store(paused, true);
+    let body = format!(
+        r#"{{"name": "transfer-leader", "region_id": {region_id}, "to_store_id": {target}}}"#
+    );
+    assert!(http_post(c.pd_member_addr(first), "/pd/api/v1/operators", &body).contains("ok"));
+    assert_eq!(api(&c, first, "/pd/api/v1/operators")["count"], 1);
+
+    // Kill the PD leader.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let acked_before = acked.lock().len();
+    c.kill_pd_member(first);
+    // The process is gone (reaped): any answer from now on is the new leader's.
+    let killed_at = Instant::now();
+    let second = wait_leader(&c, Duration::from_secs(5)).await;
+    let elapsed = killed_at.elapsed();
+    let second = second.unwrap_or_else(|| {
+        panic!("no new PD leader within 5 s; logs:\n{}\n{}", c.log("pd1.log"), c.log("pd2.log"))
+    });
+    assert_ne!(second, first);
+    println!("new PD leader pd{second} after {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "failover took {elapsed:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || async { tso.answered_after(killed_at).is_some() })
+            .await,
+        "no timestamp from the new leader"
+    );
+    let first_ts_after = tso.answered_after(killed_at).unwrap() - killed_at;
+    println!("first timestamp {first_ts_after:?} after the kill");
+    assert!(first_ts_after < Duration::from_secs(5));
+
+    // State survived: stores, regions, the running operator.
+    assert_eq!(api(&c, second, "/pd/api/v1/stores")["count"], 3);
+    assert!(api(&c, second, "/pd/api/v1/regions")["count"].as_u64().unwrap() >= regions_before);
+    let ops = api(&c, second, "/pd/api/v1/operators");
+    assert_eq!(ops["operators"][0]["region_id"], region_id, "operator lost: {ops}");
+    assert_eq!(ops["operators"][0]["desc"], "admin-transfer-leader");
+    // ... and finishes under the new leader once its store is back.
+    c.signal_store(paused, false);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            api(&c, second, "/pd/api/v1/operators")["count"] == 0
+        })
+        .await,
+        "the operator never finished"
+    );
+
+    // The tikv-client writer goes on.
+    assert!(
+        eventually(Duration::from_secs(20), || async { acked.lock().len() > acked_before + 50 })
+            .await,
+        "tikv-client made no progress after the failover"
+    );
+    c.start_pd_member(first);
+
+    // The whole PD group down and back: state intact.
+    let ts_before_restart = tso.last.load(Ordering::SeqCst);
+    c.kill_pd();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.start_pd();
+    let third = wait_leader(&c, Duration::from_secs(20)).await.expect("a leader after restart");
+    let members = api(&c, third, "/pd/api/v1/members");
+    assert_eq!(members["members"].as_array().unwrap().len(), 3, "{members}");
+    assert_eq!(api(&c, third, "/pd/api/v1/stores")["count"], 3);
+    assert!(api(&c, third, "/pd/api/v1/regions")["count"].as_u64().unwrap() >= regions_before);
+    let pd2 = PdClient::connect(&endpoints, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(pd2.cluster_id(), cluster_id, "cluster id changed");
+    assert!(pd2.get_ts().await.unwrap() > ts_before_restart);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            tso.last.load(Ordering::SeqCst) > ts_before_restart
+        })
+        .await
+    );
+    let acked_at_restart = acked.lock().len();
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            acked.lock().len() > acked_at_restart + 50
+        })
+        .await,
+        "tikv-client made no progress after the PD restart"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(tso.violations.lock().is_empty(), "timestamps went back: {:?}", tso.violations.lock());
+    // Every acknowledged write is there.
+    let acked = acked.lock().clone();
+    for chunk in acked.chunks(256) {
+        let keys: Vec<Vec<u8>> = chunk.iter().map(|n| format!("w-{n:08}").into_bytes()).collect();
+        let got = client.batch_get(keys).await.unwrap();
+        assert_eq!(got.len(), chunk.len(), "acknowledged writes missing");
+    }
+    println!(
+        "{} timestamps, {} acknowledged writes, failover {elapsed:?}",
+        tso.answers.lock().len(),
+        acked.len()
+    );
+}
