@@ -245,15 +245,86 @@ async fn a_dead_store_is_replaced_and_no_acknowledged_write_is_lost() {
     check_all(&client, N + 300).await;
 }
 
-fn ctl(c: &ProcCluster, args: &[&str]) -> String {
+/// Runs atoll-ctl; (succeeded, stdout, stderr).
+fn try_ctl(c: &ProcCluster, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(atoll_tests::proc::binary("atoll-ctl"))
         .arg("--pd")
         .arg(&c.pd_addr)
         .args(args)
         .output()
         .expect("run atoll-ctl");
-    assert!(out.status.success(), "atoll-ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+fn ctl(c: &ProcCluster, args: &[&str]) -> String {
+    let (ok, out, err) = try_ctl(c, args);
+    assert!(ok, "atoll-ctl {args:?}: {err}");
+    out
+}
+
+fn store_state(c: &ProcCluster, id: u64) -> (String, u64) {
+    let stores = pd_json(c, "/pd/api/v1/stores");
+    let s = stores["stores"].as_array().unwrap().iter().find(|s| s["id"] == id).cloned();
+    let s = s.unwrap_or(Value::Null);
+    (s["state_name"].as_str().unwrap_or("?").to_owned(), s["region_count"].as_u64().unwrap_or(0))
+}
+
+/// `atoll-ctl store delete` under writes: PD moves every replica off the
+/// store, which ends Tombstone with no regions; every region keeps three
+/// voters elsewhere, nothing acknowledged is lost, the deleted store
+/// refuses to start again, and a delete that would leave too few stores
+/// is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_store_ends_tombstone_with_its_replicas_moved_away() {
+    let mut c = ProcCluster::start_with(4, TEST_PD_CONFIG, &store_config(BALANCE_STORE_CONFIG));
+    let client = client(&c).await;
+    const N: usize = 1500;
+    write_all(&client, 0..N).await;
+    let victim = store_id_of(&client, &c, 0).await;
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            regions(&c).len() >= 12 && store_counts(&c).get(&victim).is_some_and(|(r, _)| *r > 3)
+        })
+        .await,
+        "store {victim} never held replicas: {:?}",
+        store_counts(&c)
+    );
+    let out = ctl(&c, &["store", "delete", &victim.to_string()]);
+    assert!(out.contains("Offline"), "{out}");
+    // Under load: writes go on while the replicas move.
+    write_all(&client, N..N + 500).await;
+    let buried = eventually(Duration::from_secs(120), || async {
+        store_state(&c, victim) == ("Tombstone".to_owned(), 0)
+    })
+    .await;
+    assert!(
+        buried,
+        "store {victim} is {:?}; operators {:?}",
+        store_state(&c, victim),
+        pd_json(&c, "/pd/api/v1/operators")
+    );
+    let rs = regions(&c);
+    for r in &rs {
+        let peers = r["peers"].as_array().unwrap();
+        assert_eq!(peers.len(), 3, "3 replicas: {r}");
+        assert!(peers.iter().all(|p| p["store_id"] != victim && p["role"] == "voter"), "{r}");
+    }
+    assert_ranges_tile_keyspace(&rs);
+    check_all(&client, N + 500).await;
+    assert!(ctl(&c, &["stores"]).contains("Tombstone"));
+
+    // The deleted store never comes back under its id.
+    c.kill_store(0);
+    c.start_store(0);
+    assert_eq!(c.wait_store_exit(0, Duration::from_secs(30)), Some(false), "tombstone restarted");
+    assert!(c.log("store0.log").contains("was deleted from the cluster"), "no clear message");
+
+    // Three stores left for three replicas: deleting another is refused.
+    let other = store_id_of(&client, &c, 1).await;
+    let (ok, _, err) = try_ctl(&c, &["store", "delete", &other.to_string()]);
+    assert!(!ok && err.contains("would leave 2 stores"), "{err}");
+    assert_eq!(store_state(&c, other).0, "Up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

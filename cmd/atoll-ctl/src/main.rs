@@ -64,6 +64,16 @@ enum Cmd {
     /// transactions and snapshot reads.
     #[command(subcommand)]
     Txn(TxnCmd),
+    /// Store lifecycle.
+    #[command(subcommand)]
+    Store(StoreCmd),
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Delete (decommission) a store: PD moves every replica off it, then
+    /// marks it Tombstone; a store with that id never starts again.
+    Delete { id: u64 },
 }
 
 /// A scan's range and limit (raw and transactional).
@@ -158,8 +168,18 @@ async fn run_txn(pd: Vec<String>, cmd: TxnCmd) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let pd_http = a.pd.first().cloned().context("no PD endpoint")?;
+    anyhow::ensure!(!a.pd.is_empty(), "no PD endpoint");
+    let pd_http = a.pd.clone();
     match a.cmd {
+        Cmd::Store(StoreCmd::Delete { id }) => {
+            let v = pd_http_leader(&pd_http, "DELETE", &format!("/pd/api/v1/store/{id}"), None)?;
+            println!(
+                "store {id} is {}: PD moves its replicas away, then marks it Tombstone \
+                 (watch `atoll-ctl stores`)",
+                v["state"].as_str().unwrap_or("Offline")
+            );
+            return Ok(());
+        }
         Cmd::Stores => return print_stores(&pd_http),
         Cmd::Regions => return print_regions(&pd_http),
         Cmd::Operators => return print_operators(&pd_http),
@@ -202,7 +222,12 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::json!({"name": "split-region", "region_id": region, "keys": keys});
             post_operator(&pd_http, body)?;
         }
-        Cmd::Stores | Cmd::Regions | Cmd::Operators | Cmd::TransferLeader { .. } | Cmd::Txn(_) => {
+        Cmd::Stores
+        | Cmd::Regions
+        | Cmd::Operators
+        | Cmd::TransferLeader { .. }
+        | Cmd::Txn(_)
+        | Cmd::Store(_) => {
             unreachable!("handled above")
         }
         Cmd::Status => {
@@ -253,7 +278,50 @@ fn hex_upper(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
-/// One HTTP/1.1 request to PD's `/pd/api/v1` API; returns the JSON body.
+/// A PD member that is not the leader; `leader`: where it says the leader is.
+#[derive(Debug, thiserror::Error)]
+#[error("PD at {addr} is not the leader")]
+struct NotLeader {
+    addr: String,
+    leader: Option<String>,
+}
+
+/// A request to PD's `/pd/api/v1` API at the leader: tries the endpoints
+/// in turn, following a follower's pointer to the leader.
+fn pd_http_leader(
+    endpoints: &[String],
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut queue: std::collections::VecDeque<String> = endpoints.iter().cloned().collect();
+    let mut tried = std::collections::HashSet::new();
+    let mut last = None;
+    while let Some(addr) = queue.pop_front() {
+        if !tried.insert(addr.clone()) {
+            continue;
+        }
+        match pd_http(&addr, method, path, body) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                if let Some(l) = e.downcast_ref::<NotLeader>().and_then(|n| n.leader.clone()) {
+                    queue.push_front(l.trim_start_matches("http://").to_owned());
+                } else if e.downcast_ref::<std::io::Error>().is_none()
+                    && e.downcast_ref::<NotLeader>().is_none()
+                {
+                    // PD answered and refused: that is the answer.
+                    return Err(e);
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no PD endpoint")))
+}
+
+/// One HTTP/1.1 request to one PD member's `/pd/api/v1` API; returns the
+/// JSON body. Fails with [`NotLeader`] on a follower, `io::Error` when
+/// the member cannot be reached.
 fn pd_http(
     addr: &str,
     method: &str,
@@ -261,8 +329,7 @@ fn pd_http(
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
     use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect(addr).with_context(|| format!("connect to PD at {addr}"))?;
+    let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
@@ -275,20 +342,24 @@ fn pd_http(
     let (head, body) = out.split_once("\r\n\r\n").context("malformed HTTP response")?;
     let v: serde_json::Value =
         serde_json::from_str(body).with_context(|| format!("PD answered: {head}"))?;
+    if head.starts_with("HTTP/1.1 503") {
+        let leader = v["leader"].as_str().map(str::to_owned);
+        return Err(NotLeader { addr: addr.to_owned(), leader }.into());
+    }
     if !head.starts_with("HTTP/1.1 200") {
         anyhow::bail!("PD refused: {}", v["error"].as_str().unwrap_or(body));
     }
     Ok(v)
 }
 
-fn post_operator(addr: &str, body: serde_json::Value) -> anyhow::Result<()> {
-    pd_http(addr, "POST", "/pd/api/v1/operators", Some(&body))?;
+fn post_operator(pd: &[String], body: serde_json::Value) -> anyhow::Result<()> {
+    pd_http_leader(pd, "POST", "/pd/api/v1/operators", Some(&body))?;
     println!("OK");
     Ok(())
 }
 
-fn print_stores(addr: &str) -> anyhow::Result<()> {
-    let v = pd_http(addr, "GET", "/pd/api/v1/stores", None)?;
+fn print_stores(pd: &[String]) -> anyhow::Result<()> {
+    let v = pd_http_leader(pd, "GET", "/pd/api/v1/stores", None)?;
     println!("STORE\tADDRESS\tSTATE\tREGIONS\tLEADERS\tUSED_BYTES");
     for s in v["stores"].as_array().cloned().unwrap_or_default() {
         println!(
@@ -304,8 +375,8 @@ fn print_stores(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_regions(addr: &str) -> anyhow::Result<()> {
-    let v = pd_http(addr, "GET", "/pd/api/v1/regions", None)?;
+fn print_regions(pd: &[String]) -> anyhow::Result<()> {
+    let v = pd_http_leader(pd, "GET", "/pd/api/v1/regions", None)?;
     println!("REGION\tSTART\tEND\tCONF_VER\tVERSION\tLEADER_STORE\tPEERS\tSIZE\tKEYS");
     for r in v["regions"].as_array().cloned().unwrap_or_default() {
         let leader = r["leader"]["id"].as_u64();
@@ -342,8 +413,8 @@ fn print_regions(addr: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_operators(addr: &str) -> anyhow::Result<()> {
-    let v = pd_http(addr, "GET", "/pd/api/v1/operators", None)?;
+fn print_operators(pd: &[String]) -> anyhow::Result<()> {
+    let v = pd_http_leader(pd, "GET", "/pd/api/v1/operators", None)?;
     println!("REGION\tOPERATOR\tKIND\tSTEP\tSTEPS\tAGE_SECS");
     for o in v["operators"].as_array().cloned().unwrap_or_default() {
         let steps: Vec<String> = o["steps"]

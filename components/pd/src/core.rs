@@ -43,6 +43,9 @@ pub enum CoreError {
     NotBootstrapped,
     #[error("cluster is already bootstrapped")]
     AlreadyBootstrapped,
+    /// The store was deleted; its id is never used again.
+    #[error("store {0} is a tombstone (it was deleted); start a store with an empty data directory instead")]
+    Tombstone(u64),
     /// The named store, region or keyspace does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -330,11 +333,78 @@ impl PdCore {
                 store.address, other.store.id
             )));
         }
+        match c.stores.get(&store.id).map(|s| s.store.state) {
+            Some(state) if state == metapb::StoreState::Tombstone as i32 => {
+                return Err(CoreError::Tombstone(store.id));
+            }
+            // A store restarted while being deleted stays that way.
+            Some(state) => store.state = state,
+            None => store.state = metapb::StoreState::Up as i32,
+        }
         store.last_heartbeat = atoll_util::time::unix_millis() as i64 * 1_000_000;
         self.storage.save_store(&store)?;
         c.put_store(store);
         PD_STORES.set(c.stores.len() as i64);
         Ok(())
+    }
+
+    /// Starts deleting a store (`Offline`): the schedulers move every
+    /// replica off it, then [`PdCore::run_schedulers`] marks it
+    /// `Tombstone`, after which it may never register again. Refused when
+    /// the stores left could not hold `max_peer_count` replicas.
+    pub fn delete_store(&self, id: u64) -> Result<()> {
+        let max_replicas = self.meta.lock().max_peer_count as usize;
+        let mut c = self.cluster.write();
+        let Some(info) = c.stores.get(&id) else {
+            return Err(CoreError::NotFound(format!("store {id} not found")));
+        };
+        let state = info.store.state;
+        if state == metapb::StoreState::Tombstone as i32 {
+            return Err(CoreError::Tombstone(id));
+        }
+        if state == metapb::StoreState::Offline as i32 {
+            return Ok(());
+        }
+        let staying = c
+            .stores
+            .values()
+            .filter(|s| s.store.id != id && s.store.state == metapb::StoreState::Up as i32)
+            .count();
+        if staying < max_replicas {
+            return Err(CoreError::Conflict(format!(
+                "deleting store {id} would leave {staying} stores for {max_replicas} replicas \
+                 per region; add a store first"
+            )));
+        }
+        let mut store = info.store.clone();
+        store.state = metapb::StoreState::Offline as i32;
+        self.storage.save_store(&store)?;
+        c.put_store(store);
+        tracing::info!(store = id, "store is being deleted: moving its replicas away");
+        Ok(())
+    }
+
+    /// Marks deleted (`Offline`) stores that hold no replica any more as
+    /// `Tombstone`.
+    fn bury_empty_stores(&self, views: &HashMap<u64, StoreView>) {
+        let empty: Vec<u64> =
+            views.values().filter(|v| v.offline && v.region_count == 0).map(|v| v.id).collect();
+        if empty.is_empty() {
+            return;
+        }
+        let mut c = self.cluster.write();
+        for id in empty {
+            let Some(info) = c.stores.get(&id) else { continue };
+            let mut store = info.store.clone();
+            store.state = metapb::StoreState::Tombstone as i32;
+            if let Err(e) = self.storage.save_store(&store) {
+                tracing::warn!(store = id, "mark tombstone: {e}");
+                continue;
+            }
+            c.put_store(store);
+            self.hb_streams.lock().remove(&id);
+            tracing::info!(store = id, "store deleted: no replicas left, now a tombstone");
+        }
     }
 
     /// Every store (by id), optionally without tombstones.
@@ -371,6 +441,9 @@ impl PdCore {
         let Some(s) = c.stores.get_mut(&stats.store_id) else {
             return Err(CoreError::NotFound(format!("store {} not found", stats.store_id)));
         };
+        if s.store.state == metapb::StoreState::Tombstone as i32 {
+            return Err(CoreError::Tombstone(stats.store_id));
+        }
         s.store.last_heartbeat = atoll_util::time::unix_millis() as i64 * 1_000_000;
         s.stats = Some(stats);
         s.last_heartbeat = Some(Instant::now());
@@ -549,11 +622,16 @@ impl PdCore {
         }
         let cfg = self.cfg.schedule_config();
         let now = Instant::now();
+        let mut bury = None;
         let new_ops = {
             let c = self.cluster.read();
             let mut ops = self.operators.lock();
             let views = crate::schedule::store_views(&c, now, self.started, &cfg);
             let doomed = ops.doomed(&views);
+            if views.values().any(|v| v.offline && v.region_count == 0) {
+                // After the routing lock: burying takes it for writing.
+                bury = Some(views.clone());
+            }
             for &region_id in &doomed {
                 if let Some(op) = ops.remove(region_id) {
                     PD_OPERATOR_EVENTS.with_label_values(&[op.desc, "cancelled"]).inc();
@@ -570,6 +648,9 @@ impl PdCore {
             let mut alloc = || self.ids.alloc().ok();
             crate::schedule::schedule(&c, &ops, now, self.started, &cfg, &mut alloc)
         };
+        if let Some(views) = bury {
+            self.bury_empty_stores(&views);
+        }
         for op in new_ops {
             self.start_operator(op, false);
         }

@@ -88,6 +88,11 @@ impl HttpApi {
         if method == http::Method::POST && path == "/pd/api/v1/operators" {
             return Self::add_operator(&core, body);
         }
+        if method == http::Method::DELETE {
+            if let Some(id) = path.strip_prefix("/pd/api/v1/store/") {
+                return Self::delete_store(&core, id);
+            }
+        }
         if method != http::Method::GET {
             return json(
                 http::StatusCode::METHOD_NOT_ALLOWED,
@@ -127,6 +132,7 @@ impl HttpApi {
                         let (s, v) = (&status.info, status.view.as_ref());
                         let state = match v {
                             None => "Tombstone",
+                            Some(v) if v.offline => "Offline",
                             Some(v) if v.up => "Up",
                             Some(_) => "Down",
                         };
@@ -173,6 +179,32 @@ impl HttpApi {
                 serde_json::json!({"error": format!("no route {path}")}),
             ),
         }
+    }
+
+    /// `DELETE /pd/api/v1/store/<id>`: start deleting a store (PD moves its
+    /// replicas away, then marks it Tombstone).
+    fn delete_store(core: &PdCore, id: &str) -> http::Response<tonic::body::BoxBody> {
+        use crate::core::CoreError;
+        let Ok(id) = id.parse::<u64>() else {
+            return json(
+                http::StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": format!("store id {id:?} is not a number")}),
+            );
+        };
+        let (code, body) = match core.delete_store(id) {
+            Ok(()) => (http::StatusCode::OK, serde_json::json!({"ok": true, "state": "Offline"})),
+            Err(e @ CoreError::NotFound(_)) => {
+                (http::StatusCode::NOT_FOUND, serde_json::json!({"error": e.to_string()}))
+            }
+            Err(e @ (CoreError::Tombstone(_) | CoreError::Conflict(_))) => {
+                (http::StatusCode::CONFLICT, serde_json::json!({"error": e.to_string()}))
+            }
+            Err(e) => (
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"error": e.to_string()}),
+            ),
+        };
+        json(code, body)
     }
 
     /// `GET /pd/api/v1/members`: every member and the leader, by name and URL.

@@ -42,7 +42,8 @@ fn status(e: CoreError) -> Status {
 }
 
 /// The response header of a core result: header errors for what `pdpb`
-/// names (not bootstrapped, already bootstrapped, not found, conflict), a
+/// names (not bootstrapped, already bootstrapped, store tombstone, not
+/// found, conflict), a
 /// gRPC status for the rest.
 fn header_of<T>(
     cluster_id: u64,
@@ -52,6 +53,7 @@ fn header_of<T>(
         Ok(v) => return Ok((ok_header(cluster_id), Some(v))),
         Err(e @ CoreError::NotBootstrapped) => (ErrorType::NotBootstrapped, e),
         Err(e @ CoreError::AlreadyBootstrapped) => (ErrorType::AlreadyBootstrapped, e),
+        Err(e @ CoreError::Tombstone(_)) => (ErrorType::StoreTombstone, e),
         Err(e @ (CoreError::NotFound(_) | CoreError::Conflict(_))) => (ErrorType::Unknown, e),
         Err(e) => return Err(status(e)),
     };

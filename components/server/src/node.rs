@@ -19,6 +19,11 @@ pub enum NodeError {
     Pd(#[from] atoll_pd_client::PdError),
     #[error("store: {0}")]
     Store(#[from] atoll_raftstore::Error),
+    #[error(
+        "store {0} was deleted from the cluster (it is a tombstone) and cannot start again; \
+         start a new store with an empty data directory"
+    )]
+    Tombstone(u64),
     #[error("data directory belongs to cluster {found}, but PD runs cluster {expected}")]
     WrongCluster { found: u64, expected: u64 },
     #[error(
@@ -83,9 +88,16 @@ pub async fn check_cluster_api_version(
     }
 }
 
+/// Registers the store with PD; a deleted (tombstone) store is refused.
 pub async fn register(pd: &PdClient, store: metapb::Store) -> Result<(), NodeError> {
-    pd.put_store(store).await?;
-    Ok(())
+    let id = store.id;
+    match pd.put_store(store).await {
+        Err(atoll_pd_client::PdError::Header {
+            kind: atoll_proto::pdpb::ErrorType::StoreTombstone,
+            ..
+        }) => Err(NodeError::Tombstone(id)),
+        r => Ok(r?),
+    }
 }
 
 /// The stores of the first region: by id, skipping any whose `host` label

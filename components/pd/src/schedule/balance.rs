@@ -15,7 +15,7 @@ fn voter_on(r: &metapb::Region, store: u64) -> bool {
 }
 
 /// A region that may be scheduled: no operator, leader known, every peer on
-/// a live store and caught up.
+/// a live store that is not being deleted, and caught up.
 fn movable(
     r: &RegionInfo,
     ops: &Operators,
@@ -26,7 +26,7 @@ fn movable(
         && !busy.contains(&r.region.id)
         && r.leader.is_some()
         && r.pending_peers.is_empty()
-        && r.region.peers.iter().all(|p| views.get(&p.store_id).is_some_and(|v| v.up))
+        && r.region.peers.iter().all(|p| views.get(&p.store_id).is_some_and(|v| v.schedulable()))
         && r.region.peers.iter().all(|p| p.role != metapb::PeerRole::Learner as i32)
 }
 
@@ -41,7 +41,7 @@ pub fn balance_leaders(
 ) -> Vec<Operator> {
     let mut out = vec![];
     let mut counts: HashMap<u64, i64> =
-        views.values().filter(|v| v.up).map(|v| (v.id, v.leader_count as i64)).collect();
+        views.values().filter(|v| v.schedulable()).map(|v| (v.id, v.leader_count as i64)).collect();
     // Count leaders where running transfers will put them.
     for op in ops.all() {
         for step in op.remaining() {
@@ -109,7 +109,7 @@ pub fn balance_regions(
 ) -> Vec<Operator> {
     let mut out = vec![];
     let mut counts: HashMap<u64, i64> = ops.projected_region_counts(views);
-    counts.retain(|id, _| views.get(id).is_some_and(|v| v.up));
+    counts.retain(|id, _| views.get(id).is_some_and(|v| v.schedulable()));
     let mut picked: HashSet<u64> = HashSet::new();
     let budget = cfg.region_schedule_limit.saturating_sub(ops.count(OpKind::Region));
     let labeled = views.values().any(|v| v.host.is_some());

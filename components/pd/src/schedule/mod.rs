@@ -41,6 +41,15 @@ pub struct StoreView {
     pub leader_count: u64,
     /// The store's `host` label: no two replicas of a region on one host.
     pub host: Option<String>,
+    /// Being deleted (`Offline`): its replicas move away, nothing moves to it.
+    pub offline: bool,
+}
+
+impl StoreView {
+    /// May take replicas and leaders: up and not being deleted.
+    pub fn schedulable(&self) -> bool {
+        self.up && !self.offline
+    }
 }
 
 /// The `host` label of a store, if it has one.
@@ -86,6 +95,7 @@ pub fn store_views(
                 region_count: 0,
                 leader_count: 0,
                 host: host_label(&s.store),
+                offline: s.store.state == metapb::StoreState::Offline as i32,
             };
             (s.store.id, view)
         })
@@ -248,8 +258,8 @@ pub fn schedule(
 }
 
 /// Stores that could take a new replica of `region` (replacing `leaving`,
-/// if any), best (fewest regions) first: up, without a replica of it, and
-/// on no host that holds another of its replicas.
+/// if any), best (fewest regions) first: up and not being deleted, without
+/// a replica of it, and on no host that holds another of its replicas.
 pub(crate) fn candidate_stores(
     region: &metapb::Region,
     leaving: Option<u64>,
@@ -258,7 +268,7 @@ pub(crate) fn candidate_stores(
 ) -> Vec<u64> {
     let mut c: Vec<u64> = views
         .values()
-        .filter(|v| v.up && !region.peers.iter().any(|p| p.store_id == v.id))
+        .filter(|v| v.schedulable() && !region.peers.iter().any(|p| p.store_id == v.id))
         .filter(|v| !host_clash(region, v.id, leaving, views))
         .map(|v| v.id)
         .collect();

@@ -60,7 +60,10 @@ const DESCS: &[&str] = &[
     "remove-down-replica",
     "remove-extra-learner",
     "remove-extra-replica",
+    "remove-offline-learner",
+    "remove-offline-replica",
     "replace-down-replica",
+    "replace-offline-replica",
     "transfer-leader",
 ];
 

@@ -1,7 +1,8 @@
 //! Replica checker: every region should have `max_replicas` voters on live
-//! stores. Replicas on down stores are rebuilt elsewhere (add a learner,
-//! promote it, then remove the dead peer); missing ones are added, extra
-//! ones and stray learners removed.
+//! stores. Replicas on down stores, and then on stores being deleted
+//! (`Offline`), are rebuilt elsewhere (add a learner, promote it, hand
+//! leadership away if needed, then remove the old peer); missing ones are
+//! added, extra ones and stray learners removed.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -27,6 +28,7 @@ pub fn check_replicas(
     let mut budget = cfg.replica_schedule_limit.saturating_sub(ops.count(OpKind::Replica));
     let mut counts = ops.projected_region_counts(views);
     let up = |store: u64| views.get(&store).is_some_and(|v| v.up);
+    let offline = |store: u64| views.get(&store).is_some_and(|v| v.offline);
     for r in c.all_regions() {
         if budget == 0 {
             break;
@@ -38,7 +40,9 @@ pub fn check_replicas(
         let Some(leader) = r.leader.as_ref().filter(|l| up(l.store_id)) else { continue };
         let peers = &r.region.peers;
         let voters: Vec<&metapb::Peer> = peers.iter().filter(|p| !is_learner(p)).collect();
-        let down: Vec<&metapb::Peer> = peers.iter().filter(|p| !up(p.store_id)).collect();
+        // Replicas to replace: on down stores, then on stores being deleted.
+        let mut leaving: Vec<&metapb::Peer> = peers.iter().filter(|p| !up(p.store_id)).collect();
+        leaving.extend(peers.iter().filter(|p| up(p.store_id) && offline(p.store_id)));
         let add = |counts: &mut HashMap<u64, i64>,
                    alloc_id: &mut dyn FnMut() -> Option<u64>,
                    leaving: Option<u64>|
@@ -51,26 +55,48 @@ pub fn check_replicas(
                 OpStep::PromoteLearner { store_id: target, peer_id },
             ])
         };
-        let plan: Option<(&'static str, Vec<OpStep>)> = if let Some(dead) = down.first() {
+        // Removing the leader's own replica: hand leadership to another
+        // voter first (`new_voter`: one the operator adds before).
+        let remove = |store: u64, new_voter: Option<u64>| -> Option<Vec<OpStep>> {
+            let mut steps = vec![];
+            if leader.store_id == store {
+                let to = voters
+                    .iter()
+                    .map(|p| p.store_id)
+                    .find(|s| *s != store && up(*s) && !offline(*s))
+                    .or(new_voter)?;
+                steps.push(OpStep::TransferLeader { to_store: to });
+            }
+            steps.push(OpStep::RemovePeer { store_id: store });
+            Some(steps)
+        };
+        let plan: Option<(&'static str, Vec<OpStep>)> = if let Some(dead) = leaving.first() {
+            let gone = !up(dead.store_id);
+            let name =
+                |down: &'static str, deleted: &'static str| if gone { down } else { deleted };
             if is_learner(dead) {
-                Some(("remove-down-learner", vec![OpStep::RemovePeer { store_id: dead.store_id }]))
+                remove(dead.store_id, None)
+                    .map(|s| (name("remove-down-learner", "remove-offline-learner"), s))
             } else if voters.len() > cfg.max_replicas {
                 // Enough voters without it (e.g. a move was cut short).
-                Some(("remove-down-replica", vec![OpStep::RemovePeer { store_id: dead.store_id }]))
-            } else if let Some(l) = peers.iter().find(|p| is_learner(p) && up(p.store_id)) {
+                remove(dead.store_id, None)
+                    .map(|s| (name("remove-down-replica", "remove-offline-replica"), s))
+            } else if let Some(l) =
+                peers.iter().find(|p| is_learner(p) && up(p.store_id) && !offline(p.store_id))
+            {
                 // A live learner (e.g. inherited from a split mid-move) takes its place.
-                Some((
-                    "replace-down-replica",
-                    vec![
-                        OpStep::PromoteLearner { store_id: l.store_id, peer_id: l.id },
-                        OpStep::RemovePeer { store_id: dead.store_id },
-                    ],
-                ))
+                let mut steps =
+                    vec![OpStep::PromoteLearner { store_id: l.store_id, peer_id: l.id }];
+                remove(dead.store_id, Some(l.store_id)).map(|rest| {
+                    steps.extend(rest);
+                    (name("replace-down-replica", "replace-offline-replica"), steps)
+                })
             } else {
-                // Rebuild first, then drop the dead voter (never shrink below the quorum we have).
-                add(&mut counts, alloc_id, Some(dead.store_id)).map(|mut steps| {
-                    steps.push(OpStep::RemovePeer { store_id: dead.store_id });
-                    ("replace-down-replica", steps)
+                // Rebuild first, then drop the old voter (never shrink below the quorum we have).
+                add(&mut counts, alloc_id, Some(dead.store_id)).and_then(|mut steps| {
+                    let new_voter = steps.first().and_then(|s| s.region_delta()).map(|(s, _)| s);
+                    steps.extend(remove(dead.store_id, new_voter)?);
+                    Some((name("replace-down-replica", "replace-offline-replica"), steps))
                 })
             }
         } else if let Some(l) = peers.iter().find(|p| is_learner(p)) {
@@ -127,6 +153,33 @@ mod tests {
         let views = store_views(&c, now, now, &cfg());
         assert!(check_replicas(&c, &Operators::default(), &views, now, &cfg(), &mut counter())
             .is_empty());
+    }
+
+    #[test]
+    fn replicas_leave_a_store_being_deleted_leader_last() {
+        let now = Instant::now();
+        let mut c = cluster(&[1, 2, 3, 4], &[(1, &[1, 2, 3]), (2, &[1, 2, 3])], now);
+        c.stores.get_mut(&1).unwrap().store.state = metapb::StoreState::Offline as i32;
+        let views = store_views(&c, now, now, &cfg());
+        let ops = check_replicas(&c, &Operators::default(), &views, now, &cfg(), &mut counter());
+        assert_eq!(ops.len(), 2);
+        // Region led from the leaving store: rebuilt on 4, leadership handed
+        // to another old voter, then the replica removed.
+        assert_eq!(ops[0].desc, "replace-offline-replica");
+        assert!(matches!(ops[0].steps[0], OpStep::AddLearner { store_id: 4, .. }));
+        assert!(matches!(ops[0].steps[1], OpStep::PromoteLearner { store_id: 4, .. }));
+        assert_eq!(ops[0].steps[2], OpStep::TransferLeader { to_store: 2 });
+        assert_eq!(ops[0].steps[3], OpStep::RemovePeer { store_id: 1 });
+        // Led elsewhere: no transfer.
+        assert_eq!(ops[1].steps.len(), 3);
+        assert_eq!(ops[1].steps[2], OpStep::RemovePeer { store_id: 1 });
+        // Nothing is ever placed on the leaving store.
+        let c = cluster(&[1, 2, 3], &[(2, &[2, 3])], now);
+        let mut c = c;
+        c.stores.get_mut(&1).unwrap().store.state = metapb::StoreState::Offline as i32;
+        let views = store_views(&c, now, now, &cfg());
+        let ops = check_replicas(&c, &Operators::default(), &views, now, &cfg(), &mut counter());
+        assert!(ops.is_empty(), "no third store to add a replica on: {ops:?}");
     }
 
     #[test]
