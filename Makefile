@@ -28,9 +28,9 @@ deps:
 		echo "installing python3 and python3-venv (tikv-python test)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv; \
 	fi
-	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; then \
-		echo "installing prometheus and etcd-server (dashboard test, benchmark baseline)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus etcd-server; \
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then \
+		echo "installing prometheus, etcd-server and openssl (dashboard test, PD groups, TLS test certificates)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus etcd-server openssl; \
 	fi
 
 	@if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then \

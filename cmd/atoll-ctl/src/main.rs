@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use atoll_client::{Config, RawClient, TxnClient};
+use atoll_util::tls::SecurityConfig;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -10,8 +11,29 @@ struct Args {
     /// Comma-separated PD endpoints.
     #[arg(long, default_value = "127.0.0.1:2379", value_delimiter = ',')]
     pd: Vec<String>,
+    /// Mutual TLS: the cluster's CA (PEM); with --cert-path and --key-path.
+    #[arg(long)]
+    ca_path: Option<std::path::PathBuf>,
+    /// Mutual TLS: this client's certificate (PEM).
+    #[arg(long)]
+    cert_path: Option<std::path::PathBuf>,
+    /// Mutual TLS: this client's private key (PEM).
+    #[arg(long)]
+    key_path: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Where PD is and how to reach it.
+struct Pd {
+    endpoints: Vec<String>,
+    security: SecurityConfig,
+}
+
+impl Pd {
+    fn client_config(&self) -> Config {
+        Config::new(self.endpoints.clone()).with_security(self.security.clone())
+    }
 }
 
 #[derive(Subcommand)]
@@ -124,8 +146,8 @@ enum TxnCmd {
     },
 }
 
-async fn run_txn(pd: Vec<String>, cmd: TxnCmd) -> anyhow::Result<()> {
-    let client = TxnClient::connect(Config::new(pd)).await.context("connect to PD")?;
+async fn run_txn(pd: &Pd, cmd: TxnCmd) -> anyhow::Result<()> {
+    let client = TxnClient::connect(pd.client_config()).await.context("connect to PD")?;
     let c = &client;
     let at = |ts: Option<u64>| async move {
         match ts {
@@ -169,7 +191,14 @@ async fn run_txn(pd: Vec<String>, cmd: TxnCmd) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     anyhow::ensure!(!a.pd.is_empty(), "no PD endpoint");
-    let pd_http = a.pd.clone();
+    let security = SecurityConfig {
+        ca_path: a.ca_path.clone().unwrap_or_default(),
+        cert_path: a.cert_path.clone().unwrap_or_default(),
+        key_path: a.key_path.clone().unwrap_or_default(),
+        cert_allowed_cn: vec![],
+    };
+    security.validate()?;
+    let pd_http = Pd { endpoints: a.pd.clone(), security };
     match a.cmd {
         Cmd::Store(StoreCmd::Delete { id }) => {
             let v = pd_http_leader(&pd_http, "DELETE", &format!("/pd/api/v1/store/{id}"), None)?;
@@ -187,10 +216,10 @@ async fn main() -> anyhow::Result<()> {
             let body = serde_json::json!({"name": "transfer-leader", "region_id": region, "to_store_id": to_store});
             return post_operator(&pd_http, body);
         }
-        Cmd::Txn(cmd) => return run_txn(a.pd, cmd).await,
+        Cmd::Txn(cmd) => return run_txn(&pd_http, cmd).await,
         _ => {}
     }
-    let client = RawClient::connect(Config::new(a.pd.clone())).await.context("connect to PD")?;
+    let client = RawClient::connect(pd_http.client_config()).await.context("connect to PD")?;
     match a.cmd {
         Cmd::Put { key, value, ttl } => {
             client.put_with_ttl(key.as_bytes(), value.as_bytes(), ttl).await?;
@@ -278,6 +307,9 @@ fn hex_upper(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
+
 /// A PD member that is not the leader; `leader`: where it says the leader is.
 #[derive(Debug, thiserror::Error)]
 #[error("PD at {addr} is not the leader")]
@@ -289,23 +321,25 @@ struct NotLeader {
 /// A request to PD's `/pd/api/v1` API at the leader: tries the endpoints
 /// in turn, following a follower's pointer to the leader.
 fn pd_http_leader(
-    endpoints: &[String],
+    pd: &Pd,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
-    let mut queue: std::collections::VecDeque<String> = endpoints.iter().cloned().collect();
+    let tls = pd.security.rustls_client()?;
+    let mut queue: std::collections::VecDeque<String> = pd.endpoints.iter().cloned().collect();
     let mut tried = std::collections::HashSet::new();
     let mut last = None;
     while let Some(addr) = queue.pop_front() {
         if !tried.insert(addr.clone()) {
             continue;
         }
-        match pd_http(&addr, method, path, body) {
+        match pd_http(&addr, tls.as_ref(), method, path, body) {
             Ok(v) => return Ok(v),
             Err(e) => {
                 if let Some(l) = e.downcast_ref::<NotLeader>().and_then(|n| n.leader.clone()) {
-                    queue.push_front(l.trim_start_matches("http://").to_owned());
+                    let l = l.trim_start_matches("http://").trim_start_matches("https://");
+                    queue.push_front(l.to_owned());
                 } else if e.downcast_ref::<std::io::Error>().is_none()
                     && e.downcast_ref::<NotLeader>().is_none()
                 {
@@ -324,13 +358,25 @@ fn pd_http_leader(
 /// the member cannot be reached.
 fn pd_http(
     addr: &str,
+    tls: Option<&std::sync::Arc<atoll_util::tls::rustls::ClientConfig>>,
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut s: Box<dyn ReadWrite> = match tls {
+        None => Box::new(tcp),
+        Some(cfg) => {
+            use atoll_util::tls::rustls;
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let name = rustls::ServerName::try_from(host.trim_matches(|c| c == '[' || c == ']'))
+                .with_context(|| format!("PD address {addr}"))?;
+            let conn = rustls::ClientConnection::new(cfg.clone(), name)?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+    };
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
     write!(
         s,
@@ -338,7 +384,12 @@ fn pd_http(
         payload.len()
     )?;
     let mut out = String::new();
-    s.read_to_string(&mut out)?;
+    // A TLS peer may close without close_notify after the response.
+    if let Err(e) = s.read_to_string(&mut out) {
+        if out.is_empty() {
+            return Err(e.into());
+        }
+    }
     let (head, body) = out.split_once("\r\n\r\n").context("malformed HTTP response")?;
     let v: serde_json::Value =
         serde_json::from_str(body).with_context(|| format!("PD answered: {head}"))?;
@@ -352,13 +403,13 @@ fn pd_http(
     Ok(v)
 }
 
-fn post_operator(pd: &[String], body: serde_json::Value) -> anyhow::Result<()> {
+fn post_operator(pd: &Pd, body: serde_json::Value) -> anyhow::Result<()> {
     pd_http_leader(pd, "POST", "/pd/api/v1/operators", Some(&body))?;
     println!("OK");
     Ok(())
 }
 
-fn print_stores(pd: &[String]) -> anyhow::Result<()> {
+fn print_stores(pd: &Pd) -> anyhow::Result<()> {
     let v = pd_http_leader(pd, "GET", "/pd/api/v1/stores", None)?;
     println!("STORE\tADDRESS\tSTATE\tREGIONS\tLEADERS\tUSED_BYTES");
     for s in v["stores"].as_array().cloned().unwrap_or_default() {
@@ -375,7 +426,7 @@ fn print_stores(pd: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_regions(pd: &[String]) -> anyhow::Result<()> {
+fn print_regions(pd: &Pd) -> anyhow::Result<()> {
     let v = pd_http_leader(pd, "GET", "/pd/api/v1/regions", None)?;
     println!("REGION\tSTART\tEND\tCONF_VER\tVERSION\tLEADER_STORE\tPEERS\tSIZE\tKEYS");
     for r in v["regions"].as_array().cloned().unwrap_or_default() {
@@ -413,7 +464,7 @@ fn print_regions(pd: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_operators(pd: &[String]) -> anyhow::Result<()> {
+fn print_operators(pd: &Pd) -> anyhow::Result<()> {
     let v = pd_http_leader(pd, "GET", "/pd/api/v1/operators", None)?;
     println!("REGION\tOPERATOR\tKIND\tSTEP\tSTEPS\tAGE_SECS");
     for o in v["operators"].as_array().cloned().unwrap_or_default() {

@@ -10,7 +10,7 @@ use atoll_proto::kvrpcpb::*;
 use atoll_proto::tikvpb::tikv_client::TikvClient;
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::cache::{CachedRegion, RegionCache};
 use crate::keys::KeyMap;
@@ -36,6 +36,8 @@ pub struct Config {
     /// up to `timeout` for the cluster to be bootstrapped). In API V2 the
     /// client works in the `DEFAULT` keyspace.
     pub api_version: Option<ApiVersion>,
+    /// Mutual TLS to PD and stores (default: plaintext).
+    pub security: atoll_util::tls::SecurityConfig,
 }
 
 impl Config {
@@ -47,7 +49,14 @@ impl Config {
             max_attempts: 40,
             max_backoff: Duration::from_millis(1000),
             api_version: None,
+            security: atoll_util::tls::SecurityConfig::default(),
         }
+    }
+
+    /// Mutual TLS with the cluster's CA and this client's certificate.
+    pub fn with_security(mut self, security: atoll_util::tls::SecurityConfig) -> Self {
+        self.security = security;
+        self
     }
 
     pub fn with_api_version(mut self, v: ApiVersion) -> Self {
@@ -186,7 +195,8 @@ impl RawClient {
     /// PD, and the API version to speak (the configured one, or the
     /// cluster's once it is bootstrapped).
     pub(crate) async fn connect_pd(cfg: &Config) -> Result<(PdClient, ApiVersion)> {
-        let pd = PdClient::connect(&cfg.pd_endpoints, cfg.timeout).await?;
+        let tls = cfg.security.client_tls().map_err(|e| Error::Invalid(e.to_string()))?;
+        let pd = PdClient::connect_with_tls(&cfg.pd_endpoints, cfg.timeout, tls).await?;
         let api = match cfg.api_version {
             Some(v) => v,
             None => Self::cluster_api_version(&pd, cfg.timeout).await?,
@@ -272,8 +282,8 @@ impl RawClient {
         if let Some(c) = self.conns.read().get(&addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::Invalid(e.to_string()))?
+        let ch = atoll_util::tls::endpoint(&addr, self.pd.tls())
+            .map_err(Error::Invalid)?
             .connect_timeout(Duration::from_secs(3))
             .timeout(self.cfg.timeout)
             .tcp_nodelay(true)

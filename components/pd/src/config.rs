@@ -42,6 +42,8 @@ pub struct Config {
     pub balance_tolerance: u64,
     /// An operator not finished in this time is dropped (and may be re-planned).
     pub operator_timeout: ReadableDuration,
+    /// Mutual TLS on both ports (none: plaintext).
+    pub security: atoll_util::tls::SecurityConfig,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             replica_schedule_limit: 16,
             balance_tolerance: 1,
             operator_timeout: ReadableDuration::secs(600),
+            security: atoll_util::tls::SecurityConfig::default(),
         }
     }
 }
@@ -107,6 +110,7 @@ impl Config {
         if self.max_store_down_time.0.is_zero() || self.operator_timeout.0.is_zero() {
             return Err("pd.max-store-down-time and pd.operator-timeout must be positive".into());
         }
+        self.security.validate().map_err(|e| e.to_string())?;
         if self.tso_save_interval.0.as_millis() < 100 {
             return Err("pd.tso-save-interval must be at least 100ms".into());
         }

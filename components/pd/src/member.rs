@@ -106,7 +106,7 @@ impl Member {
             me: MemberRecord {
                 name: cfg.name.clone(),
                 member_id: member_id(&cfg.name),
-                client_url: format!("http://{}", cfg.advertise()),
+                client_url: format!("{}://{}", cfg.security.scheme(), cfg.advertise()),
                 nonce: 0,
             },
             state: RwLock::new(State::default()),

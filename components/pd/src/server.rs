@@ -77,11 +77,15 @@ impl PdServer {
             ));
             (member, Some((stop_tx, task)))
         };
+        let tls = cfg.security.acceptor().map_err(|e| ServerError::Config(e.to_string()))?;
         let status_member = member.clone();
-        let status_server =
-            atoll_util::status::serve(status, Arc::new(move || status_member.status_json()))
-                .await
-                .map_err(|source| ServerError::Bind { addr: status.to_string(), source })?;
+        let status_server = atoll_util::status::serve(
+            status,
+            Arc::new(move || status_member.status_json()),
+            tls.clone(),
+        )
+        .await
+        .map_err(|source| ServerError::Bind { addr: status.to_string(), source })?;
         let status_addr = status_server.addr;
         let (tx, rx) = oneshot::channel();
         let router = tonic::transport::Server::builder()
@@ -90,7 +94,7 @@ impl PdServer {
             .add_service(KeyspaceServer::new(KeyspaceService { member: member.clone() }))
             .add_service(HttpApi { member: member.clone() });
         let conns = atoll_util::conn::Connections::new();
-        let incoming = conns.incoming(listener);
+        let incoming = conns.incoming_tls(listener, tls);
         let task = tokio::spawn(async move {
             if let Err(e) =
                 router.serve_with_incoming_shutdown(incoming, async { drop(rx.await) }).await

@@ -3,7 +3,7 @@
 //! Finds the PD leader through `GetMembers`, stamps every request with the
 //! cluster id, turns response-header errors into [`PdError`], and reconnects
 //! with backoff when the connection breaks. Depends only on `proto` and
-//! `codec` (for the cluster's API version).
+//! `codec` (for the cluster's API version) and `util` (TLS).
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use atoll_proto::metapb;
 use atoll_proto::pdpb::{self, pd_client::PdClient as Grpc, ErrorType};
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PdError {
@@ -93,6 +93,8 @@ pub struct RegionInfo {
 
 pub struct PdClient {
     endpoints: Vec<String>,
+    /// Client TLS (CA + own certificate) when the cluster runs mutual TLS.
+    tls: Option<ClientTlsConfig>,
     conn: RwLock<Conn>,
 }
 
@@ -101,17 +103,17 @@ const CALL_ATTEMPTS_MAX: usize = 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn url(ep: &str) -> String {
+/// `ep` as a URL (`host:port` → `http(s)://host:port`).
+fn url(ep: &str, tls: Option<&ClientTlsConfig>) -> String {
     if ep.starts_with("http://") || ep.starts_with("https://") {
         ep.to_owned()
     } else {
-        format!("http://{ep}")
+        format!("{}://{ep}", if tls.is_some() { "https" } else { "http" })
     }
 }
 
-async fn channel(ep: &str) -> std::result::Result<Channel, String> {
-    Endpoint::from_shared(url(ep))
-        .map_err(|e| e.to_string())?
+async fn channel(ep: &str, tls: Option<&ClientTlsConfig>) -> std::result::Result<Channel, String> {
+    atoll_util::tls::endpoint(ep, tls)?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(RPC_TIMEOUT)
         .tcp_nodelay(true)
@@ -120,10 +122,10 @@ async fn channel(ep: &str) -> std::result::Result<Channel, String> {
         .map_err(|e| e.to_string())
 }
 
-async fn connect_any(endpoints: &[String]) -> Result<Conn> {
+async fn connect_any(endpoints: &[String], tls: Option<&ClientTlsConfig>) -> Result<Conn> {
     let mut last = String::from("no endpoints given");
     for ep in endpoints {
-        let ch = match channel(ep).await {
+        let ch = match channel(ep, tls).await {
             Ok(c) => c,
             Err(e) => {
                 last = format!("{ep}: {e}");
@@ -143,9 +145,13 @@ async fn connect_any(endpoints: &[String]) -> Result<Conn> {
             .leader
             .as_ref()
             .and_then(|m| m.client_urls.first().cloned())
-            .unwrap_or_else(|| url(ep));
+            .unwrap_or_else(|| url(ep, tls));
         // Talk to the leader directly if it is not the member we asked.
-        let ch = if leader_url == url(ep) { ch } else { channel(&leader_url).await.unwrap_or(ch) };
+        let ch = if leader_url == url(ep, tls) {
+            ch
+        } else {
+            channel(&leader_url, tls).await.unwrap_or(ch)
+        };
         return Ok(Conn {
             pd: Grpc::new(ch.clone()),
             keyspace: KeyspaceClient::new(ch),
@@ -200,12 +206,25 @@ fn backoff(attempt: usize) -> Duration {
 impl PdClient {
     /// Connects to the first reachable endpoint, retrying for up to `wait`.
     pub async fn connect(endpoints: &[String], wait: Duration) -> Result<PdClient> {
+        Self::connect_with_tls(endpoints, wait, None).await
+    }
+
+    /// [`PdClient::connect`] over mutual TLS when `tls` is given.
+    pub async fn connect_with_tls(
+        endpoints: &[String],
+        wait: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<PdClient> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut attempt = 0;
         loop {
-            match connect_any(endpoints).await {
+            match connect_any(endpoints, tls.as_ref()).await {
                 Ok(conn) => {
-                    return Ok(PdClient { endpoints: endpoints.to_vec(), conn: RwLock::new(conn) })
+                    return Ok(PdClient {
+                        endpoints: endpoints.to_vec(),
+                        tls,
+                        conn: RwLock::new(conn),
+                    })
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(_) => {
@@ -216,8 +235,13 @@ impl PdClient {
         }
     }
 
+    /// The client TLS settings this client connects with, if any.
+    pub fn tls(&self) -> Option<&ClientTlsConfig> {
+        self.tls.as_ref()
+    }
+
     async fn reconnect(&self) {
-        if let Ok(c) = connect_any(&self.endpoints).await {
+        if let Ok(c) = connect_any(&self.endpoints, self.tls.as_ref()).await {
             *self.conn.write() = c;
         }
     }

@@ -15,6 +15,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub pd: PdConfig,
     pub raftstore: atoll_raftstore::Config,
+    /// Mutual TLS on every port and to PD and other stores (none: plaintext).
+    pub security: atoll_util::tls::SecurityConfig,
 }
 
 impl Default for Config {
@@ -25,6 +27,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             pd: PdConfig::default(),
             raftstore: atoll_raftstore::Config::default(),
+            security: atoll_util::tls::SecurityConfig::default(),
         }
     }
 }
@@ -123,6 +126,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        self.security.validate().map_err(|e| e.to_string())?;
         if let Some((k, v)) =
             self.server.labels.iter().find(|(k, v)| k.trim().is_empty() || v.trim().is_empty())
         {

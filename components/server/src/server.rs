@@ -69,7 +69,12 @@ impl Server {
             cfg.advertise_addr()
         };
 
-        let pd = Arc::new(PdClient::connect(&cfg.pd.endpoints, PD_CONNECT_WAIT).await?);
+        let tls = cfg.security.acceptor().map_err(|e| ServerError::Config(e.to_string()))?;
+        let client_tls =
+            cfg.security.client_tls().map_err(|e| ServerError::Config(e.to_string()))?;
+        let pd = Arc::new(
+            PdClient::connect_with_tls(&cfg.pd.endpoints, PD_CONNECT_WAIT, client_tls).await?,
+        );
         let api_version = cfg.storage.api_version();
         crate::node::check_cluster_api_version(&pd, api_version).await?;
         let store_id = crate::node::store_id(&pd, &engine, api_version).await?;
@@ -92,6 +97,7 @@ impl Server {
                     "address": status_advertise,
                 })
             }),
+            tls.clone(),
         )
         .await?;
         let status_addr = status_server.addr;
@@ -167,7 +173,7 @@ impl Server {
             .max_encoding_message_size(max_msg);
         let (tx, rx) = oneshot::channel();
         let conns = atoll_util::conn::Connections::new();
-        let incoming = conns.incoming(listener);
+        let incoming = conns.incoming_tls(listener, tls);
         let grpc = tokio::spawn(async move {
             let res = tonic::transport::Server::builder()
                 .tcp_nodelay(true)

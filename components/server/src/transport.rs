@@ -210,8 +210,8 @@ async fn send_snapshot(
     path: &std::path::Path,
 ) -> Result<(), String> {
     let addr = resolve(inner, store_id).await?;
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
+    // Stores speak to each other as they speak to PD: over TLS if configured.
+    let ch = atoll_util::tls::endpoint(&addr, inner.pd.tls())?
         .connect_timeout(Duration::from_secs(2))
         .connect()
         .await
@@ -275,7 +275,7 @@ async fn run_sender(
                 continue;
             }
         };
-        let ch = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+        let ch = match atoll_util::tls::endpoint(&addr, inner.pd.tls()) {
             Ok(ep) => ep.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect().await,
             Err(e) => {
                 tracing::warn!(store_id, "bad address {addr}: {e}");

@@ -18,6 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::tls::TlsAcceptor;
+
 /// The connections accepted by one server; [`Connections::close`] ends all
 /// of them, including those accepted later.
 #[derive(Clone, Default)]
@@ -48,15 +50,81 @@ impl Connections {
             move |s| {
                 let io = s?;
                 let _ = io.set_nodelay(true);
-                Ok(Conn { io, closed: Box::pin(closed.clone().cancelled_owned()) })
+                Ok(Conn { io: Io::Plain(io), closed: Box::pin(closed.clone().cancelled_owned()) })
             },
         )
     }
+
+    /// [`Connections::incoming`], through `tls` when given: only peers whose
+    /// handshake (and certificate check) succeeded come out. Handshakes run
+    /// beside the accept loop, at most [`HANDSHAKES_MAX`] at once.
+    pub fn incoming_tls(
+        &self,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+    ) -> Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send + 'static>> {
+        let Some(tls) = tls else { return Box::pin(self.incoming(listener)) };
+        let closed = self.closed.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Conn>>(HANDSHAKES_MAX);
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    // The server dropped its incoming stream: stop listening.
+                    _ = tx.closed() => return,
+                };
+                let io = match accepted {
+                    Ok((io, _)) => io,
+                    Err(e) => {
+                        tracing::debug!("accept: {e}");
+                        continue;
+                    }
+                };
+                let _ = io.set_nodelay(true);
+                let Ok(slot) = slots.clone().acquire_owned().await else { return };
+                let (tls, tx, closed) = (tls.clone(), tx.clone(), closed.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let peer = io.peer_addr().ok();
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(io)).await;
+                    match handshake {
+                        Ok(Ok(io)) => {
+                            let closed = Box::pin(closed.cancelled_owned());
+                            let _ = tx.send(Ok(Conn { io: Io::Tls(Box::new(io)), closed })).await;
+                        }
+                        Ok(Err(e)) => tracing::info!(?peer, "TLS connection refused: {e}"),
+                        Err(_) => tracing::info!(?peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
 }
 
-/// One accepted TCP connection that fails once its server's connections close.
+/// TLS handshakes in progress at once, per server.
+pub const HANDSHAKES_MAX: usize = 256;
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+/// One accepted connection (TCP, or TLS over TCP) that fails once its
+/// server's connections close.
 pub struct Conn {
-    io: TcpStream,
+    io: Io,
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
@@ -81,7 +149,10 @@ impl AsyncRead for Conn {
         if let Poll::Ready(e) = self.poll_closed(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
     }
 }
 
@@ -94,18 +165,27 @@ impl AsyncWrite for Conn {
         if let Poll::Ready(e) = self.poll_closed(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if let Poll::Ready(e) = self.poll_closed(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -113,7 +193,7 @@ impl Connected for Conn {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.io.connect_info()
+        self.io.tcp().connect_info()
     }
 }
 

@@ -1,7 +1,7 @@
 //! Small shared utilities: human-readable config units, logging setup (with
 //! the bridge that routes raft-rs's `slog` output into `tracing`), and the
-//! per-process status HTTP server (`/metrics`, `/status`), and the accepted
-//! connections of a gRPC server that `stop` can close.
+//! per-process status HTTP server (`/metrics`, `/status`), the accepted
+//! connections of a gRPC server that `stop` can close, and mutual TLS.
 //!
 //! Depends on no other Atoll crate.
 
@@ -10,5 +10,6 @@ pub mod conn;
 pub mod logger;
 pub mod status;
 pub mod time;
+pub mod tls;
 
 pub use config::{ReadableDuration, ReadableSize};

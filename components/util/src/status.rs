@@ -10,7 +10,6 @@ use hyper::{Body, Method, Request, Response, StatusCode};
 use prometheus::{Encoder, TextEncoder};
 
 use crate::conn::Connections;
-use futures::Stream as _;
 
 /// Produces the `/status` JSON document.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -60,7 +59,11 @@ impl StatusServer {
 
 /// Binds `addr` and serves until [`StatusServer::stop`] or the runtime stops.
 /// `addr` may use port 0; the bound address is in the result.
-pub async fn serve(addr: SocketAddr, status: StatusFn) -> std::io::Result<StatusServer> {
+pub async fn serve(
+    addr: SocketAddr,
+    status: StatusFn,
+    tls: Option<crate::tls::TlsAcceptor>,
+) -> std::io::Result<StatusServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let make = make_service_fn(move |_| {
@@ -73,7 +76,7 @@ pub async fn serve(addr: SocketAddr, status: StatusFn) -> std::io::Result<Status
         }
     });
     let conns = Connections::new();
-    let mut incoming = Box::pin(conns.incoming(listener));
+    let mut incoming = conns.incoming_tls(listener, tls);
     let accept = hyper::server::accept::poll_fn(move |cx| incoming.as_mut().poll_next(cx));
     let server = hyper::Server::builder(accept).serve(make);
     let task = tokio::spawn(async move {
