@@ -57,9 +57,11 @@ test: build pyenv
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' $(CARGO_TARGET_DIR)/test-output.log
 
 # PD + 3 stores on 127.0.0.1, data under ./data; Ctrl-C stops them cleanly.
+# `make run PD_MEMBERS=3`: three PD members over a local three-member etcd.
+PD_MEMBERS ?= 1
 run: deps
 	$(CARGO) build --release --workspace --bins
-	BIN=$(BIN) scripts/run-cluster.sh
+	BIN=$(BIN) PD_MEMBERS=$(PD_MEMBERS) scripts/run-cluster.sh
 
 bench: build
 	$(BIN)/atoll-bench-engine

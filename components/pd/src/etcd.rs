@@ -11,19 +11,31 @@
 //! its successor wrote.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 
 use crate::storage::{MetaKv, Result, StorageError};
 
-/// How long one etcd call may take before PD gives up on it.
-pub const ETCD_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one etcd request may take on one endpoint.
+pub const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one etcd call (with its tries on other endpoints) may take.
+pub const ETCD_CALL_TIMEOUT: Duration = Duration::from_secs(6);
 
-/// An etcd client usable from synchronous code.
+/// An etcd client that fails over between the cluster's endpoints, usable
+/// from synchronous code too.
+///
+/// One client per endpoint: etcd-client's own balancing keeps sending a
+/// share of the requests to a dead member, which would fail PD's calls
+/// while two of three etcd members are fine. Calls go to the current
+/// endpoint and move on to the next one when it cannot be reached.
 pub struct Etcd {
-    client: Client,
+    clients: Vec<Client>,
+    endpoints: Vec<String>,
+    current: AtomicUsize,
     rt: tokio::runtime::Handle,
     /// Ends the runtime thread when dropped.
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -35,9 +47,29 @@ fn etcd_err(e: impl std::fmt::Display) -> StorageError {
     StorageError::Etcd(e.to_string())
 }
 
+/// An error of the endpoint (unreachable, timed out, no leader), not of
+/// the request: worth trying another member.
+fn endpoint_failed(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    match e {
+        E::TransportError(_) | E::IoError(_) | E::LeaseKeepAliveError(_) => true,
+        E::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown
+        ),
+        _ => false,
+    }
+}
+
 impl Etcd {
     /// Connects to `endpoints` (`host:port` or URLs); keys live under `root`.
     pub fn connect(endpoints: &[String], root: &str) -> Result<Etcd> {
+        if endpoints.is_empty() {
+            return Err(StorageError::Etcd("no etcd endpoints".into()));
+        }
         let (handle_tx, handle_rx) = std_mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -57,21 +89,43 @@ impl Etcd {
             })
             .map_err(etcd_err)?;
         let rt = handle_rx.recv().map_err(etcd_err)?.map_err(StorageError::Etcd)?;
-        let eps = endpoints.to_vec();
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(ETCD_CALL_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-        let client = wait_on(&rt, async move { Client::connect(eps, Some(opts)).await })?;
+        let mut clients = vec![];
+        for ep in endpoints {
+            let eps = vec![ep.clone()];
+            let opts = ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(1))
+                .with_timeout(ETCD_REQUEST_TIMEOUT)
+                .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+            // Connecting is lazy: an endpoint that is down now is tried later.
+            clients.push(wait_on(&rt, async move { Client::connect(eps, Some(opts)).await })?);
+        }
         let mut root = root.trim_end_matches('/').as_bytes().to_vec();
         root.push(b'/');
-        Ok(Etcd { client, rt, _stop: stop_tx, root })
+        Ok(Etcd {
+            clients,
+            endpoints: endpoints.to_vec(),
+            current: AtomicUsize::new(0),
+            rt,
+            _stop: stop_tx,
+            root,
+        })
     }
 
-    /// A client for async callers (cheap to clone; its connection lives on
-    /// this `Etcd`'s runtime).
+    /// The client of the endpoint in use (cheap to clone; its connection
+    /// lives on this `Etcd`'s runtime).
     pub fn client(&self) -> Client {
-        self.client.clone()
+        self.clients[self.current.load(Ordering::Relaxed) % self.clients.len()].clone()
+    }
+
+    /// Moves on to the next endpoint (the current one failed).
+    pub fn fail_over(&self, failed: &etcd_client::Error) {
+        let n = self.clients.len();
+        let i = self.current.fetch_add(1, Ordering::Relaxed) % n;
+        tracing::info!(
+            "etcd {} failed ({failed}); trying {}",
+            self.endpoints[i],
+            self.endpoints[(i + 1) % n]
+        );
     }
 
     /// `key` under this PD's root.
@@ -81,13 +135,34 @@ impl Etcd {
         k
     }
 
-    /// Runs `f` on the etcd runtime and waits for it here.
-    pub fn call<T, F>(&self, f: impl FnOnce(Client) -> F) -> Result<T>
+    /// Runs `f` against the current endpoint, moving on to the next ones
+    /// while endpoints fail (each endpoint twice at most).
+    pub async fn run<T, F, Fut>(&self, f: F) -> std::result::Result<T, etcd_client::Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let mut tries = 2 * self.clients.len();
+        loop {
+            match f(self.client()).await {
+                Err(e) if endpoint_failed(&e) && tries > 1 => {
+                    tries -= 1;
+                    self.fail_over(&e);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Etcd::run`] on the etcd runtime, waited for here (sync callers).
+    pub fn call<T, F, Fut>(self: &Arc<Self>, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: Future<Output = std::result::Result<T, etcd_client::Error>> + Send + 'static,
+        F: Fn(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>> + Send + 'static,
     {
-        wait_on(&self.rt, f(self.client.clone()))
+        let this = self.clone();
+        wait_on(&self.rt, async move { this.run(f).await })
     }
 }
 
@@ -117,13 +192,13 @@ where
 /// The state of a PD leader in etcd; writes succeed only while `leader_key`
 /// holds `campaign` (this member's value for its term).
 pub struct EtcdKv {
-    etcd: std::sync::Arc<Etcd>,
+    etcd: Arc<Etcd>,
     leader_key: Vec<u8>,
     campaign: Vec<u8>,
 }
 
 impl EtcdKv {
-    pub fn new(etcd: std::sync::Arc<Etcd>, leader_key: Vec<u8>, campaign: Vec<u8>) -> Self {
+    pub fn new(etcd: Arc<Etcd>, leader_key: Vec<u8>, campaign: Vec<u8>) -> Self {
         EtcdKv { etcd, leader_key, campaign }
     }
 
@@ -135,7 +210,13 @@ impl EtcdKv {
                 self.campaign.clone(),
             )])
             .and_then([op]);
-        let ok = self.etcd.call(|mut c| async move { c.txn(txn).await })?.succeeded();
+        let ok = self
+            .etcd
+            .call(move |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })?
+            .succeeded();
         if ok {
             Ok(())
         } else {
@@ -147,7 +228,10 @@ impl EtcdKv {
 impl MetaKv for EtcdKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let key = self.etcd.key(key);
-        let resp = self.etcd.call(|mut c| async move { c.get(key, None).await })?;
+        let resp = self.etcd.call(move |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })?;
         Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
@@ -162,8 +246,9 @@ impl MetaKv for EtcdKv {
     fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let full = self.etcd.key(prefix);
         let root_len = self.etcd.root.len();
-        let resp = self.etcd.call(|mut c| async move {
-            c.get(full, Some(GetOptions::new().with_prefix())).await
+        let resp = self.etcd.call(move |mut c| {
+            let full = full.clone();
+            async move { c.get(full, Some(GetOptions::new().with_prefix())).await }
         })?;
         Ok(resp
             .kvs()

@@ -220,7 +220,6 @@ pub async fn campaign(
     mut stop: watch::Receiver<bool>,
 ) {
     let leader_key = etcd.key(LEADER_KEY);
-    let mut client = etcd.client();
     let record = serde_json::to_vec(&member.me).expect("member record serializes");
     let member_key = {
         let mut k = MEMBERS_PREFIX.to_vec();
@@ -230,9 +229,18 @@ pub async fn campaign(
     while !*stop.borrow() {
         let round = async {
             // (Re-)register: the address may have changed since last time.
-            client.put(member_key.clone(), record.clone(), None).await?;
+            etcd.run(|mut c| {
+                let (k, v) = (member_key.clone(), record.clone());
+                async move { c.put(k, v, None).await }
+            })
+            .await?;
             refresh_members(&member, &etcd).await?;
-            let resp = client.get(leader_key.clone(), None).await?;
+            let resp = etcd
+                .run(|mut c| {
+                    let k = leader_key.clone();
+                    async move { c.get(k, None).await }
+                })
+                .await?;
             match resp.kvs().first() {
                 Some(kv) => {
                     follow(&member, &etcd, kv.value()).await;
@@ -268,8 +276,13 @@ pub async fn campaign(
 }
 
 async fn refresh_members(member: &Member, etcd: &Etcd) -> Result<(), etcd_client::Error> {
-    let resp =
-        etcd.client().get(etcd.key(MEMBERS_PREFIX), Some(GetOptions::new().with_prefix())).await?;
+    let prefix = etcd.key(MEMBERS_PREFIX);
+    let resp = etcd
+        .run(|mut c| {
+            let p = prefix.clone();
+            async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
     let mut members: Vec<pdpb::Member> = resp
         .kvs()
         .iter()
@@ -304,10 +317,13 @@ async fn lead(
     leader_key: &[u8],
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), StorageError> {
-    let mut client = etcd.client();
     let ttl = LEADER_LEASE.as_secs() as i64;
     let granted_at = Instant::now();
-    let lease = client.lease_grant(ttl, None).await.map_err(etcd_err)?.id();
+    let lease = etcd
+        .run(|mut c| async move { c.lease_grant(ttl, None).await })
+        .await
+        .map_err(etcd_err)?
+        .id();
     let mut me = member.me.clone();
     me.nonce = rand::random();
     let campaign = serde_json::to_vec(&me).expect("member record serializes");
@@ -318,16 +334,23 @@ async fn lead(
             campaign.clone(),
             Some(PutOptions::new().with_lease(lease)),
         )]);
-    if !client.txn(txn).await.map_err(etcd_err)?.succeeded() {
-        let _ = client.lease_revoke(lease).await;
+    let won = etcd
+        .run(|mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+        .map_err(etcd_err)?
+        .succeeded();
+    if !won {
+        let _ = etcd.run(|mut c| async move { c.lease_revoke(lease).await }).await;
         return Ok(());
     }
-    let (keeper, renewals) = client.lease_keep_alive(lease).await.map_err(etcd_err)?;
     // Renewals run from now on, also while the state loads.
     let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<()>();
     let lease_until = Arc::new(parking_lot::Mutex::new(granted_at + LEADER_LEASE));
     let renewing =
-        tokio::spawn(renew(member.clone(), keeper, renewals, lease_until.clone(), lost_tx));
+        tokio::spawn(renew(member.clone(), etcd.clone(), lease, lease_until.clone(), lost_tx));
     tracing::info!(member = %member.me.name, "elected PD leader; loading the cluster from etcd");
     let storage =
         Storage::new(Arc::new(EtcdKv::new(etcd.clone(), leader_key.to_vec(), campaign.clone())));
@@ -366,7 +389,8 @@ async fn lead(
     renewing.abort();
     member.step_down();
     crate::metrics::PD_IS_LEADER.set(0);
-    let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
+    let revoke = etcd.run(|mut c| async move { c.lease_revoke(lease).await });
+    let _ = tokio::time::timeout(Duration::from_secs(1), revoke).await;
     if !stopping {
         // Whatever became of the revoke, nobody else leads before the
         // lease runs out: campaign again only after it.
@@ -378,23 +402,35 @@ async fn lead(
 }
 
 /// Renews the leader lease every third of its TTL; each renewal moves the
-/// deadline to (time the renewal was sent) + TTL. Signals `lost` when a
-/// renewal fails or comes too late.
+/// deadline to (time the renewal was sent) + TTL. A renewal that fails is
+/// tried again on the next etcd endpoint while the deadline allows;
+/// `lost` is signalled when it no longer does.
 async fn renew(
     member: Arc<Member>,
-    mut keeper: etcd_client::LeaseKeeper,
-    mut renewals: etcd_client::LeaseKeepAliveStream,
+    etcd: Arc<Etcd>,
+    lease: i64,
     lease_until: Arc<parking_lot::Mutex<Instant>>,
     lost: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut keep: Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)> = None;
+    let mut pause = LEADER_LEASE / 3;
     loop {
-        tokio::time::sleep(LEADER_LEASE / 3).await;
+        tokio::time::sleep(pause).await;
+        if Instant::now() + LEADER_LEASE / 6 >= *lease_until.lock() {
+            tracing::warn!("PD leader lease about to run out unrenewed; stepping down");
+            let _ = lost.send(());
+            return;
+        }
         let sent_at = Instant::now();
         let renewed = async {
+            if keep.is_none() {
+                keep = Some(etcd.client().lease_keep_alive(lease).await?);
+            }
+            let (keeper, renewals) = keep.as_mut().expect("just set");
             keeper.keep_alive().await?;
             renewals.message().await
         };
-        match tokio::time::timeout(LEADER_LEASE / 3, renewed).await {
+        match tokio::time::timeout(LEADER_LEASE / 6, renewed).await {
             Ok(Ok(Some(r))) if r.ttl() > 0 => {
                 let until = sent_at + Duration::from_secs(r.ttl() as u64);
                 *lease_until.lock() = until;
@@ -402,11 +438,22 @@ async fn renew(
                 if s.core.is_some() {
                     s.lease_until = Some(until);
                 }
+                pause = LEADER_LEASE / 3;
             }
-            other => {
-                tracing::warn!("PD leader lease not renewed ({other:?}); stepping down");
+            Ok(Ok(Some(_))) => {
+                tracing::warn!("PD leader lease expired in etcd; stepping down");
                 let _ = lost.send(());
                 return;
+            }
+            other => {
+                // This endpoint failed: the next renewal goes to another.
+                let e = match other {
+                    Ok(Err(e)) => e,
+                    _ => etcd_client::Error::LeaseKeepAliveError("no answer".into()),
+                };
+                etcd.fail_over(&e);
+                keep = None;
+                pause = Duration::from_millis(50);
             }
         }
     }
