@@ -77,7 +77,8 @@ done
 cat <<EOT
 
 Atoll is running.
-  PD (gRPC, TiKV-compatible):  $PD   HTTP: http://127.0.0.1:2379/pd/api/v1/regions
+  PD (gRPC, TiKV-compatible):  $PD
+  PD HTTP API:                 http://127.0.0.1:2379/pd/api/v1/regions (on the leader; /pd/api/v1/members names it)
   PD status:                   http://127.0.0.1:2380/metrics
   stores (gRPC):               127.0.0.1:20161  127.0.0.1:20162  127.0.0.1:20163
   store status:                http://127.0.0.1:20181/metrics  (20182, 20183)

@@ -88,16 +88,22 @@ impl SecurityConfig {
         Ok((ca, cert, key))
     }
 
+    /// The CA file's certificates as trust anchors.
+    fn roots(&self, ca: &[u8]) -> Result<rustls::RootCertStore, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs(ca, &self.ca_path)? {
+            roots.add(&c).map_err(|e| file_err(&self.ca_path, e))?;
+        }
+        Ok(roots)
+    }
+
     /// The acceptor for this process's servers, or `None` for plaintext.
     pub fn acceptor(&self) -> Result<Option<TlsAcceptor>, TlsError> {
         if !self.enabled() {
             return Ok(None);
         }
         let (ca, cert, key) = self.pem()?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in certs(&ca, &self.ca_path)? {
-            roots.add(&c).map_err(|e| file_err(&self.ca_path, e))?;
-        }
+        let roots = self.roots(&ca)?;
         let verifier = rustls::server::AllowAnyAuthenticatedClient::new(roots).boxed();
         let mut config = rustls::ServerConfig::builder()
             .with_safe_defaults()
@@ -131,10 +137,7 @@ impl SecurityConfig {
             return Ok(None);
         }
         let (ca, cert, key) = self.pem()?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in certs(&ca, &self.ca_path)? {
-            roots.add(&c).map_err(|e| file_err(&self.ca_path, e))?;
-        }
+        let roots = self.roots(&ca)?;
         let config = rustls::ClientConfig::builder()
             .with_safe_defaults()
             .with_root_certificates(roots)
