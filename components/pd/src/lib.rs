@@ -3,8 +3,10 @@
 //! heartbeat responses) the decisions that reshape the cluster.
 //!
 //! gRPC-compatible with TiKV's PD (`pdpb`, `keyspacepb`). State is persisted
-//! in an embedded RocksDB under `data-dir`, so a restart keeps it.
-//! Depends on `proto`, `util` and the engine crates; never on raftstore.
+//! in an embedded RocksDB under `data-dir` (one PD), or in etcd for a group
+//! of PD members that elect a leader (`member.rs`), so restarts and
+//! failovers keep it. Depends on `proto`, `util` and the engine crates;
+//! never on raftstore.
 
 pub mod cluster;
 pub mod config;

@@ -226,14 +226,19 @@ pub async fn campaign(
         k.extend_from_slice(member.me.member_id.to_string().as_bytes());
         etcd.key(&k)
     };
+    let mut registered = false;
     while !*stop.borrow() {
         let round = async {
-            // (Re-)register: the address may have changed since last time.
-            etcd.run(|mut c| {
-                let (k, v) = (member_key.clone(), record.clone());
-                async move { c.put(k, v, None).await }
-            })
-            .await?;
+            // Register once per start: the address may have changed since
+            // the last one.
+            if !registered {
+                etcd.run(|mut c| {
+                    let (k, v) = (member_key.clone(), record.clone());
+                    async move { c.put(k, v, None).await }
+                })
+                .await?;
+                registered = true;
+            }
             refresh_members(&member, &etcd).await?;
             let resp = etcd
                 .run(|mut c| {
