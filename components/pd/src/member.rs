@@ -88,6 +88,15 @@ pub struct Member {
     state: RwLock<State>,
 }
 
+/// The core if this member leads and its lease holds.
+fn serving(s: &State) -> Option<&Arc<PdCore>> {
+    match (&s.core, s.lease_until) {
+        (Some(core), None) => Some(core),
+        (Some(core), Some(until)) if Instant::now() < until => Some(core),
+        _ => None,
+    }
+}
+
 /// A stable member id from the member's name (names are unique in a PD
 /// group; 0 means "none" in the protocol).
 fn member_id(name: &str) -> u64 {
@@ -143,10 +152,9 @@ impl Member {
     /// The core, if this member leads and its lease holds.
     pub fn leader_core(&self) -> Result<Arc<PdCore>, NotLeader> {
         let s = self.state.read();
-        match (&s.core, s.lease_until) {
-            (Some(core), None) => Ok(core.clone()),
-            (Some(core), Some(until)) if Instant::now() < until => Ok(core.clone()),
-            _ => Err(NotLeader {
+        match serving(&s) {
+            Some(core) => Ok(core.clone()),
+            None => Err(NotLeader {
                 leader: s
                     .leader
                     .as_ref()
@@ -167,8 +175,10 @@ impl Member {
 
     /// Every member and the current leader, as `GetMembers` answers.
     pub fn members(&self) -> (Vec<pdpb::Member>, Option<pdpb::Member>) {
+        // One read of the state: parking_lot's lock is fair, so reading it
+        // again while holding it deadlocks once a writer waits between.
         let s = self.state.read();
-        let leader = if self.leader_core().is_ok() {
+        let leader = if serving(&s).is_some() {
             Some(self.me.to_pb())
         } else {
             s.leader.clone().filter(|l| l.member_id != self.me.member_id)
