@@ -482,6 +482,38 @@ fn etcd_err(e: etcd_client::Error) -> StorageError {
 mod tests {
     use super::*;
 
+    /// `members()` (every GetMembers) beside state writes (the follower
+    /// poll, lease renewals): reading the state twice under one fair read
+    /// lock deadlocked as soon as a writer queued in between.
+    #[test]
+    fn members_never_deadlocks_beside_state_writes() {
+        let member = Member::in_group(&Config::default());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut threads = vec![];
+        for reader in [true, false] {
+            let (member, stop, done) = (member.clone(), stop.clone(), done_tx.clone());
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if reader {
+                        let _ = member.members();
+                    } else {
+                        member.state.write().cluster_id += 1;
+                    }
+                }
+                let _ = done.send(());
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..2 {
+            done_rx.recv_timeout(Duration::from_secs(10)).expect("members() deadlocked");
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
     #[test]
     fn member_ids_are_stable_and_never_zero() {
         assert_eq!(member_id("pd1"), member_id("pd1"));
