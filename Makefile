@@ -14,7 +14,7 @@ BIN := $(CARGO_TARGET_DIR)/release
 PYENV := $(CARGO_TARGET_DIR)/pyenv
 TIKV_PYTHON_VERSION := 0.1.1
 
-.PHONY: all deps pyenv build test lint run bench chaos fuzz compat clean fmt
+.PHONY: all deps pyenv build test soak lint run bench chaos fuzz compat clean fmt
 
 all: build
 
@@ -48,19 +48,30 @@ pyenv: deps
 		rm -rf $(PYENV) && python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check tikv-python==$(TIKV_PYTHON_VERSION); \
 	fi
 
-# Builds the binaries first: the multi-process tests run them. Then the
-# upstream tikv-client suite (make compat, all 27 must pass). Ends with one
-# summary line over every test binary.
+# Builds the binaries first: the multi-process tests run them. Every test
+# binary runs even after one fails (--no-fail-fast), then the upstream
+# tikv-client suite (make compat, all 27 must pass). Ends with one summary
+# line over every test binary, failures counted, and fails if anything did.
 test: build pyenv
-	ATOLL_TEST_PYTHON=$(PYENV)/bin/python $(CARGO) test --release --workspace 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log
-	BIN=$(BIN) scripts/compat.sh 2>&1 | tee -a $(CARGO_TARGET_DIR)/test-output.log
-	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' $(CARGO_TARGET_DIR)/test-output.log
+	@rc=0; \
+	ATOLL_TEST_PYTHON=$(PYENV)/bin/python $(CARGO) test --release --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log || rc=1; \
+	BIN=$(BIN) scripts/compat.sh 2>&1 | tee -a $(CARGO_TARGET_DIR)/test-output.log || rc=1; \
+	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' $(CARGO_TARGET_DIR)/test-output.log; \
+	exit $$rc
+
+# The multi-process tests, SOAK_RUNS times each, one after another; prints
+# a pass count per test and keeps the output of every failed run.
+SOAK_RUNS ?= 10
+SOAK_TESTS ?= pd_ha pd_failover deploy placement chaos tls txn
+soak: build pyenv
+	ATOLL_TEST_PYTHON=$(PYENV)/bin/python SOAK_RUNS=$(SOAK_RUNS) scripts/soak.sh $(SOAK_TESTS)
 
 # PD + 3 stores on 127.0.0.1, data under ./data; Ctrl-C stops them cleanly.
 # `make run PD_MEMBERS=3`: three PD members over a local three-member etcd.
 PD_MEMBERS ?= 1
-run: deps
-	$(CARGO) build --release --workspace --bins
+# The same build as make test's (one feature set), so either after the
+# other starts at once.
+run: build
 	BIN=$(BIN) PD_MEMBERS=$(PD_MEMBERS) scripts/run-cluster.sh
 
 bench: build

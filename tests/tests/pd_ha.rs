@@ -128,13 +128,18 @@ async fn tikv_client(endpoints: &[String]) -> tikv_client::RawClient {
         )
         .await
         {
-            Ok(cl) => match cl.put(b"ready".to_vec(), b"1".to_vec()).await {
-                Ok(()) => return cl,
-                Err(e) => e,
-            },
-            Err(e) => e,
+            Ok(cl) => {
+                match tokio::time::timeout(STUCK_PUT, cl.put(b"ready".to_vec(), b"1".to_vec()))
+                    .await
+                {
+                    Ok(Ok(())) => return cl,
+                    Ok(Err(e)) => format!("{e:?}"),
+                    Err(_) => format!("its first put hung {STUCK_PUT:?}"),
+                }
+            }
+            Err(e) => format!("{e:?}"),
         };
-        assert!(Instant::now() < deadline, "tikv-client could not use the cluster: {err:?}");
+        assert!(Instant::now() < deadline, "tikv-client could not use the cluster: {err}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -219,6 +224,23 @@ async fn pd_group_fails_over_and_restarts_with_its_state() {
     });
     assert_ne!(second, first);
     println!("new PD leader pd{second} after {elapsed:?}");
+    // Every store's heartbeat stream reaches it and every region reports
+    // its leader within 2 s of it serving (the store side's bound is
+    // about 1 s: `pd_worker`'s capped retry, one leader search, one open).
+    let serving_at = Instant::now();
+    let all_led = eventually(Duration::from_secs(2), || async {
+        let regions = api(&c, second, "/pd/api/v1/regions");
+        regions["regions"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty() && r.iter().all(|r| !r["leader"].is_null()))
+    })
+    .await;
+    assert!(
+        all_led,
+        "regions without a leader 2 s after pd{second} started serving: {}",
+        api(&c, second, "/pd/api/v1/regions")
+    );
+    println!("every region's leader known {:?} after the new leader served", serving_at.elapsed());
     assert!(elapsed < Duration::from_secs(5), "failover took {elapsed:?}");
     assert!(
         eventually(Duration::from_secs(5), || async { tso.answered_after(killed_at).is_some() })
@@ -247,11 +269,14 @@ async fn pd_group_fails_over_and_restarts_with_its_state() {
 
     // The tikv-client writer goes on (with a new client if the old one got
     // stuck, see STUCK_PUT).
-    assert!(
-        eventually(Duration::from_secs(60), || async { acked.lock().len() > acked_before + 50 })
-            .await,
-        "tikv-client made no progress after the failover"
-    );
+    if !eventually(Duration::from_secs(60), || async { acked.lock().len() > acked_before + 50 })
+        .await
+    {
+        panic!(
+            "tikv-client made no progress after the failover; regions: {}",
+            api(&c, second, "/pd/api/v1/regions")
+        );
+    }
     c.start_pd_member(first);
 
     // The whole PD group down and back: state intact.

@@ -5,6 +5,7 @@
 //! with backoff when the connection breaks. Depends only on `proto` and
 //! `codec` (for the cluster's API version) and `util` (TLS).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use atoll_codec::api::ApiVersion;
@@ -14,6 +15,16 @@ use atoll_proto::pdpb::{self, pd_client::PdClient as Grpc, ErrorType};
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, ClientTlsConfig};
+
+lazy_static::lazy_static! {
+    /// Searches for the PD leader after a failure, by outcome.
+    static ref PD_CLIENT_RECONNECTS: prometheus::IntCounterVec = prometheus::register_int_counter_vec!(
+        "atoll_pd_client_reconnects_total",
+        "Searches for the PD leader after a failed request or stream, by outcome",
+        &["result"]
+    )
+    .unwrap();
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PdError {
@@ -82,6 +93,9 @@ struct Conn {
     keyspace: KeyspaceClient<Channel>,
     cluster_id: u64,
     leader_url: String,
+    /// Every member's client URL as the leader listed them: where to look
+    /// when no configured endpoint answers.
+    member_urls: Vec<String>,
 }
 
 /// A region as PD knows it, with its leader if reported.
@@ -96,6 +110,9 @@ pub struct PdClient {
     /// Client TLS (CA + own certificate) when the cluster runs mutual TLS.
     tls: Option<ClientTlsConfig>,
     conn: RwLock<Conn>,
+    /// Bumped by every reconnect (see [`PdClient::reconnect`]).
+    generation: AtomicU64,
+    reconnecting: tokio::sync::Mutex<()>,
 }
 
 /// Attempts per call before giving up (with backoff between them).
@@ -122,53 +139,71 @@ async fn channel(ep: &str, tls: Option<&ClientTlsConfig>) -> std::result::Result
         .map_err(|e| e.to_string())
 }
 
-async fn connect_any(endpoints: &[String], tls: Option<&ClientTlsConfig>) -> Result<Conn> {
+/// Asks `ep` for the PD members: its channel and the answer.
+async fn members_of(
+    ep: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> std::result::Result<(Channel, pdpb::GetMembersResponse), String> {
+    let ch = channel(ep, tls).await?;
+    let members = Grpc::new(ch.clone())
+        .get_members(pdpb::GetMembersRequest::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .into_inner();
+    Ok((ch, members))
+}
+
+/// Finds the PD leader: asks each candidate (the configured endpoints,
+/// then the members learned before) for the members, and connects to the
+/// first leader it can reach. A follower that names a leader it cannot
+/// reach (a dead leader whose lease has not run out yet) does not end the
+/// search, and never becomes the connection: every request would be
+/// refused "not leader" until the next reconnect.
+async fn connect_leader(candidates: &[String], tls: Option<&ClientTlsConfig>) -> Result<Conn> {
     let mut last = String::from("no endpoints given");
-    for ep in endpoints {
-        let ch = match channel(ep, tls).await {
-            Ok(c) => c,
-            Err(e) => {
-                last = format!("{ep}: {e}");
-                continue;
-            }
-        };
-        let mut pd = Grpc::new(ch.clone());
-        let members = match pd.get_members(pdpb::GetMembersRequest::default()).await {
-            Ok(r) => r.into_inner(),
+    for ep in candidates {
+        let (ch, members) = match members_of(ep, tls).await {
+            Ok(m) => m,
             Err(e) => {
                 last = format!("{ep}: {e}");
                 continue;
             }
         };
         let cluster_id = members.header.as_ref().map(|h| h.cluster_id).unwrap_or_default();
-        let leader_url = members
-            .leader
-            .as_ref()
-            .and_then(|m| m.client_urls.first().cloned())
-            .unwrap_or_else(|| url(ep, tls));
-        // Talk to the leader directly if it is not the member we asked.
-        let ch = if leader_url == url(ep, tls) {
+        let Some(leader_url) = members.leader.as_ref().and_then(|m| m.client_urls.first()) else {
+            last = format!("{ep}: no PD leader yet");
+            continue;
+        };
+        let ch = if *leader_url == url(ep, tls) {
             ch
         } else {
-            channel(&leader_url, tls).await.unwrap_or(ch)
+            match channel(leader_url, tls).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = format!("{ep} names leader {leader_url}, unreachable: {e}");
+                    continue;
+                }
+            }
         };
+        let member_urls = members.members.iter().flat_map(|m| m.client_urls.clone()).collect();
         return Ok(Conn {
             pd: Grpc::new(ch.clone()),
             keyspace: KeyspaceClient::new(ch),
             cluster_id,
-            leader_url,
+            leader_url: leader_url.clone(),
+            member_urls,
         });
     }
-    Err(PdError::Unreachable { endpoints: endpoints.to_vec(), msg: last })
+    Err(PdError::Unreachable { endpoints: candidates.to_vec(), msg: last })
 }
 
 macro_rules! call {
     ($self:ident, $client:ident, $method:ident, $req:expr) => {{
         let mut attempt = 0;
         loop {
-            let (mut c, header) = {
+            let (mut c, header, seen) = {
                 let conn = $self.conn.read();
-                (conn.$client.clone(), $self.header_of(&conn))
+                (conn.$client.clone(), $self.header_of(&conn), $self.generation())
             };
             let mut req = $req;
             req.header = header;
@@ -177,10 +212,14 @@ macro_rules! call {
                 Err(status) => {
                     attempt += 1;
                     if attempt >= CALL_ATTEMPTS_MAX || !retryable(&status) {
+                        tracing::debug!(
+                            "PD {} failed after {attempt} attempts: {status}",
+                            stringify!($method)
+                        );
                         break Err(PdError::Rpc(status));
                     }
                     tokio::time::sleep(backoff(attempt)).await;
-                    $self.reconnect().await;
+                    let _ = $self.reconnect(seen).await;
                 }
             }
         }
@@ -218,17 +257,22 @@ impl PdClient {
         let deadline = tokio::time::Instant::now() + wait;
         let mut attempt = 0;
         loop {
-            match connect_any(endpoints, tls.as_ref()).await {
+            match connect_leader(endpoints, tls.as_ref()).await {
                 Ok(conn) => {
                     return Ok(PdClient {
                         endpoints: endpoints.to_vec(),
                         tls,
                         conn: RwLock::new(conn),
+                        generation: AtomicU64::new(0),
+                        reconnecting: tokio::sync::Mutex::new(()),
                     })
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(_) => {
+                Err(e) => {
                     attempt += 1;
+                    if attempt == 1 || attempt % 20 == 0 {
+                        tracing::info!("no PD leader reached yet (attempt {attempt}): {e}");
+                    }
                     tokio::time::sleep(backoff(attempt)).await;
                 }
             }
@@ -240,9 +284,40 @@ impl PdClient {
         self.tls.as_ref()
     }
 
-    async fn reconnect(&self) {
-        if let Ok(c) = connect_any(&self.endpoints, self.tls.as_ref()).await {
-            *self.conn.write() = c;
+    /// The connection's generation: it changes with every reconnect.
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Finds the leader again, unless another caller did since `seen` (the
+    /// generation its failed request used): one search at a time, and a
+    /// burst of failed requests costs one search, not one each.
+    async fn reconnect(&self, seen: u64) -> Result<()> {
+        let _one_at_a_time = self.reconnecting.lock().await;
+        if self.generation() != seen {
+            return Ok(());
+        }
+        let mut candidates = self.endpoints.clone();
+        for u in self.conn.read().member_urls.iter() {
+            if !candidates.iter().any(|c| url(c, self.tls.as_ref()) == *u) {
+                candidates.push(u.clone());
+            }
+        }
+        match connect_leader(&candidates, self.tls.as_ref()).await {
+            Ok(c) => {
+                PD_CLIENT_RECONNECTS.with_label_values(&["leader"]).inc();
+                let was = std::mem::replace(&mut *self.conn.write(), c).leader_url;
+                let now = self.leader_url();
+                if was != now {
+                    tracing::info!(from = %was, to = %now, "PD leader changed");
+                }
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => {
+                PD_CLIENT_RECONNECTS.with_label_values(&["no_leader"]).inc();
+                Err(e)
+            }
         }
     }
 
@@ -435,11 +510,12 @@ impl PdClient {
     pub async fn get_ts(&self) -> Result<u64> {
         let mut attempt = 0;
         loop {
+            let seen = self.generation();
             match self.get_ts_once().await {
                 Err(e) if e.is_retryable() && attempt + 1 < CALL_ATTEMPTS_MAX => {
                     attempt += 1;
                     tokio::time::sleep(backoff(attempt)).await;
-                    self.reconnect().await;
+                    let _ = self.reconnect(seen).await;
                 }
                 r => return r,
             }
@@ -459,30 +535,34 @@ impl PdClient {
         Ok(((ts.physical as u64) << 18) | ts.logical as u64)
     }
 
-    /// Opens the region heartbeat stream: requests go into the returned
-    /// sender (bounded), operators come back on the stream. When it cannot
-    /// be opened, the next attempt goes to the leader found anew.
+    /// Opens the region heartbeat stream at the leader this client is
+    /// connected to: requests go into the returned sender (bounded),
+    /// operators come back on the stream. Waits at most `timeout` for PD to
+    /// accept it. On failure the caller decides when to look for the
+    /// leader again ([`PdClient::refresh_leader`]).
     pub async fn region_heartbeat(
         &self,
         queue: usize,
+        timeout: Duration,
     ) -> Result<(
         mpsc::Sender<pdpb::RegionHeartbeatRequest>,
         tonic::Streaming<pdpb::RegionHeartbeatResponse>,
     )> {
         let (tx, rx) = mpsc::channel(queue);
         let mut c = self.conn.read().pd.clone();
-        match c.region_heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
-            Ok(resp) => Ok((tx, resp.into_inner())),
-            Err(e) => {
-                self.reconnect().await;
-                Err(e.into())
-            }
+        let open = c.region_heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx));
+        match tokio::time::timeout(timeout, open).await {
+            Ok(Ok(resp)) => Ok((tx, resp.into_inner())),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(PdError::Rpc(tonic::Status::deadline_exceeded(format!(
+                "PD did not accept the region heartbeat stream within {timeout:?}"
+            )))),
         }
     }
 
-    /// Finds the PD leader again (after a stream broke).
-    pub async fn refresh_leader(&self) {
-        self.reconnect().await;
+    /// Finds the PD leader again (after a stream broke or was refused).
+    pub async fn refresh_leader(&self) -> Result<()> {
+        self.reconnect(self.generation()).await
     }
 
     /// The request header (cluster id) callers put on streamed requests.

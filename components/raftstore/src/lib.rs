@@ -41,7 +41,8 @@ pub mod worker;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use msg::{
-    CasResult, PeerMsg, PeerTick, ReadResponse, SplitIds, SplitRequest, StoreMsg, WriteResponse,
+    CasResult, PeerMsg, PeerTick, ReadResponse, SplitIds, SplitRequest, StoreMsg, WriteCallback,
+    WriteResponse,
 };
 pub use system::{RaftSystem, StoreHandle};
 pub use transport::{PdSink, PdTask, RegionStats, Transport, TransportError};

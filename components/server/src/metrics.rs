@@ -56,4 +56,16 @@ lazy_static! {
         "Raft messages received from other stores"
     )
     .unwrap();
+    pub static ref PD_HEARTBEAT_STREAM_EVENTS: IntCounterVec = register_int_counter_vec!(
+        "atoll_pd_heartbeat_stream_events_total",
+        "Region heartbeat stream to PD: opened, and why it closed or could not open",
+        &["event"]
+    )
+    .unwrap();
+    pub static ref PD_WORKER_DROPPED: IntCounterVec = register_int_counter_vec!(
+        "atoll_pd_worker_dropped_total",
+        "PD tasks the store's PD worker dropped or refused, by reason",
+        &["reason"]
+    )
+    .unwrap();
 }
