@@ -155,6 +155,17 @@ impl<E: KvEngine> PdSink for SimPd<E> {
                     let _ = h.send(region.id, PeerMsg::ProposeSplit { epoch, split_keys, ids, cb });
                 }
             }
+            PdTask::ValidatePeer { region, peer } => {
+                // The rule PD's worker applies, over the heartbeats seen.
+                let pd_region = self.heartbeats.lock().get(&region.id).map(|(r, _)| r.clone());
+                let tombstone = pd_region
+                    .and_then(|r| atoll_raftstore::stale_peer_tombstone(&region, &peer, &r));
+                if let (Some(msg), Some(h)) =
+                    (tombstone, self.net.stores.read().get(&peer.store_id))
+                {
+                    let _ = h.send(region.id, PeerMsg::Raft(Box::new(msg)));
+                }
+            }
             PdTask::ReportBatchSplit { .. } | PdTask::StoreHeartbeat { .. } => {}
         }
     }

@@ -180,3 +180,65 @@ fn lagging_follower_catches_up_by_snapshot() {
         "the returning follower never caught up"
     );
 }
+
+/// A learner removed while its store was cut off keeps its region's old,
+/// wide range: nobody talks to it again (a learner never campaigns), and
+/// every message of a region split from it was dropped as overlapping, so
+/// the split child's learner on that store stayed pending for good (the
+/// placement test's "learner pending for 120 s"). Now the overlapped peer
+/// asks PD, learns it was removed, and goes; the child's replica follows.
+#[test]
+fn a_learner_removed_while_cut_off_gives_way_to_its_split_child() {
+    let mut c = Cluster::new(Config::for_tests(), (0..3).map(|_| MemoryEngine::new()).collect());
+    c.start_all();
+    for i in 0..200 {
+        c.must_put(&key(i), b"v1");
+    }
+    let cut_off = c.add_engine(MemoryEngine::new());
+    c.start_store(cut_off);
+    let learner = metapb::Peer {
+        id: 900,
+        store_id: cut_off,
+        role: metapb::PeerRole::Learner as i32,
+        ..Default::default()
+    };
+    c.change_peer(&key(0), ConfChangeType::AddLearnerNode, learner.clone()).unwrap();
+    assert!(
+        wait_until(WAIT, || (0..200).all(|i| c.engine_get(cut_off, &key(i)).is_some())),
+        "learner never received the data"
+    );
+
+    // Cut off, the learner misses a split (whose child has a learner on
+    // this store too) and its own removal from the parent.
+    c.isolate(cut_off);
+    c.split(&key(0), &key(100)).unwrap();
+    let (low, high) = (c.region_for_key(&key(0)), c.region_for_key(&key(150)));
+    let (parent_keys, child, child_keys) =
+        if low.id == FIRST_REGION_ID { (0..100, high, 100..200) } else { (100..200, low, 0..100) };
+    assert_ne!(child.id, FIRST_REGION_ID, "the split happened");
+    assert!(child.peers.iter().any(|p| p.store_id == cut_off), "the child has a learner here");
+    c.change_peer(&key(parent_keys.start), ConfChangeType::RemoveNode, learner).unwrap();
+    let stale = region_state(&c.engines[&cut_off], FIRST_REGION_ID).unwrap();
+    assert_eq!(stale.state, PeerState::Normal as i32);
+    c.heal();
+
+    assert!(
+        wait_until(WAIT, || {
+            region_state(&c.engines[&cut_off], FIRST_REGION_ID)
+                .is_some_and(|s| s.state == PeerState::Tombstone as i32)
+        }),
+        "the stale learner stayed"
+    );
+    assert!(
+        wait_until(WAIT, || {
+            region_state(&c.engines[&cut_off], child.id)
+                .is_some_and(|s| s.state == PeerState::Normal as i32)
+                && child_keys.clone().all(|i| c.engine_get(cut_off, &key(i)).is_some())
+        }),
+        "the split child's replica never came"
+    );
+    // The parent's half went with the stale learner.
+    assert!(wait_until(WAIT, || parent_keys
+        .clone()
+        .all(|i| c.engine_get(cut_off, &key(i)).is_none())));
+}

@@ -117,6 +117,13 @@ impl Pd for PdService {
             return Err(status(CoreError::ClusterMismatch { request: asked, cluster: cluster_id }));
         }
         let (members, leader) = self.member.members();
+        // PD answers a member list without a leader while none is known;
+        // tikv-client 0.4 then panics (`try_connect_leader` unwraps
+        // `leader`, src/pd/cluster.rs), so such a member refuses instead
+        // and clients ask the next one or try again.
+        if leader.is_none() {
+            return Err(Status::unavailable("no PD leader yet"));
+        }
         Ok(Response::new(pdpb::GetMembersResponse {
             header: ok_header(cluster_id),
             members,

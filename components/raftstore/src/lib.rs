@@ -44,6 +44,7 @@ pub use msg::{
     CasResult, PeerMsg, PeerTick, ReadResponse, SplitIds, SplitRequest, StoreMsg, WriteCallback,
     WriteResponse,
 };
+pub use operation::life::stale_peer_tombstone;
 pub use system::{RaftSystem, StoreHandle};
 pub use transport::{PdSink, PdTask, RegionStats, Transport, TransportError};
 

@@ -133,6 +133,10 @@ pub enum PeerMsg<E: KvEngine> {
     TransferLeader { peer: metapb::Peer },
     /// Become a candidate now (a region just created by a split on the leader's store).
     Campaign,
+    /// A raft message of a newer region overlapping this one found no peer
+    /// here: this peer may be stale (removed, or split away, while it could
+    /// not hear); it asks PD (TiKV's `CasualMessage::RegionOverlapped`).
+    RegionOverlapped,
     /// Add, promote or remove a peer (`change_type` is an eraftpb
     /// `ConfChangeType`); ignored unless `epoch` is current.
     ChangePeer {

@@ -53,6 +53,8 @@ pub struct Peer<E: KvEngine> {
     pub(crate) snapshot_applied: Option<u64>,
     /// Lagging peers at the last tick (a change triggers a PD heartbeat).
     pub(crate) last_pending_count: usize,
+    /// When this peer last asked PD whether it is stale.
+    pub(crate) stale_check_at: Option<std::time::Instant>,
 }
 
 impl<E: KvEngine> Peer<E> {
@@ -135,6 +137,7 @@ impl<E: KvEngine> Peer<E> {
             split_check_diff: u64::MAX / 2,
             snapshot_applied: None,
             last_pending_count: 0,
+            stale_check_at: None,
         })
     }
 

@@ -83,6 +83,13 @@ pub enum PdTask {
         region_count: u32,
         used_size: u64,
     },
+    /// Ask PD whether `peer` is still a member of `region`; if PD's newer
+    /// region has no such peer, destroy it with
+    /// [`crate::operation::stale_peer_tombstone`] (TiKV's `ValidatePeer`).
+    ValidatePeer {
+        region: metapb::Region,
+        peer: metapb::Peer,
+    },
 }
 
 /// Accepts PD tasks without blocking the caller.

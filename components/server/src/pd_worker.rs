@@ -18,7 +18,8 @@ use atoll_engine_traits::KvEngine;
 use atoll_pd_client::{PdClient, PdError};
 use atoll_proto::pdpb;
 use atoll_raftstore::{
-    Error, PdSink, PdTask, PeerMsg, RegionStats, SplitIds, SplitRequest, StoreHandle, WriteCallback,
+    stale_peer_tombstone, Error, PdSink, PdTask, PeerMsg, RegionStats, SplitIds, SplitRequest,
+    StoreHandle, WriteCallback,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
@@ -234,6 +235,7 @@ impl<S: StoreLink> PdWorker<S> {
             PdTask::StoreHeartbeat { store_id, region_count, used_size } => {
                 self.store_heartbeat(store_id, region_count, used_size)
             }
+            PdTask::ValidatePeer { region, peer } => self.validate_peer(region, peer),
         }
     }
 
@@ -342,6 +344,34 @@ impl<S: StoreLink> PdWorker<S> {
                         cb(Err(Error::Pd(e.to_string())));
                     }
                 }
+            }
+        });
+    }
+
+    /// Asks PD for `region`; if PD's (newer) region no longer lists `peer`,
+    /// the peer gets the tombstone that destroys it.
+    fn validate_peer(&self, region: atoll_proto::metapb::Region, peer: atoll_proto::metapb::Peer) {
+        let Some(permit) = self.permit("validate_busy") else { return };
+        let (pd, store) = (self.pd.clone(), self.store.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match pd.get_region_by_id(region.id).await {
+                Ok(Some(info)) => {
+                    let Some(msg) = stale_peer_tombstone(&region, &peer, &info.region) else {
+                        return;
+                    };
+                    tracing::info!(
+                        region = region.id,
+                        peer = peer.id,
+                        "PD shows this peer removed from its region; destroying it"
+                    );
+                    if let Err(e) = store.send(region.id, PeerMsg::Raft(Box::new(msg))) {
+                        tracing::debug!(region = region.id, "deliver stale-peer tombstone: {e}");
+                    }
+                }
+                // PD does not know the region (yet): the next overlap asks again.
+                Ok(None) => {}
+                Err(e) => tracing::debug!(region = region.id, "validate peer: {e}"),
             }
         });
     }

@@ -62,6 +62,7 @@ impl<E: KvEngine> PeerFsm<E> {
             }
             PeerMsg::SnapshotReport { to_peer_id, ok } => peer.on_snapshot_report(to_peer_id, ok),
             PeerMsg::Wake => peer.wake(),
+            PeerMsg::RegionOverlapped => peer.on_region_overlapped(ctx),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::metrics::RAFT_MESSAGES_DROPPED;
 use crate::msg::PeerMsg;
 use crate::peer::Peer;
 use crate::storage::{load_pb, write_region_state, RAFT_INIT_LOG_TERM};
-use crate::transport::{PdSink, Transport};
+use crate::transport::{PdSink, PdTask, Transport};
 use crate::{keys, Error};
 
 /// Deletes a region's raft log, raft state and apply state.
@@ -100,6 +100,16 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
             meta.push_pending_vote(msg);
             return reject("overlap_pending_split");
         }
+        // A local region older than the sender's may be a stale peer that
+        // nobody will talk to again (a learner removed while it could not
+        // hear): it asks PD, and goes if PD says so (TiKV
+        // `maybe_create_peer_internal`, fsm/store.rs).
+        let sent_version = msg.region_epoch.as_ref().map_or(0, |e| e.version);
+        for local in &overlaps {
+            if local.region_epoch.as_ref().map_or(0, |e| e.version) < sent_version {
+                let _ = ctx.router.send(local.id, PeerMsg::RegionOverlapped);
+            }
+        }
         return reject("overlap");
     }
     let peer = match Peer::create_uninitialized(
@@ -127,7 +137,61 @@ pub fn maybe_create_peer<E: KvEngine, T: Transport, P: PdSink>(
     Some(msg)
 }
 
+/// How often a peer asks PD whether it is stale, at most.
+pub const STALE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The rule for a peer PD may prove stale: given PD's view of the region,
+/// the tombstone message that makes `peer` (of the local `region`) destroy
+/// itself, or `None` if PD's view is older than the local one or still
+/// lists the peer (TiKV `handle_validate_peer`, worker/pd.rs). PD only
+/// knows memberships its leaders applied, so a removal it shows is
+/// committed.
+pub fn stale_peer_tombstone(
+    region: &metapb::Region,
+    peer: &metapb::Peer,
+    pd_region: &metapb::Region,
+) -> Option<RaftMessage> {
+    let (local, pd) = (region.region_epoch.clone()?, pd_region.region_epoch.clone()?);
+    if pd.version < local.version || pd.conf_ver < local.conf_ver {
+        return None;
+    }
+    if pd_region.peers.iter().any(|p| p.id == peer.id) {
+        return None;
+    }
+    Some(RaftMessage {
+        region_id: region.id,
+        from_peer: Some(peer.clone()),
+        to_peer: Some(peer.clone()),
+        region_epoch: Some(pd),
+        is_tombstone: true,
+        ..Default::default()
+    })
+}
+
 impl<E: KvEngine> Peer<E> {
+    /// See [`PeerMsg::RegionOverlapped`]: a follower or learner wakes (a
+    /// hibernated stale peer would hear nothing) and asks PD, at most every
+    /// [`STALE_CHECK_INTERVAL`].
+    pub fn on_region_overlapped<T: Transport, P: PdSink>(
+        &mut self,
+        ctx: &mut PollContext<E, T, P>,
+    ) {
+        if self.is_leader() || !self.is_initialized() {
+            return;
+        }
+        self.wake();
+        let now = std::time::Instant::now();
+        if self.stale_check_at.is_some_and(|t| now.duration_since(t) < STALE_CHECK_INTERVAL) {
+            return;
+        }
+        self.stale_check_at = Some(now);
+        tracing::info!("{} overlaps a newer region; asking PD whether it is stale", self.tag());
+        ctx.pd.schedule(PdTask::ValidatePeer {
+            region: self.region().clone(),
+            peer: self.meta().clone(),
+        });
+    }
+
     /// Starts removing this peer from the store. Proposals still waiting
     /// here are undetermined (they are in the log and may commit on the
     /// other peers); the peer stops taking part in raft; its apply FSM is
@@ -218,6 +282,7 @@ impl<E: KvEngine> Peer<E> {
             | PeerMsg::Tick(_)
             | PeerMsg::TransferLeader { .. }
             | PeerMsg::Campaign
+            | PeerMsg::RegionOverlapped
             | PeerMsg::SplitCheckResult { .. }
             | PeerMsg::SnapshotReport { .. }
             | PeerMsg::Wake => {}
@@ -249,6 +314,11 @@ impl<E: KvEngine> Peer<E> {
         msg: &RaftMessage,
         ctx: &mut PollContext<E, T, P>,
     ) {
+        if msg.to_peer.as_ref().is_some_and(|p| p.id != self.meta().id) {
+            // Meant for an earlier peer of this region on this store.
+            RAFT_MESSAGES_DROPPED.with_label_values(&["wrong_peer"]).inc();
+            return;
+        }
         let sent = msg.region_epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0);
         if sent > self.epoch().conf_ver || !self.is_initialized() {
             self.destroy(ctx, "removed from the region (tombstone message)");
