@@ -5,7 +5,7 @@
 # $CARGO_TARGET_DIR/soak/, and exits non-zero if any run failed.
 set -uo pipefail
 RUNS=${SOAK_RUNS:-10}
-OUT="${CARGO_TARGET_DIR:?}/soak"
+OUT="${SOAK_OUT:-${CARGO_TARGET_DIR:?}/soak}"
 CARGO=${CARGO:-cargo}
 [ "$#" -gt 0 ] || { echo "usage: soak.sh TEST..." >&2; exit 2; }
 rm -rf "$OUT" && mkdir -p "$OUT"

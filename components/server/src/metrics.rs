@@ -51,6 +51,12 @@ lazy_static! {
         "Store-to-store stream (re)connections"
     )
     .unwrap();
+    pub static ref TRANSPORT_CONNECT_FAILURES: IntCounterVec = register_int_counter_vec!(
+        "atoll_transport_connect_failures_total",
+        "Failed attempts to open a store-to-store stream, by class",
+        &["class"]
+    )
+    .unwrap();
     pub static ref TRANSPORT_RECEIVED: IntCounter = register_int_counter!(
         "atoll_transport_messages_received_total",
         "Raft messages received from other stores"

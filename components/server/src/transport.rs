@@ -20,7 +20,9 @@ use prost::Message as _;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Notify};
 
-use crate::metrics::{TRANSPORT_BATCH_SIZE, TRANSPORT_FLUSHES, TRANSPORT_RECONNECTS};
+use crate::metrics::{
+    TRANSPORT_BATCH_SIZE, TRANSPORT_CONNECT_FAILURES, TRANSPORT_FLUSHES, TRANSPORT_RECONNECTS,
+};
 
 /// Batches in flight on one stream before the sender waits.
 const STREAM_BATCHES_MAX: usize = 8;
@@ -251,6 +253,31 @@ async fn send_snapshot(
     Ok(())
 }
 
+/// Failed attempts to reach a store, counted by class; a new class is
+/// logged as a warning, a repeat only at debug level (a dead store fails
+/// every ~2 s for as long as it is dead).
+struct FailureLog {
+    store_id: u64,
+    last: Option<&'static str>,
+}
+
+impl FailureLog {
+    fn record(&mut self, class: &'static str, attempt: u32, detail: String) {
+        TRANSPORT_CONNECT_FAILURES.with_label_values(&[class]).inc();
+        let store_id = self.store_id;
+        if self.last != Some(class) {
+            tracing::warn!(
+                store_id,
+                attempt,
+                "raft stream {class}: {detail}; retrying with backoff"
+            );
+        } else {
+            tracing::debug!(store_id, attempt, "raft stream {class}: {detail}");
+        }
+        self.last = Some(class);
+    }
+}
+
 async fn run_sender(
     inner: Arc<Inner>,
     store_id: u64,
@@ -259,6 +286,7 @@ async fn run_sender(
     down: Arc<AtomicBool>,
 ) {
     let mut attempt: u32 = 0;
+    let mut failures = FailureLog { store_id, last: None };
     while !inner.closed.load(Ordering::SeqCst) {
         if attempt > 0 {
             down.store(true, Ordering::Relaxed);
@@ -271,25 +299,26 @@ async fn run_sender(
         let addr = match resolve(&inner, store_id).await {
             Ok(a) => a,
             Err(e) => {
-                tracing::debug!(store_id, "resolve store: {e}");
+                failures.record("resolve_failed", attempt, e.to_string());
                 continue;
             }
         };
         let ch = match atoll_util::tls::endpoint(&addr, inner.pd.tls()) {
             Ok(ep) => ep.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true).connect().await,
             Err(e) => {
-                tracing::warn!(store_id, "bad address {addr}: {e}");
+                failures.record("bad_address", attempt, format!("{addr}: {e}"));
                 continue;
             }
         };
         let ch = match ch {
             Ok(c) => c,
             Err(e) => {
-                tracing::debug!(store_id, %addr, "connect: {e}");
+                failures.record("connect_failed", attempt, format!("{addr}: {e}"));
                 continue;
             }
         };
         TRANSPORT_RECONNECTS.inc();
+        failures.last = None;
         down.store(false, Ordering::Relaxed);
         let mut client = RaftTransportClient::new(ch)
             .max_encoding_message_size(inner.limits.grpc_max_message_size)
