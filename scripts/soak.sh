@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make soak`: runs each named test binary of tests/tests/ SOAK_RUNS times
-# in a row (already built by `make build`), prints one line per test with
+# in a row (already built by `make build`; --workspace keeps make test's
+# feature set, so nothing rebuilds), prints one line per test with
 # its pass count, keeps the output of every failed run under
 # $CARGO_TARGET_DIR/soak/, and exits non-zero if any run failed.
 set -uo pipefail
@@ -16,7 +17,7 @@ for t in "$@"; do
     pass=0
     for i in $(seq 1 "$RUNS"); do
         start=$(date +%s)
-        if "$CARGO" test --release -q -p atoll-tests --test "$t" >"$OUT/$t.$i.log" 2>&1; then
+        if "$CARGO" test --release -q --workspace --test "$t" >"$OUT/$t.$i.log" 2>&1; then
             pass=$((pass + 1))
             rm -f "$OUT/$t.$i.log"
             echo "soak: $t run $i/$RUNS passed ($(( $(date +%s) - start )) s)"

@@ -199,7 +199,11 @@ impl Pd for Member {
     ) -> Result<Response<pdpb::GetMembersResponse>, Status> {
         let s = &self.shared;
         s.members[self.i].lock().members_asked += 1;
-        let leader = s.leader_named_by(self.i).map(|l| s.member_pb(l));
+        // As a real PD member that knows no leader (pd/src/service.rs).
+        let Some(leader) = s.leader_named_by(self.i).map(|l| s.member_pb(l)) else {
+            return Err(Status::unavailable("no PD leader yet"));
+        };
+        let leader = Some(leader);
         Ok(Response::new(pdpb::GetMembersResponse {
             header: Self::header(),
             members: (0..s.urls.len()).map(|i| s.member_pb(i)).collect(),

@@ -391,25 +391,13 @@ impl<E: KvEngine> Cluster<E> {
     }
 
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
-        self.retry(key, Duration::from_secs(10), |h, region| {
-            let req = RaftCmdRequest {
-                header: Some(header(region)),
-                requests: vec![Request {
-                    cmd_type: CmdType::Put as i32,
-                    put: Some(PutRequest {
-                        cf: String::new(),
-                        key: key.to_vec(),
-                        value: value.to_vec(),
-                    }),
-                    ..Default::default()
-                }],
-                admin_request: None,
-            };
-            let (tx, rx) = mpsc::channel();
-            h.write(req, Box::new(move |r| drop(tx.send(r.map(|_| ())))));
-            rx.recv_timeout(Duration::from_secs(3))
-                .unwrap_or(Err(Error::Undetermined("write timed out".into())))
-        })
+        self.retry(key, Duration::from_secs(10), |h, region| put_once(h, region, key, value))
+    }
+
+    /// One put through `store` only, no retry: its own answer.
+    pub fn put_at(&self, store: u64, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let h = self.handle(store).ok_or_else(|| Error::Internal(format!("no store {store}")))?;
+        put_once(&h, &self.region_for_key(key), key, value)
     }
 
     pub fn must_put(&self, key: &[u8], value: &[u8]) {
@@ -537,6 +525,27 @@ fn overlaps(a: &metapb::Region, b: &metapb::Region) -> bool {
     let a_before_b = !a.end_key.is_empty() && a.end_key <= b.start_key;
     let b_before_a = !b.end_key.is_empty() && b.end_key <= a.start_key;
     !a_before_b && !b_before_a
+}
+
+fn put_once<E: KvEngine>(
+    h: &StoreHandle<E>,
+    region: &metapb::Region,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), Error> {
+    let req = RaftCmdRequest {
+        header: Some(header(region)),
+        requests: vec![Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest { cf: String::new(), key: key.to_vec(), value: value.to_vec() }),
+            ..Default::default()
+        }],
+        admin_request: None,
+    };
+    let (tx, rx) = mpsc::channel();
+    h.write(req, Box::new(move |r| drop(tx.send(r.map(|_| ())))));
+    rx.recv_timeout(Duration::from_secs(3))
+        .unwrap_or(Err(Error::Undetermined("write timed out".into())))
 }
 
 pub fn header(region: &metapb::Region) -> RaftRequestHeader {

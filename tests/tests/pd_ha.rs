@@ -109,25 +109,39 @@ async fn writer(
                 acked.lock().push(n);
                 n += 1;
             }
-            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(Err(e)) => {
+                note(&format!("writer: put w-{n:08} failed: {e:?}"));
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             // Unknown outcome: write this key again with the new client.
             Err(_) => {
+                note(&format!("writer: put w-{n:08} hung {STUCK_PUT:?}; starting a new client"));
                 replaced.fetch_add(1, Ordering::SeqCst);
                 client = tikv_client(&endpoints).await;
+                note("writer: new client ready");
             }
         }
     }
 }
 
+/// A line on stderr stamped with the UTC time of day, as the processes' logs
+/// are, so a failed run's client story lines up with theirs.
+fn note(msg: &str) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let (s, ms) = (now.as_secs() % 86_400, now.subsec_millis());
+    eprintln!("{:02}:{:02}:{:02}.{ms:03} {msg}", s / 3600, s / 60 % 60, s % 60);
+}
+
 async fn tikv_client(endpoints: &[String]) -> tikv_client::RawClient {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let err = match tikv_client::RawClient::new_with_config(
+        let connect = tikv_client::RawClient::new_with_config(
             endpoints.to_vec(),
             tikv_client::Config::default().with_default_keyspace(),
-        )
-        .await
-        {
+        );
+        let err = match tokio::time::timeout(STUCK_PUT, connect).await.unwrap_or_else(|_| {
+            Err(tikv_client::Error::StringError(format!("connecting hung {STUCK_PUT:?}")))
+        }) {
             Ok(cl) => {
                 match tokio::time::timeout(STUCK_PUT, cl.put(b"ready".to_vec(), b"1".to_vec()))
                     .await
@@ -139,6 +153,7 @@ async fn tikv_client(endpoints: &[String]) -> tikv_client::RawClient {
             }
             Err(e) => format!("{e:?}"),
         };
+        note(&format!("tikv_client: {err}"));
         assert!(Instant::now() < deadline, "tikv-client could not use the cluster: {err}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

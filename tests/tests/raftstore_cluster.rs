@@ -5,7 +5,7 @@ use std::time::Duration;
 use atoll_engine_memory::MemoryEngine;
 use atoll_engine_rocks::{RocksConfig, RocksEngine};
 use atoll_engine_traits::{Peekable, CF_RAFT};
-use atoll_raftstore::{keys, Config};
+use atoll_raftstore::{keys, Config, PeerMsg};
 use atoll_tests::sim::{wait_until, Cluster, FIRST_REGION_ID};
 
 fn memory_cluster(n: usize) -> Cluster<MemoryEngine> {
@@ -213,4 +213,63 @@ fn stale_epoch_and_wrong_region_are_rejected() {
     ));
     // Earlier data is intact.
     assert_eq!(c.must_get(&key(1)).as_deref(), Some(&b"v"[..]));
+}
+
+/// Asks the leader of `key`'s region (on `leader`) to hand leadership to
+/// the replica on `to_store`.
+fn ask_transfer(c: &Cluster<MemoryEngine>, leader: u64, key: &[u8], to_store: u64) {
+    let region = c.region_for_key(key);
+    let to = region.peers.iter().find(|p| p.store_id == to_store).unwrap().clone();
+    let _ = c.handle(leader).unwrap().send(region.id, PeerMsg::TransferLeader { peer: to });
+}
+
+#[test]
+fn leadership_moves_to_a_replica_that_answers() {
+    let c = memory_cluster(3);
+    c.must_put(b"k", b"v");
+    let leader = c.leader_store(b"k");
+    let target = (1..=3).find(|s| *s != leader).unwrap();
+    assert!(
+        wait_until(WAIT, || {
+            ask_transfer(&c, leader, b"k", target);
+            std::thread::sleep(Duration::from_millis(100));
+            c.leader_store(b"k") == target
+        }),
+        "leadership never moved to store {target}"
+    );
+    c.must_put(b"k", b"after");
+    assert_eq!(c.must_get(b"k").as_deref(), Some(&b"after"[..]));
+}
+
+/// A transfer to a replica that cannot answer (paused, cut off) never
+/// starts, so the leader keeps taking writes: raft-rs drops every proposal
+/// while a transfer runs (up to an election timeout), and PD asks again on
+/// every heartbeat. The stall seen in pd_ha while PD moved a leader to a
+/// paused store. Fails on the old direct `transfer_leader`.
+#[test]
+fn a_transfer_to_a_cut_off_replica_does_not_stop_writes() {
+    let c = memory_cluster(3);
+    c.must_put(b"k", b"v");
+    let leader = c.leader_store(b"k");
+    let target = (1..=3).find(|s| *s != leader).unwrap();
+    c.isolate(target);
+    for i in 0..20 {
+        ask_transfer(&c, leader, b"k", target);
+        c.put_at(leader, &key(i), b"v").unwrap_or_else(|e| {
+            panic!("write {i} refused during a transfer to a cut-off peer: {e}")
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(c.leader_store(b"k"), leader);
+    // Back in touch, it answers and leadership moves.
+    c.heal();
+    assert!(
+        wait_until(WAIT, || {
+            ask_transfer(&c, leader, b"k", target);
+            std::thread::sleep(Duration::from_millis(100));
+            c.leader_store(b"k") == target
+        }),
+        "leadership never moved to store {target} after the heal"
+    );
+    assert!((0..20).all(|i| c.must_get(&key(i)).is_some()));
 }

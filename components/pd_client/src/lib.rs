@@ -9,12 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use atoll_codec::api::ApiVersion;
-use atoll_proto::keyspacepb::{self, keyspace_client::KeyspaceClient};
+use atoll_proto::keyspacepb;
 use atoll_proto::metapb;
-use atoll_proto::pdpb::{self, pd_client::PdClient as Grpc, ErrorType};
+use atoll_proto::pdpb::{self, ErrorType};
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, ClientTlsConfig};
+use tonic::transport::ClientTlsConfig;
+
+mod leader;
+pub use leader::LEADER_SEARCH_TIMEOUT;
+use leader::{connect_leader, url, Conn};
 
 lazy_static::lazy_static! {
     /// Searches for the PD leader after a failure, by outcome.
@@ -88,16 +92,6 @@ fn check<T: HasHeader>(resp: T) -> Result<T> {
     Ok(resp)
 }
 
-struct Conn {
-    pd: Grpc<Channel>,
-    keyspace: KeyspaceClient<Channel>,
-    cluster_id: u64,
-    leader_url: String,
-    /// Every member's client URL as the leader listed them: where to look
-    /// when no configured endpoint answers.
-    member_urls: Vec<String>,
-}
-
 /// A region as PD knows it, with its leader if reported.
 #[derive(Clone, Debug)]
 pub struct RegionInfo {
@@ -112,90 +106,15 @@ pub struct PdClient {
     conn: RwLock<Conn>,
     /// Bumped by every reconnect (see [`PdClient::reconnect`]).
     generation: AtomicU64,
-    reconnecting: tokio::sync::Mutex<()>,
+    /// One leader search at a time; holds the failure of the last search
+    /// that found none, for the callers that waited on it.
+    reconnecting: tokio::sync::Mutex<Option<String>>,
+    /// Bumped by every search that found no leader.
+    failed_searches: AtomicU64,
 }
 
 /// Attempts per call before giving up (with backoff between them).
 const CALL_ATTEMPTS_MAX: usize = 10;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const RPC_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `ep` as a URL (`host:port` → `http(s)://host:port`).
-fn url(ep: &str, tls: Option<&ClientTlsConfig>) -> String {
-    if ep.starts_with("http://") || ep.starts_with("https://") {
-        ep.to_owned()
-    } else {
-        format!("{}://{ep}", if tls.is_some() { "https" } else { "http" })
-    }
-}
-
-async fn channel(ep: &str, tls: Option<&ClientTlsConfig>) -> std::result::Result<Channel, String> {
-    atoll_util::tls::endpoint(ep, tls)?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(RPC_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Asks `ep` for the PD members: its channel and the answer.
-async fn members_of(
-    ep: &str,
-    tls: Option<&ClientTlsConfig>,
-) -> std::result::Result<(Channel, pdpb::GetMembersResponse), String> {
-    let ch = channel(ep, tls).await?;
-    let members = Grpc::new(ch.clone())
-        .get_members(pdpb::GetMembersRequest::default())
-        .await
-        .map_err(|e| e.to_string())?
-        .into_inner();
-    Ok((ch, members))
-}
-
-/// Finds the PD leader: asks each candidate (the configured endpoints,
-/// then the members learned before) for the members, and connects to the
-/// first leader it can reach. A follower that names a leader it cannot
-/// reach (a dead leader whose lease has not run out yet) does not end the
-/// search, and never becomes the connection: every request would be
-/// refused "not leader" until the next reconnect.
-async fn connect_leader(candidates: &[String], tls: Option<&ClientTlsConfig>) -> Result<Conn> {
-    let mut last = String::from("no endpoints given");
-    for ep in candidates {
-        let (ch, members) = match members_of(ep, tls).await {
-            Ok(m) => m,
-            Err(e) => {
-                last = format!("{ep}: {e}");
-                continue;
-            }
-        };
-        let cluster_id = members.header.as_ref().map(|h| h.cluster_id).unwrap_or_default();
-        let Some(leader_url) = members.leader.as_ref().and_then(|m| m.client_urls.first()) else {
-            last = format!("{ep}: no PD leader yet");
-            continue;
-        };
-        let ch = if *leader_url == url(ep, tls) {
-            ch
-        } else {
-            match channel(leader_url, tls).await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = format!("{ep} names leader {leader_url}, unreachable: {e}");
-                    continue;
-                }
-            }
-        };
-        let member_urls = members.members.iter().flat_map(|m| m.client_urls.clone()).collect();
-        return Ok(Conn {
-            pd: Grpc::new(ch.clone()),
-            keyspace: KeyspaceClient::new(ch),
-            cluster_id,
-            leader_url: leader_url.clone(),
-            member_urls,
-        });
-    }
-    Err(PdError::Unreachable { endpoints: candidates.to_vec(), msg: last })
-}
 
 macro_rules! call {
     ($self:ident, $client:ident, $method:ident, $req:expr) => {{
@@ -264,7 +183,8 @@ impl PdClient {
                         tls,
                         conn: RwLock::new(conn),
                         generation: AtomicU64::new(0),
-                        reconnecting: tokio::sync::Mutex::new(()),
+                        reconnecting: tokio::sync::Mutex::new(None),
+                        failed_searches: AtomicU64::new(0),
                     })
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
@@ -284,18 +204,25 @@ impl PdClient {
         self.tls.as_ref()
     }
 
-    /// The connection's generation: it changes with every reconnect.
-    fn generation(&self) -> u64 {
+    /// The connection's generation: it changes with every reconnect, so a
+    /// stream opened at one generation is at an old leader once it differs.
+    pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// Finds the leader again, unless another caller did since `seen` (the
     /// generation its failed request used): one search at a time, and a
-    /// burst of failed requests costs one search, not one each.
+    /// burst of failed requests costs one search, not one each. A caller
+    /// that waited on a search that found no leader gets its failure.
     async fn reconnect(&self, seen: u64) -> Result<()> {
-        let _one_at_a_time = self.reconnecting.lock().await;
+        let failed_before = self.failed_searches.load(Ordering::Acquire);
+        let mut last_failure = self.reconnecting.lock().await;
         if self.generation() != seen {
             return Ok(());
+        }
+        if self.failed_searches.load(Ordering::Acquire) != failed_before {
+            let msg = last_failure.clone().unwrap_or_default();
+            return Err(PdError::Unreachable { endpoints: self.endpoints.clone(), msg });
         }
         let mut candidates = self.endpoints.clone();
         for u in self.conn.read().member_urls.iter() {
@@ -316,6 +243,8 @@ impl PdClient {
             }
             Err(e) => {
                 PD_CLIENT_RECONNECTS.with_label_values(&["no_leader"]).inc();
+                *last_failure = Some(e.to_string());
+                self.failed_searches.fetch_add(1, Ordering::AcqRel);
                 Err(e)
             }
         }

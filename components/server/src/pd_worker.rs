@@ -36,14 +36,21 @@ pub const PD_CALLS_IN_FLIGHT_MAX: usize = 64;
 const HEARTBEAT_STREAM_QUEUE_MAX: usize = 1024;
 /// How long PD may take to accept the heartbeat stream.
 const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one search for the PD leader may take.
-const LEADER_SEARCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the worker waits for a leader search: the one another caller
+/// may be running (which it then shares) and its own, each bounded by
+/// the client.
+const LEADER_SEARCH_WAIT: Duration =
+    Duration::from_millis(2 * atoll_pd_client::LEADER_SEARCH_TIMEOUT.as_millis() as u64 + 500);
 /// The first pause before reopening the stream; it doubles per failed
 /// attempt up to [`STREAM_RETRY_MAX`]. With the cap at 500 ms, a store
 /// reaches a new PD leader within about 1 s of it serving (one pause, one
 /// leader search, one open), whatever happened before.
 const STREAM_RETRY_MIN: Duration = Duration::from_millis(50);
 const STREAM_RETRY_MAX: Duration = Duration::from_millis(500);
+/// A stream open this long counts as healthy: its end starts the backoff
+/// afresh. One that ends sooner (a PD that accepts and then drops it)
+/// keeps backing off.
+const STREAM_HEALTHY: Duration = Duration::from_secs(1);
 /// A failure of the same class as the one before is logged again only
 /// every this many attempts (the first of each class always is).
 const STREAM_LOG_EVERY: u32 = 20;
@@ -139,7 +146,10 @@ type Stream =
 /// it again while it is closed.
 struct HeartbeatStream {
     open: Option<Stream>,
-    /// Failed attempts since the stream was last open.
+    /// When it opened, and the PD client's generation then.
+    opened_at: Instant,
+    generation: u64,
+    /// Failed attempts since the stream was last healthy.
     attempts: u32,
     retry_at: Instant,
     last_failure: Option<Failure>,
@@ -147,7 +157,30 @@ struct HeartbeatStream {
 
 impl HeartbeatStream {
     fn new() -> HeartbeatStream {
-        HeartbeatStream { open: None, attempts: 0, retry_at: Instant::now(), last_failure: None }
+        HeartbeatStream {
+            open: None,
+            opened_at: Instant::now(),
+            generation: 0,
+            attempts: 0,
+            retry_at: Instant::now(),
+            last_failure: None,
+        }
+    }
+
+    fn opened(&mut self, s: Stream, generation: u64) {
+        self.open = Some(s);
+        self.opened_at = Instant::now();
+        self.generation = generation;
+    }
+
+    /// The PD client found another leader (a call beside the stream
+    /// failed): the open stream is at the old one, so drop it and open
+    /// one at the new leader now, with no leader search.
+    fn leader_moved(&mut self) {
+        self.close();
+        self.retry_at = Instant::now();
+        PD_HEARTBEAT_STREAM_EVENTS.with_label_values(&["leader_moved"]).inc();
+        tracing::info!("PD client reached another PD leader; moving the region heartbeat stream");
     }
 
     /// The next operator (`Ok(Some)`) or the end of the stream; pending
@@ -159,14 +192,22 @@ impl HeartbeatStream {
         }
     }
 
+    /// Drops the stream; one that was healthy starts the backoff afresh.
+    fn close(&mut self) {
+        if self.open.take().is_some() && self.opened_at.elapsed() >= STREAM_HEALTHY {
+            self.attempts = 0;
+            self.last_failure = None;
+        }
+    }
+
     /// Records a failure and schedules the next attempt; logs the first
     /// failure of each class and every [`STREAM_LOG_EVERY`]th after.
     fn failed(&mut self, why: Failure, detail: &str) {
-        self.open = None;
+        self.close();
         self.attempts += 1;
         PD_HEARTBEAT_STREAM_EVENTS.with_label_values(&[why.label()]).inc();
         let pause =
-            STREAM_RETRY_MIN.saturating_mul(1 << self.attempts.min(8)).min(STREAM_RETRY_MAX);
+            STREAM_RETRY_MIN.saturating_mul(1 << (self.attempts - 1).min(8)).min(STREAM_RETRY_MAX);
         self.retry_at = Instant::now() + pause;
         if self.last_failure != Some(why) || self.attempts.is_multiple_of(STREAM_LOG_EVERY) {
             tracing::warn!(
@@ -203,6 +244,9 @@ impl<S: StoreLink> PdWorker<S> {
     /// Runs until the task channel closes.
     pub async fn run(mut self, mut rx: mpsc::Receiver<PdTask>) {
         loop {
+            if self.stream.open.is_some() && self.pd.generation() != self.stream.generation {
+                self.stream.leader_moved();
+            }
             if self.stream.open.is_none() && Instant::now() >= self.stream.retry_at {
                 self.open_stream().await;
             }
@@ -244,7 +288,7 @@ impl<S: StoreLink> PdWorker<S> {
     /// store leads reports (a new leader knows no region's leader).
     async fn open_stream(&mut self) {
         if self.stream.attempts > 0 {
-            match tokio::time::timeout(LEADER_SEARCH_TIMEOUT, self.pd.refresh_leader()).await {
+            match tokio::time::timeout(LEADER_SEARCH_WAIT, self.pd.refresh_leader()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return self.stream.failed(Failure::of(&e), &e.to_string()),
                 Err(_) => {
@@ -252,6 +296,7 @@ impl<S: StoreLink> PdWorker<S> {
                 }
             }
         }
+        let generation = self.pd.generation();
         match self.pd.region_heartbeat(HEARTBEAT_STREAM_QUEUE_MAX, STREAM_OPEN_TIMEOUT).await {
             Ok(s) => {
                 PD_HEARTBEAT_STREAM_EVENTS.with_label_values(&["opened"]).inc();
@@ -260,9 +305,7 @@ impl<S: StoreLink> PdWorker<S> {
                     after_failed_attempts = self.stream.attempts,
                     "region heartbeat stream open"
                 );
-                self.stream.open = Some(s);
-                self.stream.attempts = 0;
-                self.stream.last_failure = None;
+                self.stream.opened(s, generation);
                 self.store.heartbeat_regions();
             }
             Err(e) => self.stream.failed(Failure::of(&e), &e.to_string()),

@@ -12,6 +12,7 @@ pub mod snapshot;
 pub mod split;
 pub mod split_check;
 pub mod tick;
+pub mod transfer_leader;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,6 @@ use std::time::Instant;
 
 use atoll_engine_traits::KvEngine;
 use atoll_proto::atollpb::{AdminRequest, CmdType, RaftCmdRequest, RaftRequestHeader, Request};
-use atoll_proto::metapb;
 use prost::Message as _;
 
 use crate::apply::Proposal;
@@ -173,19 +172,5 @@ impl<E: KvEngine> Peer<E> {
                 proposed_at: Instant::now(),
             });
         }
-    }
-
-    pub fn transfer_leader(&mut self, to: metapb::Peer) {
-        if !self.is_leader() || to.id == self.meta().id {
-            return;
-        }
-        let member = self.region().peers.iter().find(|p| p.id == to.id);
-        if member.is_none_or(|p| p.role == metapb::PeerRole::Learner as i32) {
-            tracing::warn!("{} cannot transfer leadership to {} (not a voter)", self.tag(), to.id);
-            return;
-        }
-        self.wake();
-        tracing::info!("{} transferring leadership to {}", self.tag(), to.id);
-        self.raft.transfer_leader(to.id);
     }
 }

@@ -18,15 +18,17 @@ use crate::transport::{PdSink, Transport};
 /// Raft takes messages of term 0 as its own (ticks, proposals, reports)
 /// and does not check them against its term: a heartbeat of term 0 from the
 /// wire would move the commit index past the log, which raft-rs treats as
-/// fatal. Peers never send local types (proposals, read indexes and leader
-/// transfers are only made on the leader; raft would forward them from a
-/// follower, and aborts forwarding one that came with a term) and give
-/// every other message their term.
+/// fatal. Peers never send local types (proposals and read indexes are
+/// only made on the leader; raft would forward them from a follower, and
+/// aborts forwarding one that came with a term) and give every other
+/// message their term. `MsgTransferLeader` comes over the wire only as the
+/// transfer handshake (`operation::transfer_leader`), which raft never
+/// steps.
 pub fn acceptable_from_wire(m: &Message) -> bool {
     use MessageType::*;
     match m.msg_type() {
         MsgHup | MsgBeat | MsgPropose | MsgUnreachable | MsgSnapStatus | MsgCheckQuorum
-        | MsgReadIndex | MsgTransferLeader => false,
+        | MsgReadIndex => false,
         _ => m.term != 0,
     }
 }
@@ -91,6 +93,10 @@ impl<E: KvEngine> Peer<E> {
         }
         let (m_from, m_commit) = (m.from, m.commit);
         self.peer_cache.entry(from.id).or_insert(from.clone());
+        if m.msg_type() == MessageType::MsgTransferLeader {
+            // The handshake before a transfer; raft never sees it.
+            return self.on_transfer_leader_message(&m);
+        }
         if let Err(e) = self.raft.step(m) {
             tracing::debug!("{} step failed: {e}", self.tag());
         }
