@@ -132,3 +132,41 @@ async fn the_heartbeat_stream_follows_the_leader_and_every_region_reports_again(
     .await;
     worker.abort();
 }
+
+/// A leader search that finds the same leader (another caller's request
+/// failed for a moment) is not a leader change: the heartbeat stream stays
+/// where it is, and the regions do not report again.
+#[tokio::test]
+async fn a_search_that_finds_the_same_leader_leaves_the_stream_alone() {
+    let mut pd =
+        ScriptedPd::start(&[Role::Leader, Role::Follower(Some(0)), Role::Follower(Some(0))]).await;
+    let client =
+        Arc::new(PdClient::connect(&pd.endpoints(), Duration::from_secs(5)).await.unwrap());
+    let (sender, rx) = pd_worker::channel();
+    let store = OneRegionStore { pd: sender, asked: Arc::new(AtomicUsize::new(0)) };
+    let worker = tokio::spawn(PdWorker::new(client.clone(), store.clone(), 1).run(rx));
+    wait_for("region 7 reports to the leader", Duration::from_secs(5), || {
+        !pd.heartbeats(0).is_empty()
+    })
+    .await;
+    for _ in 0..5 {
+        client.refresh_leader().await.expect("the leader is there");
+        // A task through the worker, so its loop looks at the client.
+        store.heartbeat_regions();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(client.leader_changes(), 0);
+    assert_eq!(pd.streams(0).0, 1, "the stream was reopened at the same leader");
+    assert_eq!(store.asked.load(Ordering::SeqCst), 6, "one report round, plus the test's five");
+
+    // Another leader found by a search beside the stream: it moves there.
+    fail_over(&mut pd).await;
+    client.refresh_leader().await.expect("member 2 leads");
+    assert_eq!(client.leader_changes(), 1);
+    store.heartbeat_regions();
+    wait_for("region 7 reports to member 2", Duration::from_secs(2), || {
+        !pd.heartbeats(2).is_empty()
+    })
+    .await;
+    worker.abort();
+}

@@ -99,6 +99,14 @@ pub struct RegionInfo {
     pub leader: Option<metapb::Peer>,
 }
 
+/// An open region heartbeat stream (see [`PdClient::region_heartbeat`]).
+pub struct HeartbeatChannel {
+    pub requests: mpsc::Sender<pdpb::RegionHeartbeatRequest>,
+    pub responses: tonic::Streaming<pdpb::RegionHeartbeatResponse>,
+    /// [`PdClient::leader_changes`] when the stream's leader was connected.
+    pub leader_changes: u64,
+}
+
 pub struct PdClient {
     endpoints: Vec<String>,
     /// Client TLS (CA + own certificate) when the cluster runs mutual TLS.
@@ -106,6 +114,9 @@ pub struct PdClient {
     conn: RwLock<Conn>,
     /// Bumped by every reconnect (see [`PdClient::reconnect`]).
     generation: AtomicU64,
+    /// Bumped by every reconnect that reached a different leader than the
+    /// connection had (see [`PdClient::leader_changes`]).
+    leader_changes: AtomicU64,
     /// One leader search at a time; holds the failure of the last search
     /// that found none, for the callers that waited on it.
     reconnecting: tokio::sync::Mutex<Option<String>>,
@@ -183,6 +194,7 @@ impl PdClient {
                         tls,
                         conn: RwLock::new(conn),
                         generation: AtomicU64::new(0),
+                        leader_changes: AtomicU64::new(0),
                         reconnecting: tokio::sync::Mutex::new(None),
                         failed_searches: AtomicU64::new(0),
                     })
@@ -210,6 +222,15 @@ impl PdClient {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// How many times a reconnect reached another leader (its URL differs
+    /// from the one before): a stream opened when this was `n` is at a
+    /// leader this client has left once it differs. A search that found
+    /// the same leader again leaves it alone, so transient errors of other
+    /// callers do not move streams.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.load(Ordering::Acquire)
+    }
+
     /// Finds the leader again, unless another caller did since `seen` (the
     /// generation its failed request used): one search at a time, and a
     /// burst of failed requests costs one search, not one each. A caller
@@ -233,8 +254,16 @@ impl PdClient {
         match connect_leader(&candidates, self.tls.as_ref()).await {
             Ok(c) => {
                 PD_CLIENT_RECONNECTS.with_label_values(&["leader"]).inc();
-                let was = std::mem::replace(&mut *self.conn.write(), c).leader_url;
-                let now = self.leader_url();
+                let now = c.leader_url.clone();
+                let was = {
+                    // Counted under the lock, so a reader of the connection
+                    // sees the count that goes with it.
+                    let mut conn = self.conn.write();
+                    if conn.leader_url != now {
+                        self.leader_changes.fetch_add(1, Ordering::AcqRel);
+                    }
+                    std::mem::replace(&mut *conn, c).leader_url
+                };
                 if was != now {
                     tracing::info!(from = %was, to = %now, "PD leader changed");
                 }
@@ -466,22 +495,26 @@ impl PdClient {
 
     /// Opens the region heartbeat stream at the leader this client is
     /// connected to: requests go into the returned sender (bounded),
-    /// operators come back on the stream. Waits at most `timeout` for PD to
+    /// operators come back on the stream, with [`PdClient::leader_changes`]
+    /// as it was for that connection. Waits at most `timeout` for PD to
     /// accept it. On failure the caller decides when to look for the
     /// leader again ([`PdClient::refresh_leader`]).
     pub async fn region_heartbeat(
         &self,
         queue: usize,
         timeout: Duration,
-    ) -> Result<(
-        mpsc::Sender<pdpb::RegionHeartbeatRequest>,
-        tonic::Streaming<pdpb::RegionHeartbeatResponse>,
-    )> {
+    ) -> Result<HeartbeatChannel> {
         let (tx, rx) = mpsc::channel(queue);
-        let mut c = self.conn.read().pd.clone();
+        // Read under the connection's lock, as a reconnect counts.
+        let (mut c, leader_changes) = {
+            let conn = self.conn.read();
+            (conn.pd.clone(), self.leader_changes())
+        };
         let open = c.region_heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx));
         match tokio::time::timeout(timeout, open).await {
-            Ok(Ok(resp)) => Ok((tx, resp.into_inner())),
+            Ok(Ok(resp)) => {
+                Ok(HeartbeatChannel { requests: tx, responses: resp.into_inner(), leader_changes })
+            }
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(PdError::Rpc(tonic::Status::deadline_exceeded(format!(
                 "PD did not accept the region heartbeat stream within {timeout:?}"

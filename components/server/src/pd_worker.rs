@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atoll_engine_traits::KvEngine;
-use atoll_pd_client::{PdClient, PdError};
+use atoll_pd_client::{HeartbeatChannel, PdClient, PdError};
 use atoll_proto::pdpb;
 use atoll_raftstore::{
     stale_peer_tombstone, Error, PdSink, PdTask, PeerMsg, RegionStats, SplitIds, SplitRequest,
@@ -139,16 +139,12 @@ impl Failure {
     }
 }
 
-type Stream =
-    (mpsc::Sender<pdpb::RegionHeartbeatRequest>, tonic::Streaming<pdpb::RegionHeartbeatResponse>);
-
 /// The region heartbeat stream to the PD leader, and when to try opening
 /// it again while it is closed.
 struct HeartbeatStream {
-    open: Option<Stream>,
-    /// When it opened, and the PD client's generation then.
+    open: Option<HeartbeatChannel>,
+    /// When it opened.
     opened_at: Instant,
-    generation: u64,
     /// Failed attempts since the stream was last healthy.
     attempts: u32,
     retry_at: Instant,
@@ -160,22 +156,26 @@ impl HeartbeatStream {
         HeartbeatStream {
             open: None,
             opened_at: Instant::now(),
-            generation: 0,
             attempts: 0,
             retry_at: Instant::now(),
             last_failure: None,
         }
     }
 
-    fn opened(&mut self, s: Stream, generation: u64) {
+    fn opened(&mut self, s: HeartbeatChannel) {
         self.open = Some(s);
         self.opened_at = Instant::now();
-        self.generation = generation;
     }
 
-    /// The PD client found another leader (a call beside the stream
-    /// failed): the open stream is at the old one, so drop it and open
-    /// one at the new leader now, with no leader search.
+    /// Whether the PD client has reached another leader since the stream
+    /// opened (a call beside the stream failed and found it).
+    fn at_old_leader(&self, pd: &PdClient) -> bool {
+        self.open.as_ref().is_some_and(|s| s.leader_changes != pd.leader_changes())
+    }
+
+    /// The stream is at a leader the PD client has left: drop it and open
+    /// one at the client's leader now (with no leader search of its own
+    /// unless earlier attempts failed).
     fn leader_moved(&mut self) {
         self.close();
         self.retry_at = Instant::now();
@@ -187,7 +187,7 @@ impl HeartbeatStream {
     /// forever while closed.
     async fn next(&mut self) -> Result<Option<pdpb::RegionHeartbeatResponse>, tonic::Status> {
         match self.open.as_mut() {
-            Some((_, responses)) => responses.message().await,
+            Some(s) => s.responses.message().await,
             None => std::future::pending().await,
         }
     }
@@ -244,7 +244,7 @@ impl<S: StoreLink> PdWorker<S> {
     /// Runs until the task channel closes.
     pub async fn run(mut self, mut rx: mpsc::Receiver<PdTask>) {
         loop {
-            if self.stream.open.is_some() && self.pd.generation() != self.stream.generation {
+            if self.stream.at_old_leader(&self.pd) {
                 self.stream.leader_moved();
             }
             if self.stream.open.is_none() && Instant::now() >= self.stream.retry_at {
@@ -296,7 +296,6 @@ impl<S: StoreLink> PdWorker<S> {
                 }
             }
         }
-        let generation = self.pd.generation();
         match self.pd.region_heartbeat(HEARTBEAT_STREAM_QUEUE_MAX, STREAM_OPEN_TIMEOUT).await {
             Ok(s) => {
                 PD_HEARTBEAT_STREAM_EVENTS.with_label_values(&["opened"]).inc();
@@ -305,7 +304,7 @@ impl<S: StoreLink> PdWorker<S> {
                     after_failed_attempts = self.stream.attempts,
                     "region heartbeat stream open"
                 );
-                self.stream.opened(s, generation);
+                self.stream.opened(s);
                 self.store.heartbeat_regions();
             }
             Err(e) => self.stream.failed(Failure::of(&e), &e.to_string()),
@@ -319,7 +318,7 @@ impl<S: StoreLink> PdWorker<S> {
         leader: atoll_proto::metapb::Peer,
         stats: RegionStats,
     ) {
-        let Some((tx, _)) = &self.stream.open else {
+        let Some(HeartbeatChannel { requests: tx, .. }) = &self.stream.open else {
             // Every leader reports again once the stream is open.
             PD_WORKER_DROPPED.with_label_values(&["no_stream"]).inc();
             return;

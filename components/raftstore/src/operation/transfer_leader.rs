@@ -43,6 +43,11 @@ impl<E: KvEngine> Peer<E> {
         self.wake();
         tracing::info!("{} asking {} to take leadership", self.tag(), to.id);
         self.peer_cache.entry(to.id).or_insert(to.clone());
+        // A heartbeat first, as TiKV's pre_transfer_leader does: a target
+        // that has not heard from this leader in this term (its leader id
+        // still 0) learns it before the question, which it answers only
+        // from its leader.
+        self.raft.ping();
         let ask = self.transfer_message(to.id, 0);
         self.raft.raft.msgs.push(ask);
     }
@@ -108,7 +113,8 @@ impl<E: KvEngine> Peer<E> {
         if r.has_pending_conf() || r.pending_conf_index > index {
             return Some("a membership change is pending");
         }
-        if r.raft_log.last_index() >= index + LEADER_TRANSFER_MAX_LOG_LAG {
+        // `index` came over the wire: saturate rather than wrap.
+        if r.raft_log.last_index() >= index.saturating_add(LEADER_TRANSFER_MAX_LOG_LAG) {
             return Some("its log is too far behind");
         }
         None
