@@ -20,6 +20,7 @@ use atoll_proto::metapb;
 use atoll_raftstore::{PdSink, PdTask, PeerMsg, RegionStats};
 use atoll_server::pd_worker::{self, PdSender, PdWorker, StoreLink};
 use atoll_tests::scripted_pd::{Role, ScriptedPd};
+use tokio::task::JoinHandle;
 
 /// A store leading region 7: when asked, it reports it to PD.
 #[derive(Clone)]
@@ -64,6 +65,23 @@ async fn fail_over(pd: &mut ScriptedPd) {
     pd.set_role(2, Role::Leader);
 }
 
+/// A scripted PD group (member 0 leads) and a PD worker for a store
+/// leading region 7, once the region has reported to member 0.
+async fn start_worker() -> (ScriptedPd, Arc<PdClient>, OneRegionStore, JoinHandle<()>) {
+    let pd =
+        ScriptedPd::start(&[Role::Leader, Role::Follower(Some(0)), Role::Follower(Some(0))]).await;
+    let client =
+        Arc::new(PdClient::connect(&pd.endpoints(), Duration::from_secs(5)).await.unwrap());
+    let (sender, rx) = pd_worker::channel();
+    let store = OneRegionStore { pd: sender, asked: Arc::new(AtomicUsize::new(0)) };
+    let worker = tokio::spawn(PdWorker::new(client.clone(), store.clone(), 1).run(rx));
+    wait_for("region 7 reports to the first leader", Duration::from_secs(5), || {
+        !pd.heartbeats(0).is_empty()
+    })
+    .await;
+    (pd, client, store, worker)
+}
+
 #[tokio::test]
 async fn the_client_finds_a_leader_behind_a_follower_naming_a_dead_one() {
     let mut pd =
@@ -89,17 +107,7 @@ async fn the_client_finds_a_leader_behind_a_follower_naming_a_dead_one() {
 
 #[tokio::test]
 async fn the_heartbeat_stream_follows_the_leader_and_every_region_reports_again() {
-    let mut pd =
-        ScriptedPd::start(&[Role::Leader, Role::Follower(Some(0)), Role::Follower(Some(0))]).await;
-    let client =
-        Arc::new(PdClient::connect(&pd.endpoints(), Duration::from_secs(5)).await.unwrap());
-    let (sender, rx) = pd_worker::channel();
-    let store = OneRegionStore { pd: sender, asked: Arc::new(AtomicUsize::new(0)) };
-    let worker = tokio::spawn(PdWorker::new(client, store.clone(), 1).run(rx));
-    wait_for("region 7 reports to the first leader", Duration::from_secs(5), || {
-        !pd.heartbeats(0).is_empty()
-    })
-    .await;
+    let (mut pd, _, store, worker) = start_worker().await;
 
     // The leader dies; for 1.5 s nobody leads and both followers name the
     // dead one: every reconnect of the store fails.
@@ -138,17 +146,7 @@ async fn the_heartbeat_stream_follows_the_leader_and_every_region_reports_again(
 /// where it is, and the regions do not report again.
 #[tokio::test]
 async fn a_search_that_finds_the_same_leader_leaves_the_stream_alone() {
-    let mut pd =
-        ScriptedPd::start(&[Role::Leader, Role::Follower(Some(0)), Role::Follower(Some(0))]).await;
-    let client =
-        Arc::new(PdClient::connect(&pd.endpoints(), Duration::from_secs(5)).await.unwrap());
-    let (sender, rx) = pd_worker::channel();
-    let store = OneRegionStore { pd: sender, asked: Arc::new(AtomicUsize::new(0)) };
-    let worker = tokio::spawn(PdWorker::new(client.clone(), store.clone(), 1).run(rx));
-    wait_for("region 7 reports to the leader", Duration::from_secs(5), || {
-        !pd.heartbeats(0).is_empty()
-    })
-    .await;
+    let (mut pd, client, store, worker) = start_worker().await;
     for _ in 0..5 {
         client.refresh_leader().await.expect("the leader is there");
         // A task through the worker, so its loop looks at the client.

@@ -216,9 +216,10 @@ impl PdClient {
         self.tls.as_ref()
     }
 
-    /// The connection's generation: it changes with every reconnect, so a
-    /// stream opened at one generation is at an old leader once it differs.
-    pub fn generation(&self) -> u64 {
+    /// The connection's generation: it changes with every reconnect (a
+    /// failed request that saw generation `n` searches only if it is still
+    /// `n`).
+    fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
