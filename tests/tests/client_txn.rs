@@ -29,13 +29,17 @@ fn keys(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
     pairs.iter().map(|(k, _)| String::from_utf8(k.clone()).unwrap()).collect()
 }
 
-/// Prewrites `key` as primary of transaction `start_ts` straight on the
-/// region's leader and never commits it: an abandoned transaction.
-async fn leave_lock(client: &TxnClient, key: &str, start_ts: u64, ttl_ms: u64) {
+/// Sends `req` (its context filled in here) to the leader of `key`'s
+/// region, again while the answer is a region error.
+async fn prewrite_on_leader(
+    client: &TxnClient,
+    key: &str,
+    mut req: kvrpcpb::PrewriteRequest,
+) -> kvrpcpb::PrewriteResponse {
     let w = txn_wire_key(key.as_bytes());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        assert!(Instant::now() < deadline, "could not leave a lock on {key}");
+        assert!(Instant::now() < deadline, "could not prewrite {key}");
         let Ok(Some(r)) = client.pd().get_region(&atoll_codec::encode_bytes(&w)).await else {
             continue;
         };
@@ -45,32 +49,50 @@ async fn leave_lock(client: &TxnClient, key: &str, start_ts: u64, ttl_ms: u64) {
         };
         let store = client.pd().get_store(leader.store_id).await.unwrap();
         let mut kv = TikvClient::connect(format!("http://{}", store.address)).await.unwrap();
-        let req = kvrpcpb::PrewriteRequest {
-            context: Some(kvrpcpb::Context {
-                region_id: r.region.id,
-                region_epoch: r.region.region_epoch.clone(),
-                peer: Some(leader),
-                api_version: kvrpcpb::ApiVersion::V2 as i32,
-                ..Default::default()
-            }),
-            mutations: vec![kvrpcpb::Mutation {
-                op: kvrpcpb::Op::Put as i32,
-                key: w.clone(),
-                value: b"abandoned".to_vec(),
-                ..Default::default()
-            }],
-            primary_lock: w.clone(),
-            start_version: start_ts,
-            lock_ttl: ttl_ms,
+        req.context = Some(kvrpcpb::Context {
+            region_id: r.region.id,
+            region_epoch: r.region.region_epoch.clone(),
+            peer: Some(leader),
+            api_version: kvrpcpb::ApiVersion::V2 as i32,
             ..Default::default()
-        };
-        let resp = kv.kv_prewrite(req).await.unwrap().into_inner();
+        });
+        let resp = kv.kv_prewrite(req.clone()).await.unwrap().into_inner();
         if resp.region_error.is_none() {
-            assert!(resp.errors.is_empty(), "{:?}", resp.errors);
-            return;
+            return resp;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A prewrite of one mutation of `op` on `key` as primary of `start_ts`.
+fn prewrite_req(
+    key: &str,
+    op: kvrpcpb::Op,
+    start_ts: u64,
+    ttl_ms: u64,
+) -> kvrpcpb::PrewriteRequest {
+    let w = txn_wire_key(key.as_bytes());
+    kvrpcpb::PrewriteRequest {
+        mutations: vec![kvrpcpb::Mutation {
+            op: op as i32,
+            key: w.clone(),
+            value: if op == kvrpcpb::Op::CheckNotExists { vec![] } else { b"v".to_vec() },
+            ..Default::default()
+        }],
+        primary_lock: w,
+        start_version: start_ts,
+        lock_ttl: ttl_ms,
+        ..Default::default()
+    }
+}
+
+/// Prewrites `key` as primary of transaction `start_ts` straight on the
+/// region's leader and never commits it: an abandoned transaction.
+async fn leave_lock(client: &TxnClient, key: &str, start_ts: u64, ttl_ms: u64) {
+    let mut req = prewrite_req(key, kvrpcpb::Op::Put, start_ts, ttl_ms);
+    req.mutations[0].value = b"abandoned".to_vec();
+    let resp = prewrite_on_leader(client, key, req).await;
+    assert!(resp.errors.is_empty(), "{:?}", resp.errors);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -209,4 +231,79 @@ async fn readers_and_writers_resolve_left_locks() {
     q.commit().await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(1000), "waited for the lock's TTL");
     assert_eq!(client.begin().await.unwrap().get(b"plock").await.unwrap(), v("q"));
+}
+
+/// A prewrite's CheckNotExists or Insert is a read at its start_ts (TiKV's
+/// actions/prewrite.rs: "checkNotExists is equivalent to a get"): it
+/// raises the store's max_ts, so a later async-commit or 1PC writer
+/// commits above it. Before, neither raised it, and such a writer could
+/// commit below the timestamp at which the key was seen missing. And a
+/// resent prewrite of a committed 1PC transaction answers its commit ts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prewrite_answers_respect_missing_key_reads_and_earlier_commits() {
+    use kvrpcpb::Op;
+    let c = ProcCluster::start(3);
+    let client = connect(&c).await;
+    let mut regions = vec![];
+    for k in ["mx-a", "mx-b", "mx-c", "mx-e"] {
+        let key = atoll_codec::encode_bytes(&txn_wire_key(k.as_bytes()));
+        regions.push(client.pd().get_region(&key).await.unwrap().expect("a region").region.id);
+    }
+    assert!(
+        regions.iter().all(|r| *r == regions[0]),
+        "keys in one region (one max_ts): {regions:?}"
+    );
+    // 10 s ahead of PD's clock: no other read raised max_ts that far.
+    let ahead = |ts: u64| ts + (10_000 << 18);
+
+    // CheckNotExists, then an async-commit writer of the same key.
+    let seen_missing = ahead(client.current_ts().await.unwrap());
+    let r = prewrite_on_leader(
+        &client,
+        "mx-a",
+        prewrite_req("mx-a", Op::CheckNotExists, seen_missing, 3000),
+    )
+    .await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let mut req = prewrite_req("mx-a", Op::Put, client.current_ts().await.unwrap(), 3000);
+    req.use_async_commit = true;
+    let r = prewrite_on_leader(&client, "mx-a", req).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(
+        r.min_commit_ts > seen_missing,
+        "async commit at {} <= {seen_missing}",
+        r.min_commit_ts
+    );
+
+    // Insert (it leaves its lock on mx-b), then a 1PC writer of mx-c.
+    let inserted = ahead(client.current_ts().await.unwrap());
+    let r =
+        prewrite_on_leader(&client, "mx-b", prewrite_req("mx-b", Op::Insert, inserted, 3000)).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let mut one_pc = prewrite_req("mx-c", Op::Put, client.current_ts().await.unwrap(), 3000);
+    one_pc.try_one_pc = true;
+    let r = prewrite_on_leader(&client, "mx-c", one_pc.clone()).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let committed_at = r.one_pc_commit_ts;
+    assert!(committed_at > inserted, "1PC at {committed_at} <= {inserted}");
+
+    // The 1PC request resent after max_ts moved on: it answers the commit
+    // ts it wrote, not a fresh one (TiKV's check_committed_record_on_err).
+    let later = ahead(client.current_ts().await.unwrap());
+    let r =
+        prewrite_on_leader(&client, "mx-e", prewrite_req("mx-e", Op::CheckNotExists, later, 3000))
+            .await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let r = prewrite_on_leader(&client, "mx-c", one_pc).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.one_pc_commit_ts, committed_at, "a resent 1PC prewrite");
+
+    // An async-commit prewrite of only a CheckNotExists answers a commit
+    // ts above its start (TiKV: max(min_commit_ts, start_ts + 1)), not 0.
+    let start = client.current_ts().await.unwrap();
+    let mut req = prewrite_req("mx-d", Op::CheckNotExists, start, 3000);
+    req.use_async_commit = true;
+    let r = prewrite_on_leader(&client, "mx-d", req).await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(r.min_commit_ts > start, "min_commit_ts {} for start {start}", r.min_commit_ts);
 }

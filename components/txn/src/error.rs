@@ -45,7 +45,8 @@ pub enum Error {
     /// The transaction's own lock on the key is of another kind.
     #[error("lock of transaction {start_ts} on {key:?} is not pessimistic")]
     LockTypeNotMatch { key: Key, start_ts: TimeStamp },
-    /// Rollback of a transaction that is committed.
+    /// Rollback of a transaction that is committed, or a resent prewrite
+    /// of one.
     #[error("transaction {start_ts} is already committed at {commit_ts} on {key:?}")]
     Committed { key: Key, start_ts: TimeStamp, commit_ts: TimeStamp },
     /// CheckTxnStatus sent to a key whose lock is not its primary.
@@ -53,6 +54,9 @@ pub enum Error {
     PrimaryMismatch(Box<LockInfo>),
     #[error("invalid timestamps: {0}")]
     InvalidTxnTso(String),
+    /// A request no transaction may send (answered `abort`).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     #[error("corruption: {0}")]
     Corruption(String),
     #[error("engine: {0}")]
@@ -65,6 +69,9 @@ pub enum ConflictReason {
     Optimistic = 1,
     PessimisticRetry = 2,
     SelfRolledBack = 3,
+    /// A key whose constraint check a pessimistic transaction deferred to
+    /// prewrite (`DoConstraintCheck`) was written after its start.
+    LazyUniquenessCheck = 5,
 }
 
 impl From<atoll_engine_traits::Error> for Error {

@@ -53,6 +53,9 @@ pub fn key_error(e: &atoll_txn::Error) -> KeyError {
                     ConflictReason::Optimistic => write_conflict::Reason::Optimistic,
                     ConflictReason::PessimisticRetry => write_conflict::Reason::PessimisticRetry,
                     ConflictReason::SelfRolledBack => write_conflict::Reason::SelfRolledBack,
+                    ConflictReason::LazyUniquenessCheck => {
+                        write_conflict::Reason::LazyUniquenessCheck
+                    }
                 } as i32,
             });
             k.retryable = e.to_string();
@@ -79,6 +82,7 @@ pub fn key_error(e: &atoll_txn::Error) -> KeyError {
         | E::LockTypeNotMatch { .. }
         | E::Committed { .. }
         | E::InvalidTxnTso(_)
+        | E::InvalidRequest(_)
         | E::Corruption(_)
         | E::Engine(_) => k.abort = e.to_string(),
     }

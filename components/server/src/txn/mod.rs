@@ -462,6 +462,13 @@ impl<E: KvEngine> TxnStorage<E> {
         }
         let mut props = a.props;
         let cmd = self.begin(ctx, &keys).await?;
+        if a.mutations.iter().any(|m| matches!(m.op, Op::Insert | Op::CheckNotExists)) {
+            // Checking that a key is missing reads it at start_ts (TiKV's
+            // actions/prewrite.rs: "checkNotExists is equivalent to a
+            // get"): a later async-commit or 1PC writer must commit above.
+            // Under the latches, before any min_commit_ts is computed.
+            self.cm.update_max_ts(props.start_ts);
+        }
         let computed_ts = props.use_async_commit || a.try_one_pc;
         let mut memory_locks = None;
         if computed_ts {
@@ -495,6 +502,16 @@ impl<E: KvEngine> TxnStorage<E> {
             let mutation = Mutation { op: m.op, key, value: m.value };
             match actions::prewrite(&mut txn, &reader, &props, mutation, secondaries, m.action) {
                 Ok(ts) => out.min_commit_ts = out.min_commit_ts.max(ts),
+                Err(atoll_txn::Error::Committed { commit_ts, .. }) => {
+                    // A resent prewrite of a committed transaction: write
+                    // nothing, answer the commit ts it has (TiKV's
+                    // Prewriter::write_result), not a fresh one.
+                    return Ok(PrewriteOutcome {
+                        errors: vec![],
+                        min_commit_ts: if props.use_async_commit { commit_ts } else { 0 },
+                        one_pc_commit_ts: if a.try_one_pc { commit_ts } else { 0 },
+                    });
+                }
                 Err(e @ (atoll_txn::Error::Engine(_) | atoll_txn::Error::Corruption(_))) => {
                     return Err(e.into())
                 }

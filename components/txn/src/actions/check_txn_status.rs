@@ -86,12 +86,18 @@ pub fn check_txn_status<S: Peekable + Iterable>(
     match reader.commit_record(key, a.lock_ts)? {
         CommitRecord::Committed(commit_ts, _) => Ok(TxnStatus::Committed { commit_ts }),
         CommitRecord::RolledBack => Ok(TxnStatus::RolledBack),
+        // TiKV's order (src/storage/txn/actions/check_txn_status.rs,
+        // check_txn_status_missing_lock): not found first unless asked to
+        // roll back, so a client resolving a live transaction's pessimistic
+        // lock never reads "nothing done" as "rolled back".
+        CommitRecord::None if !a.rollback_if_not_exist => {
+            Err(Error::TxnNotFound { start_ts: a.lock_ts, primary: key.clone() })
+        }
         CommitRecord::None if a.resolving_pessimistic_lock => Ok(TxnStatus::LockNotExistDoNothing),
-        CommitRecord::None if a.rollback_if_not_exist => {
+        CommitRecord::None => {
             make_rollback(txn, reader, key, a.lock_ts, true)?;
             Ok(TxnStatus::LockNotExistRollback)
         }
-        CommitRecord::None => Err(Error::TxnNotFound { start_ts: a.lock_ts, primary: key.clone() }),
     }
 }
 

@@ -51,6 +51,12 @@ pub enum PessimisticAction {
 /// [`super::commit_one_pc`]. `secondaries` is `Some` on the primary of an
 /// async-commit transaction. Returns the key's min_commit_ts (0 unless
 /// async commit / 1PC).
+///
+/// A resent prewrite of a transaction already committed on this key
+/// fails [`Error::Committed`] with its commit ts: the caller writes
+/// nothing and answers that ts (TiKV's `check_committed_record_on_err`,
+/// actions/common.rs, on the same errors: write conflict, lock not found,
+/// another transaction's lock).
 pub fn prewrite<S: Peekable + Iterable>(
     txn: &mut MvccTxn,
     reader: &MvccReader<'_, S>,
@@ -61,11 +67,20 @@ pub fn prewrite<S: Peekable + Iterable>(
 ) -> Result<TimeStamp> {
     let start_ts = props.start_ts;
     let pessimistic = props.for_update_ts != 0;
+    if pessimistic && m.op == Op::CheckNotExists {
+        // As TiKV (actions/prewrite.rs, PrewriteMutation::from_mutation): a
+        // pessimistic transaction checks existence when it locks; over its
+        // own pessimistic lock this would leave that lock behind.
+        return Err(Error::InvalidRequest(
+            "cannot handle CheckNotExists in a pessimistic prewrite".into(),
+        ));
+    }
     let mut ttl = props.lock_ttl;
     let mut min_commit_ts = props.min_commit_ts;
     let mut had_pessimistic_lock = false;
     match reader.load_lock(&m.key)? {
         Some(lock) if lock.ts != start_ts => {
+            already_committed(reader, &m.key, start_ts)?;
             return Err(if action == PessimisticAction::DoPessimisticCheck {
                 Error::PessimisticLockNotFound { key: m.key, start_ts }
             } else {
@@ -93,15 +108,12 @@ pub fn prewrite<S: Peekable + Iterable>(
             // started, so nothing it read could have changed.
             if let Some((commit_ts, _)) = reader.seek_write(&m.key, u64::MAX)? {
                 if commit_ts >= start_ts {
+                    already_committed(reader, &m.key, start_ts)?;
                     return Err(Error::PessimisticLockNotFound { key: m.key, start_ts });
                 }
             }
         }
-        None => {
-            if let Some(done) = check_newer_version(reader, props, &m.key)? {
-                return Ok(done);
-            }
-        }
+        None => check_newer_version(reader, props, &m.key, action)?,
     }
     if matches!(m.op, Op::Insert | Op::CheckNotExists) && key_exists(reader, &m.key)? {
         return Err(Error::AlreadyExist { key: m.key });
@@ -110,9 +122,11 @@ pub fn prewrite<S: Peekable + Iterable>(
         Op::Put | Op::Insert => LockType::Put,
         Op::Del => LockType::Delete,
         Op::Lock => LockType::Lock,
-        Op::CheckNotExists => return Ok(0),
+        // Nothing to lock; under async commit or 1PC its answer is the
+        // transaction's min_commit_ts (above start_ts), never 0.
+        Op::CheckNotExists => return Ok(min_commit_ts),
         Op::Rollback | Op::PessimisticLock => {
-            return Err(Error::InvalidTxnTso(format!("{:?} is not a prewrite mutation", m.op)))
+            return Err(Error::InvalidRequest(format!("{:?} is not a prewrite mutation", m.op)))
         }
     };
     let mut lock = Lock::new(lock_type, props.primary.clone(), start_ts, ttl);
@@ -134,27 +148,37 @@ pub fn prewrite<S: Peekable + Iterable>(
     Ok(min_commit_ts)
 }
 
-/// The write-conflict check of a key that holds no lock. `Some(0)`: the
-/// transaction is already committed on this key (a resent prewrite).
+/// The write-conflict check of a key that holds no lock.
+///
+/// Optimistic transactions, and a pessimistic one's `DoConstraintCheck`
+/// key (its check deferred from locking), conflict with any commit after
+/// start_ts, as TiKV's `check_for_newer_version` (actions/prewrite.rs);
+/// another key of a pessimistic transaction only with one after its
+/// for_update_ts.
 fn check_newer_version<S: Peekable + Iterable>(
     reader: &MvccReader<'_, S>,
     props: &PrewriteProps,
     key: &Key,
-) -> Result<Option<TimeStamp>> {
+    action: PessimisticAction,
+) -> Result<()> {
     let start_ts = props.start_ts;
-    let Some((commit_ts, write)) = reader.seek_write(key, u64::MAX)? else { return Ok(None) };
-    let limit = if props.for_update_ts != 0 { props.for_update_ts } else { start_ts };
+    let Some((commit_ts, write)) = reader.seek_write(key, u64::MAX)? else { return Ok(()) };
+    let (limit, reason) = if action == PessimisticAction::DoConstraintCheck {
+        (start_ts, ConflictReason::LazyUniquenessCheck)
+    } else if props.for_update_ts != 0 {
+        (props.for_update_ts, ConflictReason::Optimistic)
+    } else {
+        (start_ts, ConflictReason::Optimistic)
+    };
     if commit_ts > limit {
-        if committed_at(reader, key, start_ts)?.is_some() {
-            return Ok(Some(0));
-        }
+        already_committed(reader, key, start_ts)?;
         return Err(Error::WriteConflict {
             key: key.clone(),
             primary: props.primary.clone(),
             start_ts,
             conflict_start_ts: write.start_ts,
             conflict_commit_ts: commit_ts,
-            reason: ConflictReason::Optimistic,
+            reason,
         });
     }
     if commit_ts >= start_ts && is_rolled_back(reader, key, start_ts)? {
@@ -167,7 +191,19 @@ fn check_newer_version<S: Peekable + Iterable>(
             reason: ConflictReason::SelfRolledBack,
         });
     }
-    Ok(None)
+    Ok(())
+}
+
+/// `Err(Committed)` if the transaction `start_ts` is committed on `key`.
+fn already_committed<S: Peekable + Iterable>(
+    reader: &MvccReader<'_, S>,
+    key: &Key,
+    start_ts: TimeStamp,
+) -> Result<()> {
+    match committed_at(reader, key, start_ts)? {
+        Some(commit_ts) => Err(Error::Committed { key: key.clone(), start_ts, commit_ts }),
+        None => Ok(()),
+    }
 }
 
 /// Does the key have a value now? (Lock and Rollback records say nothing.)
