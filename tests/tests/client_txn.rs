@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use atoll_client::{Config, Error, TxnClient};
 use atoll_proto::kvrpcpb;
 use atoll_proto::tikvpb::tikv_client::TikvClient;
-use atoll_tests::proc::{binary, split_txn_keys, txn_wire_key, ProcCluster};
+use atoll_tests::proc::{
+    binary, split_txn_keys, txn_wire_key, ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG,
+};
 
 async fn connect(c: &ProcCluster) -> TxnClient {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -242,7 +244,10 @@ async fn readers_and_writers_resolve_left_locks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prewrite_answers_respect_missing_key_reads_and_earlier_commits() {
     use kvrpcpb::Op;
-    let c = ProcCluster::start(3);
+    // Leader balance off: max_ts is the leader store's, and a new leader
+    // syncs it from PD's clock, below the test's timestamps from ahead.
+    let pd_toml = format!("{TEST_PD_CONFIG}leader-schedule-limit = 0\n");
+    let c = ProcCluster::start_with(3, &pd_toml, TEST_STORE_CONFIG);
     let client = connect(&c).await;
     let mut regions = vec![];
     for k in ["mx-a", "mx-b", "mx-c", "mx-e"] {
