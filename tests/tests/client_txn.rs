@@ -42,18 +42,19 @@ async fn prewrite_on_leader(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(Instant::now() < deadline, "could not prewrite {key}");
-        let Ok(Some(r)) = client.pd().get_region(&atoll_codec::encode_bytes(&w)).await else {
-            continue;
-        };
-        let Some(leader) = r.leader.filter(|l| l.id != 0) else {
+        let routed = client.pd().get_region(&atoll_codec::encode_bytes(&w)).await;
+        let Some((region, leader)) =
+            routed.ok().flatten().and_then(|r| Some((r.region, r.leader.filter(|l| l.id != 0)?)))
+        else {
+            // PD unreachable, the key unrouted or its leader unknown yet.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let store = client.pd().get_store(leader.store_id).await.unwrap();
         let mut kv = TikvClient::connect(format!("http://{}", store.address)).await.unwrap();
         req.context = Some(kvrpcpb::Context {
-            region_id: r.region.id,
-            region_epoch: r.region.region_epoch.clone(),
+            region_id: region.id,
+            region_epoch: region.region_epoch.clone(),
             peer: Some(leader),
             api_version: kvrpcpb::ApiVersion::V2 as i32,
             ..Default::default()
