@@ -52,6 +52,16 @@ fn new_env() -> KvEnv {
         let t = ts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Box::pin(async move { Ok(t) })
     });
+    // Lock waits end quickly: a fuzzed request that meets a lock waits
+    // (woken or not), then answers.
+    let locks = atoll_server::lock_manager::LockManager::local(
+        &atoll_server::config::PessimisticTxnConfig {
+            wait_for_lock_timeout: atoll_util::ReadableDuration(std::time::Duration::from_millis(
+                10,
+            )),
+            ..Default::default()
+        },
+    );
     let svc = |api| KvService {
         storage: RawStorage::new(handle.clone(), &cfg.server, api),
         txn: Arc::new(TxnStorage::new(
@@ -60,6 +70,7 @@ fn new_env() -> KvEnv {
             &cfg.server,
             api,
             tso.clone(),
+            locks.clone(),
         )),
     };
     let services = [svc(atoll_codec::api::ApiVersion::V1), svc(atoll_codec::api::ApiVersion::V2)];

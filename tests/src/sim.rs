@@ -27,6 +27,10 @@ struct Filters {
     isolated: HashSet<u64>,
     /// Directed pairs (from, to) whose traffic is dropped.
     blocked: HashSet<(u64, u64)>,
+    /// Stores whose log appends (MsgAppend) are dropped, and only those:
+    /// their proposals never commit while heartbeats, and so read index,
+    /// still work.
+    no_append: HashSet<u64>,
 }
 
 /// The shared network: live stores and the filters.
@@ -41,6 +45,14 @@ impl<E: KvEngine> SimNetwork<E> {
     fn allows(&self, from: u64, to: u64) -> bool {
         let f = self.filters.read();
         !f.isolated.contains(&from) && !f.isolated.contains(&to) && !f.blocked.contains(&(from, to))
+    }
+
+    fn drops_appends_from(&self, from: u64, msg: &RaftMessage) -> bool {
+        if !self.filters.read().no_append.contains(&from) {
+            return false;
+        }
+        let m = <raft::eraftpb::Message as prost011::Message>::decode(msg.message.as_slice());
+        m.is_ok_and(|m| m.msg_type == raft::eraftpb::MessageType::MsgAppend as i32)
     }
 }
 
@@ -102,7 +114,10 @@ impl<E: KvEngine> Transport for SimTransport<E> {
         for msg in self.buf.drain(..) {
             let to = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
             match stores.get(&to) {
-                Some(h) if self.net.allows(self.store_id, to) => {
+                Some(h)
+                    if self.net.allows(self.store_id, to)
+                        && !self.net.drops_appends_from(self.store_id, &msg) =>
+                {
                     h.on_raft_message(msg);
                     self.net.delivered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -288,10 +303,16 @@ impl<E: KvEngine> Cluster<E> {
         self.net.filters.write().blocked.insert((from, to));
     }
 
+    /// Drops `store`'s log appends (see `Filters::no_append`) until `heal`.
+    pub fn drop_appends_from(&self, store: u64) {
+        self.net.filters.write().no_append.insert(store);
+    }
+
     pub fn heal(&self) {
         let mut f = self.net.filters.write();
         f.isolated.clear();
         f.blocked.clear();
+        f.no_append.clear();
     }
 
     pub fn handle(&self, store: u64) -> Option<StoreHandle<E>> {

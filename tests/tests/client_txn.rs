@@ -234,6 +234,27 @@ async fn readers_and_writers_resolve_left_locks() {
     q.commit().await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(1000), "waited for the lock's TTL");
     assert_eq!(client.begin().await.unwrap().get(b"plock").await.unwrap(), v("q"));
+
+    // A reader meets a secondary lock whose primary is not prewritten yet
+    // (a transaction prewrites its regions in parallel). While that lock
+    // lives the reader leaves the primary alone; it used to roll it back
+    // (rollback_if_not_exist), and the owner's prewrite of it then failed.
+    let start = client.current_ts().await.unwrap();
+    let mut sec = prewrite_req("sec", kvrpcpb::Op::Put, start, 2500);
+    sec.primary_lock = txn_wire_key(b"prim");
+    let resp = prewrite_on_leader(&client, "sec", sec).await;
+    assert!(resp.errors.is_empty(), "{:?}", resp.errors);
+    let reader = client.begin().await.unwrap();
+    let read = tokio::spawn(async move { reader.get(b"sec").await });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!read.is_finished(), "the reader waits for the live lock");
+    let resp =
+        prewrite_on_leader(&client, "prim", prewrite_req("prim", kvrpcpb::Op::Put, start, 2500));
+    let resp = resp.await;
+    assert!(resp.errors.is_empty(), "a reader rolled the primary back: {:?}", resp.errors);
+    // Never committed: once the TTL passes, the reader rolls it back.
+    assert_eq!(read.await.unwrap().unwrap(), None);
+    assert_eq!(client.begin().await.unwrap().get(b"prim").await.unwrap(), None);
 }
 
 /// A prewrite's CheckNotExists or Insert is a read at its start_ts (TiKV's
@@ -312,4 +333,75 @@ async fn prewrite_answers_respect_missing_key_reads_and_earlier_commits() {
     let r = prewrite_on_leader(&client, "mx-d", req).await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert!(r.min_commit_ts > start, "min_commit_ts {} for start {start}", r.min_commit_ts);
+}
+
+/// Moves the leader of `key`'s region to `store` (PD's admin operator)
+/// and waits until PD reports it there.
+async fn lead_on(c: &ProcCluster, client: &TxnClient, key: &str, store: u64) {
+    let region_key = atoll_codec::encode_bytes(&txn_wire_key(key.as_bytes()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client.pd().get_region(&region_key).await.unwrap().expect("a region");
+        if r.leader.as_ref().map(|l| l.store_id) == Some(store) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key}'s region never led by store {store}: {r:?}");
+        let body = format!(
+            r#"{{"name": "transfer-leader", "region_id": {}, "to_store_id": {store}}}"#,
+            r.region.id
+        );
+        let _ = atoll_tests::proc::try_http_post(&c.pd_addr, "/pd/api/v1/operators", &body);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Two pessimistic transactions lock two keys in opposite order: one is
+/// refused with `Deadlock` within a second, the other commits. The keys'
+/// regions and the first region (where the deadlock detector runs, as in
+/// TiKV) are led by three different stores, so both waits travel to the
+/// detector. Before, neither wait was detected: both requests waited out
+/// their lock and kept retrying until one transaction's TTL ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opposite_lock_orders_end_in_one_deadlock_and_one_commit() {
+    // Leader balance off: the leaders stay where the test puts them.
+    let pd_toml = format!("{TEST_PD_CONFIG}leader-schedule-limit = 0\n");
+    let c = ProcCluster::start_with(3, &pd_toml, TEST_STORE_CONFIG);
+    let client = connect(&c).await;
+    split_txn_keys(&c, &["g", "n"]).await;
+    let stores: Vec<u64> =
+        client.pd().get_all_stores().await.unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(stores.len(), 3);
+    for (key, store) in [("a", stores[0]), ("h", stores[1]), ("p", stores[2])] {
+        lead_on(&c, &client, key, store).await;
+    }
+
+    let mut t1 = client.begin_pessimistic().await.unwrap();
+    let mut t2 = client.begin_pessimistic().await.unwrap();
+    t1.lock_keys(&[b"h".to_vec()]).await.unwrap();
+    t2.lock_keys(&[b"p".to_vec()]).await.unwrap();
+    // t1 waits for t2's lock on p...
+    let first = tokio::spawn(async move {
+        let r = t1.lock_keys(&[b"p".to_vec()]).await;
+        (t1, r, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!first.is_finished(), "t1 must wait for t2's lock on p");
+    // ...and t2 for t1's on h: a cycle.
+    let asked = Instant::now();
+    let second = t2.lock_keys(&[b"h".to_vec()]).await;
+    let answered = asked.elapsed();
+    match &second {
+        Err(Error::Deadlock(m)) => println!("t2 refused after {answered:?}: {m}"),
+        other => panic!("t2 must be refused with Deadlock: {other:?}"),
+    }
+    assert!(answered < Duration::from_secs(1), "Deadlock within a second: {answered:?}");
+    t2.rollback().await.unwrap();
+    let (mut t1, r, locked_at) = first.await.unwrap();
+    r.unwrap_or_else(|e| panic!("t1 gets p once t2 rolled back: {e}"));
+    println!("t1 got p {:?} after t2 was refused", locked_at.duration_since(asked));
+    t1.put(b"h", b"t1").unwrap();
+    t1.put(b"p", b"t1").unwrap();
+    t1.commit().await.unwrap();
+    let r = client.begin().await.unwrap();
+    assert_eq!((r.get(b"h").await.unwrap(), r.get(b"p").await.unwrap()), (v("t1"), v("t1")));
 }

@@ -86,6 +86,12 @@ pub enum Error {
     /// lock rolled back by a reader, a prewrite that failed).
     #[error("transaction aborted: {0}")]
     Aborted(String),
+    /// A pessimistic lock whose wait would have closed a cycle of waits
+    /// (TiKV's `Deadlock`): the lock request was refused, nothing of it
+    /// taken, so the other transactions go on. Roll the transaction back
+    /// (its earlier locks stay until then) and run it again.
+    #[error("deadlock: {0}")]
+    Deadlock(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -14,7 +14,12 @@
 //! commit and 1PC (locks of other clients' async-commit transactions are
 //! waited out, not resolved), lock heartbeats (a transaction slower than
 //! [`LOCK_TTL_MS`] between prewrite and commit may be rolled back by a
-//! reader; its commit then fails with `Aborted`).
+//! reader; its commit then fails with `Aborted`). A reader rolls back a
+//! transaction whose primary holds no lock only once the lock it met has
+//! expired, so a secondary prewritten before its primary never kills a
+//! live transaction. Pessimistic locks wait on the store for other
+//! transactions' locks (its `pessimistic-txn.wait-for-lock-timeout`); a
+//! lock whose wait would close a cycle fails with [`Error::Deadlock`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -282,6 +287,13 @@ impl TxnClient {
             return Ok(false);
         }
         let current_ts = self.current_ts().await?;
+        // Only a lock whose TTL ran out may have its transaction rolled
+        // back when the primary holds no lock: before that, the primary's
+        // prewrite may simply not have arrived yet (TiKV's Go client asks
+        // with `rollback_if_not_exist` only after the TTL expired:
+        // client-go txnkv/txnlock/lock_resolver.go, getTxnStatusFromLock).
+        let expired =
+            physical_ms(lock.lock_version).saturating_add(lock.lock_ttl) < physical_ms(current_ts);
         let primary = lock.primary_lock.clone();
         let status = self
             .inner
@@ -292,7 +304,7 @@ impl TxnClient {
                     lock_ts: lock.lock_version,
                     caller_start_ts: caller_ts,
                     current_ts,
-                    rollback_if_not_exist: true,
+                    rollback_if_not_exist: expired,
                     resolving_pessimistic_lock: lock.lock_type == Op::PessimisticLock as i32,
                     ..Default::default()
                 };
@@ -307,6 +319,9 @@ impl TxnClient {
             // asked again later.
             Err(Error::Undetermined(_)) => return Ok(false),
             Err(e) => return Err(e),
+            // The primary is not written yet and its owner may still be
+            // prewriting: wait until the lock expires.
+            Ok((_, (Some(e), ..))) if e.txn_not_found.is_some() => return Ok(false),
             Ok((_, (Some(e), ..))) => {
                 return match classify(e) {
                     KeyOutcome::Locked(_) | KeyOutcome::Undetermined(_) => Ok(false),
@@ -618,7 +633,9 @@ impl Transaction {
                         lock_ttl: LOCK_TTL_MS,
                         for_update_ts,
                         is_first_lock: is_first,
-                        wait_timeout: -1,
+                        // Wait for other transactions' locks as long as
+                        // the store allows (its wait-for-lock-timeout).
+                        wait_timeout: 0,
                         ..Default::default()
                     };
                     async move {
@@ -645,6 +662,14 @@ impl Transaction {
             }
             let mut retry = false;
             for e in errors {
+                if let Some(d) = &e.deadlock {
+                    return Err(Error::Deadlock(format!(
+                        "waiting for transaction {} on {:?} would close a cycle of {} waits",
+                        d.lock_ts,
+                        String::from_utf8_lossy(&d.lock_key),
+                        d.wait_chain.len()
+                    )));
+                }
                 if e.conflict.is_some() {
                     // Committed after our for_update_ts: lock again, later.
                     retry = true;
@@ -883,4 +908,9 @@ impl Transaction {
             Some(e) => Err(Error::Server(describe(&e))),
         }
     }
+}
+
+/// The physical part (ms since the epoch) of a TSO timestamp.
+fn physical_ms(ts: u64) -> u64 {
+    ts >> 18
 }

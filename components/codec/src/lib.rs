@@ -37,6 +37,21 @@ pub fn encode_bytes(key: &[u8]) -> Vec<u8> {
 /// Decodes a memcomparable-encoded key; errors on malformed input.
 pub fn decode_bytes(data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(data.len());
+    let len = decode_prefix(data, &mut out)?;
+    if len != data.len() {
+        return Err("trailing bytes after memcomparable key".into());
+    }
+    Ok(out)
+}
+
+/// The length of the memcomparable encoding `data` starts with, if it
+/// starts with a valid one (what follows it is not looked at).
+pub fn encoded_len(data: &[u8]) -> Option<usize> {
+    decode_prefix(data, &mut Vec::new()).ok()
+}
+
+/// Decodes the encoding at the start of `data` into `out`; its length.
+fn decode_prefix(data: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
     let mut off = 0;
     loop {
         let group = data.get(off..off + GROUP + 1).ok_or("truncated memcomparable key")?;
@@ -52,10 +67,7 @@ pub fn decode_bytes(data: &[u8]) -> Result<Vec<u8>, String> {
         out.extend_from_slice(&group[..real]);
         off += GROUP + 1;
         if pad > 0 {
-            if off != data.len() {
-                return Err("trailing bytes after memcomparable key".into());
-            }
-            return Ok(out);
+            return Ok(off);
         }
     }
 }
@@ -63,6 +75,17 @@ pub fn decode_bytes(data: &[u8]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_len_finds_the_encoding_a_key_starts_with() {
+        let enc = encode_bytes(b"abcdefghij");
+        assert_eq!(encoded_len(&enc), Some(18));
+        let versioned = [&enc[..], &[1u8; 8][..]].concat();
+        assert_eq!(encoded_len(&versioned), Some(18));
+        assert_eq!(encoded_len(b"a\x01"), None, "a short raw key");
+        assert_eq!(encoded_len(b"user-0000000001"), None, "no marker after 8 bytes");
+        assert_eq!(encoded_len(&enc[..17]), None, "truncated");
+    }
 
     #[test]
     fn memcomparable_round_trip_and_order() {

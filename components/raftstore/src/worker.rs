@@ -202,14 +202,15 @@ fn walk_keys<S: Iterable>(
     let mut w = snap.iterator_cf(CF_WRITE, start, end)?;
     let mut d = snap.iterator_cf(CF_DEFAULT, start, end)?;
     let (mut w_ok, mut d_ok) = (w.seek_to_first()?, d.seek_to_first()?);
-    let candidate = |k: &[u8]| atoll_codec::data::strip_ts(crate::keys::origin_key(k)).to_vec();
     while w_ok || d_ok {
         let take_write = match (w_ok, d_ok) {
-            (true, true) => candidate(w.key()) <= candidate(d.key()),
+            (true, true) => versioned_candidate(w.key()) <= default_candidate(d.key()),
             (w_ok, _) => w_ok,
         };
+        let candidate =
+            if take_write { versioned_candidate(w.key()) } else { default_candidate(d.key()) };
         let it = if take_write { &mut w } else { &mut d };
-        if !f(&candidate(it.key()), (it.key().len() + it.value().len()) as u64) {
+        if !f(&candidate, (it.key().len() + it.value().len()) as u64) {
             return Ok(());
         }
         let ok = it.next()?;
@@ -220,6 +221,42 @@ fn walk_keys<S: Iterable>(
         }
     }
     Ok(())
+}
+
+/// A `write` entry's candidate: its key without the version.
+fn versioned_candidate(data_key: &[u8]) -> Vec<u8> {
+    atoll_codec::data::strip_ts(crate::keys::origin_key(data_key)).to_vec()
+}
+
+/// A `default` entry's candidate. In API V1 raw keys (whole, no version)
+/// and transactional values (a memcomparable key + 8-byte version) share
+/// the column family: the version is cut off only where the key is a
+/// valid encoding followed by exactly 8 bytes; other keys are raw and
+/// whole. A raw key of that shape yields a prefix of itself, which still
+/// splits where a raw key may. Stricter than TiKV's
+/// `split_observer.rs` strip_timestamp_if_exists, which cuts a valid
+/// encoding's tail whatever its length.
+fn default_candidate(data_key: &[u8]) -> Vec<u8> {
+    let key = crate::keys::origin_key(data_key);
+    match atoll_codec::encoded_len(key) {
+        Some(n) if n + atoll_codec::data::TS_LEN == key.len() => key[..n].to_vec(),
+        _ => key.to_vec(),
+    }
+}
+
+/// What a region may split at (TiKV's SplitObserver is_valid_split_key):
+/// inside the region, past its start, each above the one before. Mixed
+/// V1 data can yield candidates out of order (a raw key sorts between a
+/// transactional key and its versions' prefix), and those are dropped.
+fn valid_split_keys(region: &metapb::Region, keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(keys.len());
+    for k in keys {
+        let inside = k > region.start_key && (region.end_key.is_empty() || k < region.end_key);
+        if inside && out.last().is_none_or(|last| k > *last) {
+            out.push(k);
+        }
+    }
+    out
 }
 
 /// The first key at which half of the region's bytes (as [`walk_keys`]
@@ -309,9 +346,10 @@ fn check_region<E: KvEngine>(
 ///
 /// Split points come from where a region's keys live: `write` and
 /// `default` for transactional data (each key once, its versions
-/// stripped), `default` for raw KV. A region holds one or the other
-/// (keyspaces of the two modes never share a region); locks only add to
-/// the size.
+/// stripped), `default` for raw KV. In API V2 a region holds one or the
+/// other (keyspaces of the two modes never share a region); in API V1 raw
+/// and transactional keys can share one, and `default_candidate` tells
+/// them apart. Locks only add to the size.
 fn measure<S: Iterable>(
     snap: &S,
     region: &metapb::Region,
@@ -352,6 +390,7 @@ fn measure<S: Iterable>(
     if half {
         out.split_keys = middle_key(snap, txn, &start, &end)?.into_iter().collect();
     }
+    out.split_keys = valid_split_keys(region, out.split_keys);
     Ok(out)
 }
 
@@ -429,6 +468,44 @@ mod tests {
         let out = measure(&raw.snapshot(), &region, &t, false).unwrap();
         assert_eq!(out.keys, 20);
         assert!(out.split_keys.iter().all(|k| k.len() == 2));
+    }
+
+    /// API V1: raw keys (in `default`, no version) and transactional keys
+    /// (memcomparable + ts) share a region. Raw keys are candidates whole
+    /// (a short one used to become the empty key, and the whole split was
+    /// refused at every check), and every split key passes the rule.
+    #[test]
+    fn mixed_v1_regions_split_at_whole_raw_keys() {
+        use atoll_engine_memory::MemoryEngine;
+        use atoll_engine_traits::KvEngine as _;
+        let engine = MemoryEngine::new();
+        // One transactional key with a long value, sorting first.
+        let mut tk = atoll_codec::encode_bytes(b"0");
+        tk.extend_from_slice(&(!7u64).to_be_bytes());
+        engine.put_cf(CF_WRITE, &crate::keys::data_key(&tk), b"P\x07").unwrap();
+        engine.put_cf(CF_DEFAULT, &crate::keys::data_key(&tk), &[0; 600]).unwrap();
+        // Short raw keys after it, and long ones that share a prefix.
+        for i in 0..20u8 {
+            engine.put_cf(CF_DEFAULT, &crate::keys::data_key(&[b'a', i]), &[0; 60]).unwrap();
+            let long = format!("user-{i:010}");
+            engine.put_cf(CF_DEFAULT, &crate::keys::data_key(long.as_bytes()), &[0; 60]).unwrap();
+        }
+        let region = metapb::Region::default();
+        let t =
+            SplitThresholds { max_size: 1000, split_size: 500, max_keys: 1000, split_keys: 1000 };
+        let whole = |k: &Vec<u8>| {
+            (k.len() == 2 && k[0] == b'a') || (k.len() == 15 && k.starts_with(b"user-"))
+        };
+        for half in [false, true] {
+            let out = measure(&engine.snapshot(), &region, &t, half).unwrap();
+            assert!(!out.split_keys.is_empty(), "half={half}");
+            let keys = out.split_keys.iter().map(Vec::as_slice);
+            atoll_codec::api::check_split_keys(&region.start_key, &region.end_key, keys).unwrap();
+            assert!(out.split_keys.iter().all(whole), "half={half}: {:?}", out.split_keys);
+        }
+        let out = measure(&engine.snapshot(), &region, &t, false).unwrap();
+        assert_eq!(out.keys, 41, "each key once");
+        assert!(out.split_keys.len() > 2, "long raw keys are told apart: {:?}", out.split_keys);
     }
 
     /// Key counts split transactional regions only (as in TiKV, which

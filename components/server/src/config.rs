@@ -15,6 +15,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub pd: PdConfig,
     pub raftstore: atoll_raftstore::Config,
+    pub pessimistic_txn: PessimisticTxnConfig,
     /// Mutual TLS on every port and to PD and other stores (none: plaintext).
     pub security: atoll_util::tls::SecurityConfig,
 }
@@ -27,6 +28,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             pd: PdConfig::default(),
             raftstore: atoll_raftstore::Config::default(),
+            pessimistic_txn: PessimisticTxnConfig::default(),
             security: atoll_util::tls::SecurityConfig::default(),
         }
     }
@@ -59,6 +61,10 @@ pub struct ServerConfig {
     pub grpc_max_message_size: ReadableSize,
     /// How often the GC worker asks PD whether the GC safe point moved.
     pub gc_interval: ReadableDuration,
+    /// How far ahead of PD's clock a request's timestamp may be (TiKV's
+    /// `storage.max-ts.max-drift`); one further ahead is refused, as raising
+    /// `max_ts` to it would push later async-commit and 1PC commits up.
+    pub max_ts_drift: ReadableDuration,
     /// Store labels, e.g. `labels = { zone = "z1", host = "h1" }`. PD never
     /// puts two replicas of a region on stores with the same `host`.
     pub labels: BTreeMap<String, String>,
@@ -79,7 +85,28 @@ impl Default for ServerConfig {
             raft_msg_batch_bytes_max: ReadableSize::mib(10),
             grpc_max_message_size: ReadableSize::mib(64),
             gc_interval: ReadableDuration(std::time::Duration::from_secs(10)),
+            max_ts_drift: ReadableDuration(std::time::Duration::from_secs(60)),
             labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Pessimistic lock waiting (TiKV's `[pessimistic-txn]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PessimisticTxnConfig {
+    /// The longest a PessimisticLock request waits for another
+    /// transaction's lock to go (its `wait_timeout` 0 means this long).
+    pub wait_for_lock_timeout: ReadableDuration,
+    /// Requests waiting at once on this store; more answer the lock at once.
+    pub max_waiters: usize,
+}
+
+impl Default for PessimisticTxnConfig {
+    fn default() -> Self {
+        PessimisticTxnConfig {
+            wait_for_lock_timeout: ReadableDuration(std::time::Duration::from_secs(1)),
+            max_waiters: 10_240,
         }
     }
 }
@@ -167,6 +194,16 @@ impl Config {
             return Err(
                 "server scan limit and raft message queue/batch limits must be positive".into()
             );
+        }
+        if self.server.max_ts_drift.0 < std::time::Duration::from_secs(1) {
+            return Err("server.max-ts-drift must be at least 1s".into());
+        }
+        let wait = self.pessimistic_txn.wait_for_lock_timeout.0;
+        if wait.is_zero() || wait > std::time::Duration::from_secs(3600) {
+            return Err("pessimistic-txn.wait-for-lock-timeout must be between 1ms and 1h".into());
+        }
+        if self.pessimistic_txn.max_waiters == 0 {
+            return Err("pessimistic-txn.max-waiters must be positive".into());
         }
         if self.server.gc_interval.0.is_zero() {
             return Err("server.gc-interval must be positive".into());

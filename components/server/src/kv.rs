@@ -389,6 +389,7 @@ impl<E: KvEngine> Tikv for KvService<E> {
                 min_commit_ts: r.min_commit_ts,
                 need_value: want_values,
             },
+            wait_timeout: r.wait_timeout,
             keys: r
                 .mutations
                 .into_iter()

@@ -4,7 +4,7 @@ use prometheus::*;
 lazy_static! {
     pub static ref GC_SAFE_POINT: IntGauge = register_int_gauge!(
         "atoll_gc_safe_point",
-        "The PD GC safe point this store collected up to (TSO)"
+        "The PD GC safe point this store collected every region it leads up to (TSO)"
     )
     .unwrap();
     pub static ref GC_KEYS: IntCounterVec = register_int_counter_vec!(
@@ -72,6 +72,29 @@ lazy_static! {
         "atoll_pd_worker_dropped_total",
         "PD tasks the store's PD worker dropped or refused, by reason",
         &["reason"]
+    )
+    .unwrap();
+    pub static ref LOCK_WAITS: IntCounterVec = register_int_counter_vec!(
+        "atoll_lock_waits_total",
+        "Pessimistic lock requests that met another transaction's lock, by how the wait ended: woken (the lock went), timeout, deadlock (refused), full (too many waiters: not waited), not_waiting (the request asked not to wait)",
+        &["result"]
+    )
+    .unwrap();
+    pub static ref LOCK_WAIT_DURATION: Histogram = register_histogram!(
+        "atoll_lock_wait_duration_seconds",
+        "Time pessimistic lock requests waited for a lock to go",
+        exponential_buckets(0.0005, 2.0, 16).unwrap()
+    )
+    .unwrap();
+    pub static ref LOCK_WAITERS: IntGauge = register_int_gauge!(
+        "atoll_lock_waiters",
+        "Pessimistic lock requests waiting now"
+    )
+    .unwrap();
+    pub static ref DEADLOCK_DETECT: IntCounterVec = register_int_counter_vec!(
+        "atoll_deadlock_detect_total",
+        "Waits checked by the deadlock detector, by where (local: this store leads the first region; remote) and result (ok, deadlock, error: not checked, the wait ends by its timeout)",
+        &["where", "result"]
     )
     .unwrap();
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use atoll_engine_rocks::{RocksConfig, RocksEngine};
 use atoll_pd_client::PdClient;
+use atoll_proto::atollpb::deadlock_detector_server::DeadlockDetectorServer;
 use atoll_proto::atollpb::raft_transport_server::RaftTransportServer;
 use atoll_proto::metapb;
 use atoll_proto::tikvpb::tikv_server::TikvServer;
@@ -16,6 +17,8 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::kv::KvService;
+use crate::lock_manager::service::DetectorService;
+use crate::lock_manager::LockManager;
 use crate::pd_worker::PdWorker;
 use crate::raft_service::RaftService;
 use crate::storage::RawStorage;
@@ -52,7 +55,8 @@ pub struct Server {
     conns: atoll_util::conn::Connections,
     status: atoll_util::status::StatusServer,
     pd_task: tokio::task::JoinHandle<()>,
-    gc_task: tokio::task::JoinHandle<()>,
+    /// The GC worker and the max_ts limit updater.
+    txn_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// What [`Server::start`] has after joining the cluster.
@@ -101,7 +105,7 @@ impl Server {
             conns: grpc.conns,
             status,
             pd_task: raft.pd_task,
-            gc_task: grpc.gc_task,
+            txn_tasks: grpc.txn_tasks,
         })
     }
 
@@ -120,8 +124,10 @@ impl Server {
         self.transport.close();
         let raft = self.raft.clone();
         let _ = tokio::task::spawn_blocking(move || raft.lock().shutdown()).await;
-        self.gc_task.abort();
-        let _ = (&mut self.gc_task).await;
+        for t in self.txn_tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
         self.pd_task.abort();
         let _ = self.pd_task.await;
         self.status.stop().await;
@@ -243,11 +249,12 @@ struct Grpc {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     conns: atoll_util::conn::Connections,
-    gc_task: tokio::task::JoinHandle<()>,
+    txn_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The client-facing KV service (raw and transactional, with its GC
-/// worker) and the raft service for other stores, on `listener`.
+/// worker and max_ts limit updater), the raft service for other stores and
+/// the deadlock detector, on `listener`.
 fn start_grpc(
     cfg: &Config,
     joined: &Joined,
@@ -263,14 +270,22 @@ fn start_grpc(
         let pd = tso_pd.clone();
         Box::pin(async move { pd.get_ts().await.map_err(|e| e.to_string()) })
     });
-    let txn =
-        Arc::new(TxnStorage::new(handle.clone(), engine, &cfg.server, joined.api_version, tso));
+    let locks = LockManager::new(&cfg.pessimistic_txn, joined.pd.clone(), joined.store_id);
+    let txn = Arc::new(TxnStorage::new(
+        handle.clone(),
+        engine,
+        &cfg.server,
+        joined.api_version,
+        tso,
+        locks.clone(),
+    ));
     let gc_task = tokio::spawn(crate::gc_worker::run(
         joined.pd.clone(),
         handle.clone(),
         txn.clone(),
         cfg.server.gc_interval.0,
     ));
+    let txn_tasks = vec![gc_task, tokio::spawn(crate::txn::run_limit_updater(txn.clone()))];
     let kv = TikvServer::new(KvService {
         storage: RawStorage::new(handle.clone(), &cfg.server, joined.api_version),
         txn,
@@ -280,6 +295,7 @@ fn start_grpc(
     let raft_svc = RaftTransportServer::new(RaftService { store: handle })
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
+    let detector = DeadlockDetectorServer::new(DetectorService { locks });
     let (stop, rx) = oneshot::channel();
     let conns = atoll_util::conn::Connections::new();
     let incoming = conns.incoming_tls(listener, tls);
@@ -288,13 +304,14 @@ fn start_grpc(
             .tcp_nodelay(true)
             .add_service(kv)
             .add_service(raft_svc)
+            .add_service(detector)
             .serve_with_incoming_shutdown(incoming, async { drop(rx.await) })
             .await;
         if let Err(e) = res {
             tracing::error!("grpc server: {e}");
         }
     });
-    Grpc { stop, task, conns, gc_task }
+    Grpc { stop, task, conns, txn_tasks }
 }
 
 /// Runs a store until Ctrl-C / SIGTERM.

@@ -7,13 +7,11 @@
 //! is a region key.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use atoll_codec::api::{ApiVersion, KEYSPACE_PREFIX_LEN, RAW_KEY_PREFIX};
 use atoll_engine_traits::{data_cf, Iterable, KvEngine, Peekable};
 use atoll_proto::atollpb::{
-    CasRequest, CmdType, DeleteRangeRequest, DeleteRequest, PutRequest, RaftCmdRequest,
-    RaftRequestHeader, Request,
+    CasRequest, CmdType, DeleteRangeRequest, DeleteRequest, PutRequest, Request,
 };
 use atoll_proto::kvrpcpb::Context;
 use atoll_proto::metapb;
@@ -21,15 +19,12 @@ use atoll_raftstore::codec::RawValue;
 use atoll_raftstore::{
     clip_to_region, keys, region_contains, CasResult, Error, ReadResponse, StoreHandle,
 };
-use tokio::sync::oneshot;
 
 use crate::checksum::Checksum;
 use crate::config::ServerConfig;
+use crate::request;
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// How long a request may wait for raft before failing (the client retries).
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct RawStorage<E: KvEngine> {
@@ -40,93 +35,8 @@ pub struct RawStorage<E: KvEngine> {
     max_scan: u32,
 }
 
-/// Waits for a read's callback. A read changes nothing, so a lost answer
-/// (store shutting down, or no answer in time) is safe to retry.
-async fn wait_read<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(Error::Shutdown),
-        Err(_) => Err(Error::StaleCommand),
-    }
-}
-
-/// Waits for a write's callback. Once handed to raftstore the write may
-/// have been proposed, so a lost answer is [`Error::Undetermined`], never a
-/// retryable region error (a CAS retried after it applied would report the
-/// value it wrote itself as someone else's).
-async fn wait_write<T>(rx: oneshot::Receiver<Result<T>>) -> Result<T> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => {
-            Err(Error::Undetermined("the store dropped the write (shutting down?)".into()))
-        }
-        Err(_) => {
-            Err(Error::Undetermined(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))
-        }
-    }
-}
-
-pub(crate) fn header(ctx: &Context) -> RaftRequestHeader {
-    RaftRequestHeader {
-        region_id: ctx.region_id,
-        peer: ctx.peer.clone(),
-        region_epoch: ctx.region_epoch.clone(),
-        term: 0,
-    }
-}
-
 fn bad(msg: impl Into<String>) -> Error {
     Error::InvalidRequest(msg.into())
-}
-
-/// The request must speak the cluster's API version (TiKV answers
-/// `ApiVersionNotMatched` the same way); checked before anything else, so a
-/// mismatched request reads and writes nothing.
-pub(crate) fn check_api(api: ApiVersion, cmd: &str, ctx: &Context) -> Result<()> {
-    if ApiVersion::from_proto(ctx.api_version) == Some(api) {
-        return Ok(());
-    }
-    Err(bad(format!(
-        "api version not matched: {cmd} sent with {}, but this cluster runs API {} (storage.api-version = {}); \
-         use a client in {} mode",
-        api_name(ctx.api_version),
-        api,
-        api.config_value(),
-        match api {
-            ApiVersion::V1 => "its default (API V1, no keyspace)",
-            ApiVersion::V2 => "keyspace (API V2)",
-        }
-    )))
-}
-
-/// A request naming another store's peer is refused before anything else.
-pub(crate) fn check_ctx(store_id: u64, ctx: &Context) -> Result<()> {
-    if let Some(p) = &ctx.peer {
-        if p.store_id != 0 && p.store_id != store_id {
-            return Err(Error::StoreNotMatch { requested: p.store_id, actual: store_id });
-        }
-    }
-    Ok(())
-}
-
-/// A linearizable snapshot of the request's region (read index on its leader).
-pub(crate) async fn snapshot<E: KvEngine>(
-    store: &StoreHandle<E>,
-    ctx: &Context,
-) -> Result<ReadResponse<E::Snapshot>> {
-    check_ctx(store.store_id, ctx)?;
-    let (tx, rx) = oneshot::channel();
-    store.read(header(ctx), Box::new(move |r| drop(tx.send(r))));
-    wait_read(rx).await
-}
-
-/// The name of a request's API version, for errors.
-fn api_name(v: i32) -> String {
-    match (v, ApiVersion::from_proto(v)) {
-        (_, Some(v)) => format!("API {v}"),
-        (1, None) => "API V1TTL".into(),
-        (v, None) => format!("an unknown API version ({v})"),
-    }
 }
 
 /// Is `bound` a valid bound of an API V2 raw range: a raw key (`r...`), or
@@ -207,7 +117,7 @@ impl<E: KvEngine> RawStorage<E> {
     }
 
     fn check_api(&self, cmd: &str, ctx: &Context) -> Result<()> {
-        check_api(self.api, cmd, ctx)
+        request::check_api(self.api, cmd, ctx)
     }
 
     /// API version, then (V2) key mode: raw commands take only raw keys.
@@ -254,7 +164,7 @@ impl<E: KvEngine> RawStorage<E> {
     }
 
     async fn snapshot(&self, ctx: &Context) -> Result<ReadResponse<E::Snapshot>> {
-        snapshot(&self.store, ctx).await
+        request::snapshot(&self.store, ctx).await
     }
 
     async fn write(
@@ -262,11 +172,7 @@ impl<E: KvEngine> RawStorage<E> {
         ctx: &Context,
         requests: Vec<Request>,
     ) -> Result<atoll_raftstore::WriteResponse> {
-        check_ctx(self.store.store_id, ctx)?;
-        let req = RaftCmdRequest { header: Some(header(ctx)), requests, admin_request: None };
-        let (tx, rx) = oneshot::channel();
-        self.store.write(req, Box::new(move |r| drop(tx.send(r))));
-        wait_write(rx).await
+        request::write(&self.store, ctx, 0, requests, ()).await
     }
 
     /// The region key of the user's `key`, which must lie in the read's region.

@@ -54,6 +54,22 @@ pub enum Error {
     PrimaryMismatch(Box<LockInfo>),
     #[error("invalid timestamps: {0}")]
     InvalidTxnTso(String),
+    /// A timestamp further ahead of PD's clock than the store allows
+    /// (TiKV's `InvalidMaxTsUpdate`): raising `max_ts` to it would push
+    /// every later async-commit and 1PC commit ts up with it.
+    #[error("invalid max_ts update: {attempted} exceeds the limit {limit} (PD's latest timestamp plus server.max-ts-drift)")]
+    InvalidMaxTsUpdate { attempted: TimeStamp, limit: TimeStamp },
+    /// Waiting for the lock on `key` would close a cycle of waits (TiKV's
+    /// `Deadlock`): this request is refused instead, so the others go on.
+    #[error("deadlock: transaction {start_ts} waiting for transaction {lock_ts} on {key:?} would close a cycle of {} waits", .wait_chain.len())]
+    Deadlock {
+        key: Key,
+        start_ts: TimeStamp,
+        lock_ts: TimeStamp,
+        key_hash: u64,
+        /// The cycle, starting with the wait refused.
+        wait_chain: Vec<WaitFor>,
+    },
     /// A request no transaction may send (answered `abort`).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -61,6 +77,16 @@ pub enum Error {
     Corruption(String),
     #[error("engine: {0}")]
     Engine(String),
+}
+
+/// One edge of the wait-for graph: `txn` waits for `wait_for_txn`'s lock on
+/// `key` (the user's key; `key_hash` identifies it in the detector).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitFor {
+    pub txn: TimeStamp,
+    pub wait_for_txn: TimeStamp,
+    pub key_hash: u64,
+    pub key: Vec<u8>,
 }
 
 /// Why a write conflict happened (`kvrpcpb.WriteConflict.Reason`).

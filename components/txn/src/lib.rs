@@ -22,13 +22,15 @@ pub mod actions;
 mod error;
 mod key;
 mod lock;
+mod read_locks;
 mod reader;
 mod txn;
 mod write;
 
-pub use error::{ConflictReason, Error, Result};
+pub use error::{ConflictReason, Error, Result, WaitFor};
 pub use key::{physical_ms, Key, TimeStamp};
 pub use lock::{Lock, LockInfo, LockType, Op};
+pub use read_locks::{LockRead, ReadLocks};
 pub use reader::{CommitRecord, MvccReader};
 pub use txn::{Modify, MvccTxn};
 pub use write::{Write, WriteType};

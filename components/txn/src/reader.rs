@@ -3,7 +3,8 @@
 use atoll_codec::data::{data_key, origin_key};
 use atoll_engine_traits::{EngineIterator, Iterable, Peekable, CF_DEFAULT, CF_LOCK, CF_WRITE};
 
-use crate::{Error, Key, Lock, LockInfo, Result, TimeStamp, Write, WriteType};
+use crate::read_locks::lock_value;
+use crate::{Error, Key, Lock, LockInfo, LockRead, ReadLocks, Result, TimeStamp, Write, WriteType};
 
 /// What the write CF says about transaction `start_ts` on one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,18 +139,31 @@ impl<'a, S: Peekable + Iterable> MvccReader<'a, S> {
     /// A snapshot-isolation read at `ts`: the key's lock, if it blocks the
     /// read, is an error; else the newest value committed at or before `ts`.
     pub fn get(&self, key: &Key, ts: TimeStamp) -> Result<Option<Vec<u8>>> {
-        self.check_lock(key, ts)?;
-        self.get_committed(key, ts)
+        self.get_passing(key, ts, &ReadLocks::default())
     }
 
-    /// `Err(KeyIsLocked)` if `key`'s lock blocks a read at `ts`.
-    pub fn check_lock(&self, key: &Key, ts: TimeStamp) -> Result<()> {
-        match self.load_lock(key)? {
-            Some(lock) if lock.blocks_read_at(ts) => {
-                Err(Error::KeyIsLocked(Box::new(lock.info(key))))
+    /// `get`, passing the locks the request named (see [`ReadLocks`]).
+    pub fn get_passing(
+        &self,
+        key: &Key,
+        ts: TimeStamp,
+        locks: &ReadLocks,
+    ) -> Result<Option<Vec<u8>>> {
+        if let Some(lock) = self.load_lock(key)? {
+            match locks.check(key, &lock, ts) {
+                LockRead::Pass => {}
+                LockRead::Blocked => return Err(Error::KeyIsLocked(Box::new(lock.info(key)))),
+                LockRead::UseLockValue => {
+                    return lock_value(&lock, || {
+                        let v = self.snap.get_value_cf(CF_DEFAULT, &key.data_key_at(lock.ts))?;
+                        v.map(Some).ok_or_else(|| {
+                            Error::Corruption(format!("{key:?}: lock at {} has no value", lock.ts))
+                        })
+                    })
+                }
             }
-            _ => Ok(()),
         }
+        self.get_committed(key, ts)
     }
 
     /// The keys with a lock or a record in the encoded range `[start,

@@ -74,6 +74,14 @@ pub fn key_error(e: &atoll_txn::Error) -> KeyError {
                 min_commit_ts: *min_commit_ts,
             })
         }
+        E::Deadlock { key, lock_ts, key_hash, wait_chain, .. } => {
+            k.deadlock = Some(kvrpcpb::Deadlock {
+                lock_ts: *lock_ts,
+                lock_key: raw(key),
+                deadlock_key_hash: *key_hash,
+                wait_chain: wait_chain.iter().map(crate::lock_manager::wait_for_entry).collect(),
+            })
+        }
         E::PrimaryMismatch(info) => {
             k.primary_mismatch = Some(kvrpcpb::PrimaryMismatch { lock_info: Some(lock_info(info)) })
         }
@@ -82,6 +90,7 @@ pub fn key_error(e: &atoll_txn::Error) -> KeyError {
         | E::LockTypeNotMatch { .. }
         | E::Committed { .. }
         | E::InvalidTxnTso(_)
+        | E::InvalidMaxTsUpdate { .. }
         | E::InvalidRequest(_)
         | E::Corruption(_)
         | E::Engine(_) => k.abort = e.to_string(),

@@ -71,15 +71,20 @@ pub fn check_txn_status<S: Peekable + Iterable>(
                 rollback_lock(txn, reader, key, &lock)?;
                 return Ok(TxnStatus::TtlExpireRollback);
             }
-            let mut pushed = false;
             if lock.min_commit_ts != 0
                 && a.caller_start_ts != u64::MAX
                 && a.caller_start_ts >= lock.min_commit_ts
             {
                 lock.min_commit_ts = (a.caller_start_ts + 1).max(a.current_ts);
                 txn.put_lock(key, &lock);
-                pushed = true;
             }
+            // TiKV's check_txn_status_lock_exists: whenever the lock's
+            // min_commit_ts is past the caller, whoever pushed it, its
+            // transaction's locks cannot block the caller's read; a caller
+            // at u64::MAX is an autocommit point get, which may pass a lock
+            // that has not committed.
+            let pushed = (a.caller_start_ts != 0 && lock.min_commit_ts > a.caller_start_ts)
+                || a.caller_start_ts == u64::MAX;
             return Ok(TxnStatus::Uncommitted { lock: Box::new(lock), pushed });
         }
     }

@@ -157,6 +157,39 @@ fn check_txn_status_pushes_min_commit_ts_and_spares_async_commit_locks() {
     s.commit("q", t1, t1 + 10).unwrap();
 }
 
+/// TiKV's `check_txn_status_lock_exists`: `MinCommitTsPushed` whenever
+/// the lock's min_commit_ts is already past the caller, whoever pushed
+/// it, and for an autocommit point get (caller_start_ts = MAX), which
+/// pushes nothing. The client then reads around the lock.
+#[test]
+fn check_txn_status_reports_a_lock_already_past_the_caller() {
+    let s = Store::new();
+    let t1 = ts_ms(2000);
+    let mut p = Store::props("q", t1);
+    p.min_commit_ts = t1 + 1;
+    s.prewrite_op(Op::Put, "q", "v", &p, PessimisticAction::SkipPessimisticCheck).unwrap();
+    let mut a = status_args(t1, t1 + 10);
+    a.caller_start_ts = t1 + 5;
+    let pushed = |st| matches!(st, TxnStatus::Uncommitted { pushed: true, .. });
+    assert!(pushed(s.check_status("q", a.clone()).unwrap()));
+    // A second reader at the same ts: nothing left to push, still past it.
+    match s.check_status("q", a).unwrap() {
+        TxnStatus::Uncommitted { lock, pushed: true } => assert_eq!(lock.min_commit_ts, t1 + 10),
+        other => panic!("{other:?}"),
+    }
+    let mut a = status_args(t1, t1 + 10);
+    a.caller_start_ts = u64::MAX;
+    assert!(pushed(s.check_status("q", a).unwrap()), "a MAX caller");
+    assert_eq!(s.lock("q").unwrap().min_commit_ts, t1 + 10, "MAX pushes nothing");
+    // A reader above the lock's min_commit_ts pushes it again.
+    let mut a = status_args(t1, t1 + 10);
+    a.caller_start_ts = t1 + 20;
+    match s.check_status("q", a).unwrap() {
+        TxnStatus::Uncommitted { lock, pushed: true } => assert_eq!(lock.min_commit_ts, t1 + 21),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn check_secondary_locks_outcomes() {
     let s = Store::new();
