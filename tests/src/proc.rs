@@ -264,6 +264,22 @@ impl ProcCluster {
         self.pds[i].child = Some(spawn(&mut cmd, &log));
     }
 
+    /// Starts one more PD member over the group's etcd (a PD scale-out);
+    /// returns its index.
+    pub fn add_pd_member(&mut self) -> usize {
+        assert!(self.etcd.is_some(), "a single PD has no group to join");
+        let i = self.pds.len();
+        self.pds.push(PdProc {
+            name: format!("pd{i}"),
+            addr: format!("127.0.0.1:{}", free_port()),
+            status: format!("127.0.0.1:{}", free_port()),
+            host: 0,
+            child: None,
+        });
+        self.start_pd_member(i);
+        i
+    }
+
     /// SIGKILL every PD member, like a crash.
     pub fn kill_pd(&mut self) {
         for i in 0..self.pds.len() {

@@ -177,8 +177,18 @@ async fn three_machines_as_the_readme_deploys_them() {
         "stores: {}",
         ctl(&pd_arg, &["stores"]).1
     );
-    let members = json(&pd_list[0], "/pd/api/v1/members");
-    assert_eq!(members["members"].as_array().map(Vec::len), Some(MACHINES), "{members}");
+    // Every PD member registers itself in etcd as it starts; the leader
+    // lists it within a second.
+    let listed = || json(&pd_list[0], "/pd/api/v1/members");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            listed()["members"].as_array().map(Vec::len) == Some(MACHINES)
+        })
+        .await,
+        "members: {}",
+        listed()
+    );
+    let members = listed();
     // Every region has a replica on each machine (host labels, 3 replicas).
     assert!(
         eventually(Duration::from_secs(60), || async {

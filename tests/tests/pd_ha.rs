@@ -3,6 +3,7 @@
 //! serves within 5 s, timestamps stay strictly increasing, regions, stores
 //! and a running operator survive, and the unmodified tikv-client keeps
 //! working. Then the whole PD group is killed and restarted: state intact.
+//! And a member that joins a group with a leader is listed by it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -342,4 +343,32 @@ async fn pd_group_fails_over_and_restarts_with_its_state() {
         acked.len(),
         replaced.load(Ordering::SeqCst)
     );
+}
+
+/// A member that starts while another leads shows up in the leader's
+/// member list. The leader read the list once, before it took the lead,
+/// so a late member stayed unlisted for as long as that leader led (the
+/// deploy test saw 2 of its 3 members).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_joins_a_leading_group_is_listed() {
+    let mut c = ProcCluster::start_group(1, 1, &pd_config(), TEST_STORE_CONFIG);
+    let first = wait_leader(&c, Duration::from_secs(10)).await.expect("a PD leader");
+    let listed = |c: &ProcCluster, i: usize| {
+        let members = api(c, i, "/pd/api/v1/members");
+        members["members"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(listed(&c, first), 1);
+    let second = c.add_pd_member();
+    assert!(
+        eventually(Duration::from_secs(10), || async { listed(&c, first) == 2 }).await,
+        "the leader lists {} members: {}",
+        listed(&c, first),
+        api(&c, first, "/pd/api/v1/members")
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async { listed(&c, second) == 2 }).await,
+        "the new member lists {} members",
+        listed(&c, second)
+    );
+    assert_eq!(leader(&c), Some(first), "the new member took over");
 }

@@ -31,6 +31,9 @@ use crate::storage::{Storage, StorageError};
 pub const LEADER_LEASE: Duration = Duration::from_secs(3);
 /// How often followers look at the leader key.
 const FOLLOWER_POLL: Duration = Duration::from_millis(200);
+/// How often the leader reads the member list (members that join while
+/// it leads).
+const LEADER_MEMBERS_REFRESH: Duration = Duration::from_secs(1);
 /// Pause after a failed campaign round (etcd unreachable, ...).
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -392,9 +395,23 @@ async fn lead(
                 cluster_id = core.cluster_id(),
                 "serving as PD leader"
             );
-            tokio::select! {
-                _ = &mut lost => {}
-                _ = stop.changed() => stopping = true,
+            // Members that start after this one took the lead register
+            // in etcd; GetMembers must list them too.
+            let mut refresh = tokio::time::interval(LEADER_MEMBERS_REFRESH);
+            loop {
+                tokio::select! {
+                    _ = &mut lost => break,
+                    _ = stop.changed() => { stopping = true; break }
+                    _ = refresh.tick() => {
+                        // Bounded: stepping down must not wait on etcd.
+                        let read = refresh_members(member, etcd);
+                        match tokio::time::timeout(LEADER_MEMBERS_REFRESH, read).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::debug!("pd leader: member list: {e}"),
+                            Err(_) => tracing::debug!("pd leader: member list: timed out"),
+                        }
+                    }
+                }
             }
         }
         Some(Ok(Err(e))) => tracing::warn!("loading the cluster as PD leader: {e}"),

@@ -83,6 +83,25 @@ impl<E: KvEngine> TxnStorage<E> {
         self.finish(ctx, cmd, txn, None).await?;
         Ok(out)
     }
+
+    /// Runs `f` on each of the keys `raw` names as one command (Commit,
+    /// BatchRollback, PessimisticRollback: one rule per key, one write).
+    pub(in crate::txn) async fn execute_each(
+        &self,
+        cmd: &str,
+        ctx: &Context,
+        raw: &[Vec<u8>],
+        f: impl Fn(&mut MvccTxn, &MvccReader<'_, E::Snapshot>, &Key) -> atoll_txn::Result<()>,
+    ) -> Result<()> {
+        let keys = self.keys(cmd, ctx, raw.iter().map(Vec::as_slice))?;
+        self.execute(ctx, &keys, |txn, reader| {
+            for k in &keys {
+                f(txn, reader, k)?;
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 /// Wakes the waiters of the locks a write deletes when dropped, i.e. when

@@ -14,12 +14,8 @@ impl<E: KvEngine> TxnStorage<E> {
         start_ts: TimeStamp,
         commit_ts: TimeStamp,
     ) -> Result<()> {
-        let keys = self.keys("kv_commit", ctx, raw.iter().map(Vec::as_slice))?;
-        self.execute(ctx, &keys, |txn, reader| {
-            for k in &keys {
-                actions::commit(txn, reader, k, start_ts, commit_ts)?;
-            }
-            Ok(())
+        self.execute_each("kv_commit", ctx, raw, |txn, reader, k| {
+            actions::commit(txn, reader, k, start_ts, commit_ts)
         })
         .await
     }
@@ -30,12 +26,8 @@ impl<E: KvEngine> TxnStorage<E> {
         raw: &[Vec<u8>],
         start_ts: TimeStamp,
     ) -> Result<()> {
-        let keys = self.keys("kv_batch_rollback", ctx, raw.iter().map(Vec::as_slice))?;
-        self.execute(ctx, &keys, |txn, reader| {
-            for k in &keys {
-                actions::rollback(txn, reader, k, start_ts)?;
-            }
-            Ok(())
+        self.execute_each("kv_batch_rollback", ctx, raw, |txn, reader, k| {
+            actions::rollback(txn, reader, k, start_ts).map(drop)
         })
         .await
     }

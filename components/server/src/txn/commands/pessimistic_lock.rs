@@ -156,12 +156,8 @@ impl<E: KvEngine> TxnStorage<E> {
         start_ts: TimeStamp,
         for_update_ts: TimeStamp,
     ) -> Result<()> {
-        let keys = self.keys("kv_pessimistic_rollback", ctx, raw.iter().map(Vec::as_slice))?;
-        self.execute(ctx, &keys, |txn, reader| {
-            for k in &keys {
-                actions::pessimistic_rollback(txn, reader, k, start_ts, for_update_ts)?;
-            }
-            Ok(())
+        self.execute_each("kv_pessimistic_rollback", ctx, raw, |txn, reader, k| {
+            actions::pessimistic_rollback(txn, reader, k, start_ts, for_update_ts).map(drop)
         })
         .await
     }
