@@ -98,7 +98,10 @@ impl Env {
         c.start_all();
         let leader = c.leader_store(&enc(b"a"));
         c.split(&enc(b"a"), &enc(b"m")).unwrap();
-        assert!(wait_until(WAIT, || c.leader_store(&enc(b"p")) == leader), "one leader store");
+        // Both halves: the split-off region [.., m) (holding "a") elects its
+        // own leader after the split, and a request before that fails.
+        let both_led = || [b"a", b"p"].iter().all(|key| c.leader_store(&enc(*key)) == leader);
+        assert!(wait_until(WAIT, both_led), "one leader store for both regions");
         let txn = Arc::new(TxnStorage::new(
             c.handle(leader).unwrap(),
             c.engines[&leader].clone(),
