@@ -56,7 +56,7 @@ test: build pyenv
 	@rc=0; \
 	ATOLL_TEST_PYTHON=$(PYENV)/bin/python $(CARGO) test --release --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log || rc=1; \
 	BIN=$(BIN) scripts/compat.sh 2>&1 | tee -a $(CARGO_TARGET_DIR)/test-output.log || rc=1; \
-	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "total: %d passed, %d failed\n", p, f }' $(CARGO_TARGET_DIR)/test-output.log; \
+	awk '/^test result:/ { p += $$4; f += $$6 } /^SKIPPED: / { s++ } END { printf "total: %d passed, %d failed, %d SKIPPED\n", p, f, s }' $(CARGO_TARGET_DIR)/test-output.log; \
 	exit $$rc
 
 # The multi-process tests, SOAK_RUNS times each, one after another; prints

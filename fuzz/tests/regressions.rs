@@ -7,7 +7,10 @@ use rand::SeedableRng;
 #[test]
 fn saved_and_generated_inputs_do_not_panic() {
     atoll_fuzz::watch_panics();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+    // The running test's manifest dir (cargo test sets it), not the
+    // compile-time one: that may name another checkout of a shared target.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let root = std::path::Path::new(&dir).join("regressions");
     for target in atoll_fuzz::TARGETS {
         let mut files: Vec<_> = std::fs::read_dir(root.join(target))
             .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())

@@ -241,7 +241,7 @@ mod tests {
         let net = match Network::create(2) {
             Ok(n) => n,
             Err(e) => {
-                eprintln!("skipped: {e}");
+                crate::skip("netns::cut_and_heal_between_namespaces", &e);
                 return;
             }
         };

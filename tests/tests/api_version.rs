@@ -221,7 +221,7 @@ fn run_tikv_python(pd_addr: &str) -> String {
         std::path::Path::new(&python).exists(),
         "{python} not found: `make test` installs tikv-python into a virtualenv first (make pyenv)"
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/tikv_python_v1.py");
+    let script = atoll_tests::repo_file("tests/python/tikv_python_v1.py");
     let out =
         std::process::Command::new(&python).arg(script).arg(pd_addr).output().expect("run python");
     let text =

@@ -5,23 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use atoll_client::{Config, Error, TxnClient};
+use atoll_client::{Error, TxnClient};
 use atoll_proto::kvrpcpb;
-use atoll_proto::tikvpb::tikv_client::TikvClient;
 use atoll_tests::proc::{
     binary, split_txn_keys, txn_wire_key, ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG,
 };
-
-async fn connect(c: &ProcCluster) -> TxnClient {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match TxnClient::connect(Config::new(vec![c.pd_addr.clone()])).await {
-            Ok(cl) => return cl,
-            Err(e) => assert!(Instant::now() < deadline, "no client: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use atoll_tests::txn_client::{connect, prewrite_on_leader, prewrite_req};
 
 fn v(s: &str) -> Option<Vec<u8>> {
     Some(s.as_bytes().to_vec())
@@ -29,64 +18,6 @@ fn v(s: &str) -> Option<Vec<u8>> {
 
 fn keys(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<String> {
     pairs.iter().map(|(k, _)| String::from_utf8(k.clone()).unwrap()).collect()
-}
-
-/// Sends `req` (its context filled in here) to the leader of `key`'s
-/// region, again while the answer is a region error.
-async fn prewrite_on_leader(
-    client: &TxnClient,
-    key: &str,
-    mut req: kvrpcpb::PrewriteRequest,
-) -> kvrpcpb::PrewriteResponse {
-    let w = txn_wire_key(key.as_bytes());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "could not prewrite {key}");
-        let routed = client.pd().get_region(&atoll_codec::encode_bytes(&w)).await;
-        let Some((region, leader)) =
-            routed.ok().flatten().and_then(|r| Some((r.region, r.leader.filter(|l| l.id != 0)?)))
-        else {
-            // PD unreachable, the key unrouted or its leader unknown yet.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let store = client.pd().get_store(leader.store_id).await.unwrap();
-        let mut kv = TikvClient::connect(format!("http://{}", store.address)).await.unwrap();
-        req.context = Some(kvrpcpb::Context {
-            region_id: region.id,
-            region_epoch: region.region_epoch.clone(),
-            peer: Some(leader),
-            api_version: kvrpcpb::ApiVersion::V2 as i32,
-            ..Default::default()
-        });
-        let resp = kv.kv_prewrite(req.clone()).await.unwrap().into_inner();
-        if resp.region_error.is_none() {
-            return resp;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A prewrite of one mutation of `op` on `key` as primary of `start_ts`.
-fn prewrite_req(
-    key: &str,
-    op: kvrpcpb::Op,
-    start_ts: u64,
-    ttl_ms: u64,
-) -> kvrpcpb::PrewriteRequest {
-    let w = txn_wire_key(key.as_bytes());
-    kvrpcpb::PrewriteRequest {
-        mutations: vec![kvrpcpb::Mutation {
-            op: op as i32,
-            key: w.clone(),
-            value: if op == kvrpcpb::Op::CheckNotExists { vec![] } else { b"v".to_vec() },
-            ..Default::default()
-        }],
-        primary_lock: w,
-        start_version: start_ts,
-        lock_ttl: ttl_ms,
-        ..Default::default()
-    }
 }
 
 /// Prewrites `key` as primary of transaction `start_ts` straight on the

@@ -9,6 +9,7 @@ use atoll_client::{Config, Error, RawClient, TxnClient};
 use atoll_tests::proc::{
     eventually, free_port, http_get, ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG,
 };
+use atoll_tests::repo_file;
 use serde_json::Value;
 
 struct Prometheus(Child);
@@ -18,10 +19,6 @@ impl Drop for Prometheus {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn repo_file(rel: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
 fn urlencode(s: &str) -> String {

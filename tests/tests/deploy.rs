@@ -33,7 +33,7 @@ fn render(template: &str, n: usize, ips: &[String], data: &Path) -> String {
 }
 
 fn template(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/deploy").join(name);
+    let p = atoll_tests::repo_file("etc/deploy").join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -126,7 +126,7 @@ async fn three_machines_as_the_readme_deploys_them() {
     let net = match Network::create(MACHINES) {
         Ok(n) => Arc::new(n),
         Err(e) => {
-            eprintln!("skipped: network namespaces unavailable: {e}");
+            atoll_tests::skip("deploy", &format!("network namespaces unavailable: {e}"));
             return;
         }
     };

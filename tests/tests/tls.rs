@@ -16,7 +16,7 @@ use atoll_tests::proc::{ProcCluster, TEST_PD_CONFIG, TEST_STORE_CONFIG};
 use atoll_util::tls::{rustls, SecurityConfig};
 
 fn make_certs(dir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-certs.sh");
+    let script = atoll_tests::repo_file("scripts/make-certs.sh");
     let ok = Command::new("bash").arg(script).arg(dir).status().expect("run make-certs.sh");
     assert!(ok.success(), "make-certs.sh failed");
 }

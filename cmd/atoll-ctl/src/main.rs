@@ -1,7 +1,7 @@
 //! `atoll-ctl`: a command-line client for Atoll.
 
 use anyhow::Context;
-use atoll_client::{Config, RawClient, TxnClient};
+use atoll_client::{Config, RawClient, TxnClient, TxnOptions};
 use atoll_util::tls::SecurityConfig;
 use clap::{Parser, Subcommand};
 
@@ -136,14 +136,43 @@ enum TxnCmd {
     /// Write keys in one transaction: `put k1 v1 [k2 v2 ...]`; prints the
     /// commit timestamp.
     Put {
+        #[command(flatten)]
+        commit: CommitArgs,
         #[arg(required = true, num_args = 2..)]
         pairs: Vec<String>,
     },
     /// Delete keys in one transaction; prints the commit timestamp.
     Delete {
+        #[command(flatten)]
+        commit: CommitArgs,
         #[arg(required = true)]
         keys: Vec<String>,
     },
+}
+
+/// How a one-shot transaction commits (default: two phases).
+#[derive(clap::Args)]
+struct CommitArgs {
+    /// Async commit: committed once every key is prewritten.
+    #[arg(long)]
+    async_commit: bool,
+    /// 1PC: committed in the prewrite when one region holds every key
+    /// (else as the other flags say).
+    #[arg(long = "1pc")]
+    one_pc: bool,
+}
+
+impl CommitArgs {
+    fn options(&self) -> TxnOptions {
+        let mut o = TxnOptions::optimistic();
+        if self.async_commit {
+            o = o.use_async_commit();
+        }
+        if self.one_pc {
+            o = o.try_one_pc();
+        }
+        o
+    }
 }
 
 async fn run_txn(pd: &Pd, cmd: TxnCmd) -> anyhow::Result<()> {
@@ -168,16 +197,16 @@ async fn run_txn(pd: &Pd, cmd: TxnCmd) -> anyhow::Result<()> {
             let ts = at(ts).await?;
             print_pairs(client.scan_at(start.as_bytes(), end.as_bytes(), limit, ts).await?);
         }
-        TxnCmd::Put { pairs } => {
+        TxnCmd::Put { commit, pairs } => {
             anyhow::ensure!(pairs.len() % 2 == 0, "put takes key value pairs");
-            let mut t = client.begin().await?;
+            let mut t = client.begin_with(commit.options()).await?;
             for kv in pairs.chunks(2) {
                 t.put(kv[0].as_bytes(), kv[1].as_bytes())?;
             }
             println!("committed at {}", t.commit().await?.unwrap_or_default());
         }
-        TxnCmd::Delete { keys } => {
-            let mut t = client.begin().await?;
+        TxnCmd::Delete { commit, keys } => {
+            let mut t = client.begin_with(commit.options()).await?;
             for k in &keys {
                 t.delete(k.as_bytes())?;
             }

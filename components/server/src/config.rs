@@ -269,11 +269,11 @@ mod tests {
 
     #[test]
     fn config_template_equals_defaults() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../etc/config-template.toml"
-        ))
-        .expect("etc/config-template.toml exists");
+        // The running test's manifest dir (cargo test sets it): the
+        // compile-time one may name another checkout of a shared target dir.
+        let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+        let text = std::fs::read_to_string(format!("{dir}/../../etc/config-template.toml"))
+            .expect("etc/config-template.toml exists");
         let parsed = Config::from_toml(&text).unwrap();
         assert_eq!(
             parsed,

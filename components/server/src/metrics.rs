@@ -19,6 +19,12 @@ lazy_static! {
         exponential_buckets(0.001, 2.0, 20).unwrap()
     )
     .unwrap();
+    pub static ref TXN_PREWRITES: IntCounterVec = register_int_counter_vec!(
+        "atoll_txn_prewrites_total",
+        "Prewrites written, by how their transaction commits (two_phase, async_commit, one_pc)",
+        &["kind"]
+    )
+    .unwrap();
     pub static ref GRPC_REQUESTS: IntCounterVec =
         register_int_counter_vec!("atoll_grpc_requests_total", "gRPC requests by type", &["type"])
             .unwrap();

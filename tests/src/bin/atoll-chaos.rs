@@ -7,8 +7,12 @@
 //!
 //! Usage: `atoll-chaos [--seed N] [--histories N] [--duration SECS]
 //! [--clients N] [--stores N] [--groups N] [--keys N]
-//! [--nemesis kill,pause,partition,pd,all] [--workload register,set,txn-register,bank]`
-//! History `i` runs with seed `seed + i` and workload `i % workloads`.
+//! [--nemesis kill,pause,partition,pd,all] [--workload W,...|all]`, W one of
+//! register, set, txn-register[-MODE], bank[-MODE], MODE one of async,
+//! 1pc, pessimistic, mixed (default: all of them, in turn).
+//! History `i` runs with seed `seed + i` and workload `i % workloads`. The
+//! partition nemesis needs network namespaces: without them atoll-chaos
+//! refuses to start rather than run something else.
 //! `ATOLL_CHAOS_DEBUG=1` reports failed reads and slow operations.
 
 use std::collections::BTreeMap;
@@ -51,8 +55,13 @@ fn parse_args() -> Result<Args, String> {
             "--workload" => {
                 a.workloads = vec![];
                 for w in value()?.split(',') {
+                    if w == "all" {
+                        a.workloads.extend(Workload::ALL);
+                        continue;
+                    }
                     a.workloads.push(Workload::parse(w).ok_or_else(|| {
-                        format!("unknown workload {w:?} (register, set, txn-register, bank)")
+                        let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+                        format!("unknown workload {w:?} ({}, all)", names.join(", "))
                     })?);
                 }
             }
@@ -161,7 +170,6 @@ async fn main() {
     let mut bad = 0;
     let mut ops = 0;
     let mut totals: BTreeMap<&'static str, KindTotals> = BTreeMap::new();
-    let mut warned = false;
     for i in 0..args.histories {
         let seed = args.seed.wrapping_add(u64::from(i));
         let workload = args.workloads[i as usize % args.workloads.len()];
@@ -169,13 +177,12 @@ async fn main() {
             match network(args.stores) {
                 Ok(n) => Some(n),
                 Err(e) => {
-                    if !warned {
-                        println!(
-                            "atoll-chaos: cannot create network namespaces ({e}); running on loopback without partitions"
-                        );
-                        warned = true;
-                    }
-                    None
+                    // Running something else would pass while checking
+                    // nothing it was asked to.
+                    eprintln!(
+                        "atoll-chaos: the partition nemesis needs network namespaces (root, `ip netns`), and they cannot be made: {e}; run without it (--nemesis kill,pause,pd)"
+                    );
+                    std::process::exit(2);
                 }
             }
         } else {

@@ -122,15 +122,13 @@ pub async fn run_history(
     net: Option<Arc<Network>>,
     keep_dir: &Path,
 ) -> Report {
-    let loopback = net.is_none();
     // Every group has its own clients.
     let groups = args.groups.min(args.clients);
-    let mut kinds: Vec<Kind> =
-        args.nemesis.iter().copied().filter(|k| !loopback || *k != Kind::Partition).collect();
-    if kinds.is_empty() && !args.nemesis.is_empty() {
-        // Partitions asked for, but no namespaces: crashes and pauses instead.
-        kinds = vec![Kind::Kill, Kind::Pause];
-    }
+    let kinds = args.nemesis.clone();
+    assert!(
+        net.is_some() || !kinds.contains(&Kind::Partition),
+        "partitions need the namespace network (the caller refuses to run without it)"
+    );
     let c = match net {
         Some(net) => ProcCluster::start_in(net, args.stores, TEST_PD_CONFIG, CHAOS_STORE_CONFIG),
         None => ProcCluster::start_with(args.stores, TEST_PD_CONFIG, CHAOS_STORE_CONFIG),
@@ -179,8 +177,9 @@ pub async fn run_history(
         done: Mutex::new(vec![]),
         debug: std::env::var_os("ATOLL_CHAOS_DEBUG").is_some(),
         txn,
+        mode: workload.txn_mode().unwrap_or(workload::TxnMode::Optimistic),
     });
-    if workload == Workload::Bank {
+    if matches!(workload, Workload::Bank(_)) {
         workload::bank_setup(&shared).await;
     }
     let mut tasks = vec![];
@@ -189,8 +188,8 @@ pub async fn run_history(
         tasks.push(match workload {
             Workload::Register => tokio::spawn(workload::register_client(id, seed, s)),
             Workload::Set => tokio::spawn(workload::set_client(id, s)),
-            Workload::TxnRegister => tokio::spawn(workload::txn_register_client(id, seed, s)),
-            Workload::Bank => tokio::spawn(workload::bank_client(id, seed, s)),
+            Workload::TxnRegister(_) => tokio::spawn(workload::txn_register_client(id, seed, s)),
+            Workload::Bank(_) => tokio::spawn(workload::bank_client(id, seed, s)),
         });
     }
     let churn_keys: Vec<(Vec<u8>, Vec<u8>)> = (0..groups)
@@ -235,7 +234,7 @@ pub async fn run_history(
     };
     let history = shared.history.lock().clone();
     match workload {
-        Workload::Register | Workload::TxnRegister => {
+        Workload::Register | Workload::TxnRegister(_) => {
             for e in &history.events {
                 use atoll_chaos::Outcome;
                 match e.outcome {
@@ -254,7 +253,7 @@ pub async fn run_history(
             let read = final_read(&client, groups).await;
             r.set = Some(check_set(&log.acked, &log.unknown, &read));
         }
-        Workload::Bank => {
+        Workload::Bank(_) => {
             let log = std::mem::take(&mut *shared.bank.lock());
             r.ok = (log.acked.len() as u64) + log.reads;
             r.unknown = log.unknown.len() as u64;

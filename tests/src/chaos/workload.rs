@@ -12,6 +12,11 @@
 //!   each writing a record of itself, beside snapshot reads of every
 //!   account; checked by `atoll_chaos::bank`.
 //!
+//! The transactional workloads run in one [`TxnMode`] each (`bank-async`,
+//! `txn-register-1pc`, ...): how their transactions lock and commit;
+//! `-mixed` picks a mode per transaction, so every mode meets the others'
+//! locks on the same keys.
+//!
 //! Client `i` works on group `i % groups` only: a client waiting on a
 //! region whose leader is gone does not hold up the others, so the
 //! throughput of groups led elsewhere shows in the figures.
@@ -23,28 +28,74 @@ use std::time::Instant;
 
 use atoll_chaos::bank::{BankLog, Transfer};
 use atoll_chaos::{Event, History, Op, Outcome};
-use atoll_client::{Error, RawClient, TxnClient};
+use atoll_client::{Error, RawClient, Transaction, TxnClient, TxnOptions};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
+
+/// How a transactional workload's transactions lock and commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnMode {
+    /// Two-phase commit, conflicts found at commit.
+    Optimistic,
+    AsyncCommit,
+    /// 1PC where one region holds every key, else two phases.
+    OnePc,
+    /// Keys read for writing are locked first (`get_for_update`,
+    /// `lock_keys`), waiting for other holders.
+    Pessimistic,
+    /// A mode per transaction, at random.
+    Mixed,
+}
+
+impl TxnMode {
+    pub const ALL: [TxnMode; 5] = [
+        TxnMode::Optimistic,
+        TxnMode::AsyncCommit,
+        TxnMode::OnePc,
+        TxnMode::Pessimistic,
+        TxnMode::Mixed,
+    ];
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
     Register,
     Set,
-    TxnRegister,
-    Bank,
+    TxnRegister(TxnMode),
+    Bank(TxnMode),
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] =
-        [Workload::Register, Workload::Set, Workload::TxnRegister, Workload::Bank];
+    pub const ALL: [Workload; 12] = [
+        Workload::Register,
+        Workload::Set,
+        Workload::TxnRegister(TxnMode::Optimistic),
+        Workload::TxnRegister(TxnMode::AsyncCommit),
+        Workload::TxnRegister(TxnMode::OnePc),
+        Workload::TxnRegister(TxnMode::Pessimistic),
+        Workload::TxnRegister(TxnMode::Mixed),
+        Workload::Bank(TxnMode::Optimistic),
+        Workload::Bank(TxnMode::AsyncCommit),
+        Workload::Bank(TxnMode::OnePc),
+        Workload::Bank(TxnMode::Pessimistic),
+        Workload::Bank(TxnMode::Mixed),
+    ];
 
     pub fn name(self) -> &'static str {
+        use TxnMode::*;
         match self {
             Workload::Register => "register",
             Workload::Set => "set",
-            Workload::TxnRegister => "txn-register",
-            Workload::Bank => "bank",
+            Workload::TxnRegister(Optimistic) => "txn-register",
+            Workload::TxnRegister(AsyncCommit) => "txn-register-async",
+            Workload::TxnRegister(OnePc) => "txn-register-1pc",
+            Workload::TxnRegister(Pessimistic) => "txn-register-pessimistic",
+            Workload::TxnRegister(Mixed) => "txn-register-mixed",
+            Workload::Bank(Optimistic) => "bank",
+            Workload::Bank(AsyncCommit) => "bank-async",
+            Workload::Bank(OnePc) => "bank-1pc",
+            Workload::Bank(Pessimistic) => "bank-pessimistic",
+            Workload::Bank(Mixed) => "bank-mixed",
         }
     }
 
@@ -52,9 +103,17 @@ impl Workload {
         Self::ALL.into_iter().find(|w| w.name() == s)
     }
 
+    /// Its transactions' mode; `None` for the raw workloads.
+    pub fn txn_mode(self) -> Option<TxnMode> {
+        match self {
+            Workload::TxnRegister(m) | Workload::Bank(m) => Some(m),
+            Workload::Register | Workload::Set => None,
+        }
+    }
+
     /// Does it use the transactional key space (`x` keys)?
     pub fn transactional(self) -> bool {
-        matches!(self, Workload::TxnRegister | Workload::Bank)
+        self.txn_mode().is_some()
     }
 }
 
@@ -100,6 +159,8 @@ pub struct SetLog {
 pub struct Shared {
     pub client: Arc<RawClient>,
     pub txn: TxnClient,
+    /// How the transactional clients' transactions run.
+    pub mode: TxnMode,
     pub start: Instant,
     pub stop: Arc<AtomicBool>,
     pub groups: u64,
@@ -116,6 +177,25 @@ pub struct Shared {
 impl Shared {
     fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Begins a transaction that writes, in the run's mode (mixed: a
+    /// mode at random, async commit and 1PC sometimes together).
+    async fn begin_write(&self, rng: &mut impl Rng) -> Result<Transaction, Error> {
+        let mode = match self.mode {
+            TxnMode::Mixed => TxnMode::ALL[rng.gen_range(0..4)],
+            m => m,
+        };
+        let options = match mode {
+            TxnMode::AsyncCommit => TxnOptions::optimistic().use_async_commit(),
+            TxnMode::OnePc if rng.gen_bool(0.5) && self.mode == TxnMode::Mixed => {
+                TxnOptions::optimistic().use_async_commit().try_one_pc()
+            }
+            TxnMode::OnePc => TxnOptions::optimistic().try_one_pc(),
+            TxnMode::Pessimistic => TxnOptions::pessimistic(),
+            TxnMode::Optimistic | TxnMode::Mixed => TxnOptions::optimistic(),
+        };
+        self.txn.begin_with(options).await
     }
 
     /// Records a finished register operation of key group `group` in the
@@ -252,7 +332,10 @@ pub async fn txn_register_client(id: u64, seed: u64, s: Arc<Shared>) {
             }
             1 => {
                 let write = async {
-                    let mut t = s.txn.begin().await?;
+                    let mut t = s.begin_write(&mut rng).await?;
+                    if t.options().pessimistic {
+                        t.lock_keys(std::slice::from_ref(&k)).await?;
+                    }
                     t.put(&k, value.to_string().as_bytes())?;
                     t.commit().await
                 };
@@ -273,8 +356,14 @@ pub async fn txn_register_client(id: u64, seed: u64, s: Arc<Shared>) {
                     Err(_) => None,
                 };
                 let cas = async {
-                    let mut t = s.txn.begin().await?;
-                    if parse(t.get(&k).await?) != expected {
+                    let mut t = s.begin_write(&mut rng).await?;
+                    let current = match t.options().pessimistic {
+                        true => t.get_for_update(&k).await?,
+                        false => t.get(&k).await?,
+                    };
+                    if parse(current) != expected {
+                        // Never committed either way: no swap.
+                        let _ = t.rollback().await;
                         return Ok(false);
                     }
                     t.put(&k, value.to_string().as_bytes())?;
@@ -348,6 +437,25 @@ async fn read_accounts(s: &Shared) -> Result<(u64, Vec<Option<u64>>), Error> {
     Ok((t.start_ts(), out))
 }
 
+/// Reads `keys` for writing them: locked first and read at the latest
+/// commit in a pessimistic transaction, else from its snapshot.
+async fn read_for_write(
+    t: &mut Transaction,
+    keys: &[Vec<u8>],
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    if !t.options().pessimistic {
+        return t.batch_get(keys).await;
+    }
+    t.lock_keys(keys).await?;
+    let mut out = vec![];
+    for k in keys {
+        if let Some(v) = t.get_for_update(k).await? {
+            out.push((k.clone(), v));
+        }
+    }
+    Ok(out)
+}
+
 /// Creates the accounts (once: a retried setup finds them there).
 pub async fn bank_setup(s: &Shared) {
     let n = (s.groups * s.keys_per_group) as usize;
@@ -396,8 +504,8 @@ pub async fn bank_client(id: u64, seed: u64, s: Arc<Shared>) {
         let amount = rng.gen_range(1..=5u64);
         let transfer = Transfer { from, to, amount };
         let run = async {
-            let mut t = s.txn.begin().await?;
-            let got = t.batch_get(&[account(&s, from), account(&s, to)]).await?;
+            let mut t = s.begin_write(&mut rng).await?;
+            let got = read_for_write(&mut t, &[account(&s, from), account(&s, to)]).await?;
             let get = |i: usize| {
                 let k = account(&s, i);
                 got.iter().find(|(key, _)| *key == k).and_then(|(_, v)| balance(v))
@@ -406,6 +514,7 @@ pub async fn bank_client(id: u64, seed: u64, s: Arc<Shared>) {
                 return Err(Error::Server(format!("accounts {from} / {to} missing")));
             };
             if a < amount {
+                let _ = t.rollback().await;
                 return Ok(false);
             }
             t.put(&account(&s, from), (a - amount).to_string().as_bytes())?;

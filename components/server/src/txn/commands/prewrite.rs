@@ -5,6 +5,7 @@ use atoll_proto::kvrpcpb::Context;
 use atoll_txn::actions::{self, Mutation};
 use atoll_txn::{Key, Lock, LockType, MvccReader, MvccTxn, Op, TimeStamp};
 
+use crate::metrics::TXN_PREWRITES;
 use crate::txn::{bad, PrewriteArgs, PrewriteOutcome, Result, TxnStorage};
 
 impl<E: KvEngine> TxnStorage<E> {
@@ -109,6 +110,12 @@ impl<E: KvEngine> TxnStorage<E> {
             out.min_commit_ts = 0;
         }
         self.finish(ctx, cmd, txn, memory_locks).await?;
+        let kind = match (a.try_one_pc, props.use_async_commit) {
+            (true, _) => "one_pc",
+            (false, true) => "async_commit",
+            (false, false) => "two_phase",
+        };
+        TXN_PREWRITES.with_label_values(&[kind]).inc();
         Ok(out)
     }
 }
