@@ -281,10 +281,19 @@ impl ProcCluster {
     }
 
     /// SIGKILL every PD member, like a crash.
-    pub fn kill_pd(&mut self) {
-        for i in 0..self.pds.len() {
-            self.kill_pd_member(i);
+    /// SIGKILL every running PD member; an error if none was running or
+    /// a kill failed (a fault that did not apply).
+    pub fn kill_pd(&mut self) -> Result<(), String> {
+        if !self.pd_running() {
+            return Err("no PD member is running".into());
         }
+        for i in 0..self.pds.len() {
+            if let Some(mut p) = self.pds[i].child.take() {
+                p.kill().map_err(|e| format!("kill -9 PD member {i}: {e}"))?;
+                let _ = p.wait();
+            }
+        }
+        Ok(())
     }
 
     /// SIGKILL PD member `i`.
@@ -407,19 +416,25 @@ impl ProcCluster {
     }
 
     /// SIGKILL: no clean shutdown, like a crash.
-    pub fn kill_store(&mut self, i: usize) {
-        if let Some(mut c) = self.stores[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    pub fn kill_store(&mut self, i: usize) -> Result<(), String> {
+        let mut c =
+            self.stores[i].child.take().ok_or_else(|| format!("store {i} is not running"))?;
+        c.kill().map_err(|e| format!("kill -9 store {i}: {e}"))?;
+        c.wait().map_err(|e| format!("wait for store {i}: {e}"))?;
+        Ok(())
     }
 
     /// SIGSTOP (`pause`) or SIGCONT (resume) a running store: a process
     /// that holds its sockets and says nothing, like a long GC pause.
-    pub fn signal_store(&mut self, i: usize, pause: bool) {
-        if let Some(c) = &self.stores[i].child {
-            let sig = if pause { "-STOP" } else { "-CONT" };
-            let _ = Command::new("kill").arg(sig).arg(c.id().to_string()).status();
+    /// An error if the store is not running or `kill` failed.
+    pub fn signal_store(&mut self, i: usize, pause: bool) -> Result<(), String> {
+        let c = self.stores[i].child.as_ref().ok_or_else(|| format!("store {i} is not running"))?;
+        let sig = if pause { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").arg(sig).arg(c.id().to_string()).status();
+        match status {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("kill {sig} store {i}: {s}")),
+            Err(e) => Err(format!("kill {sig} store {i}: {e}")),
         }
     }
 
@@ -454,10 +469,11 @@ impl Drop for ProcCluster {
             let keep = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
             let _ = keep.keep();
         }
+        // Whatever still runs (a killed store or PD is no error here).
         for i in 0..self.stores.len() {
-            self.kill_store(i);
+            let _ = self.kill_store(i);
         }
-        self.kill_pd();
+        let _ = self.kill_pd();
     }
 }
 

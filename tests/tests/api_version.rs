@@ -342,7 +342,7 @@ async fn api_v1_cluster_serves_default_mode_clients_across_splits() {
     let log = c.log(&format!("store{odd}.log"));
     assert!(log.contains("the cluster runs API V1"), "{log}");
     // So does an existing V1 store restarted with api-version = 2.
-    c.kill_store(0);
+    c.kill_store(0).unwrap();
     let earlier = c.log("store0.log").len();
     c.set_store_config(0, &v2_store_config());
     c.start_store(0);

@@ -59,7 +59,7 @@ async fn kill_leader_store_keeps_acknowledged_writes_and_restart_catches_up() {
     );
     let leader_addr = leader_store_addr(&client, &key(0)).await;
     let victim = c.store_index_by_addr(&leader_addr).expect("leader is one of ours");
-    c.kill_store(victim);
+    c.kill_store(victim).unwrap();
 
     // Every acknowledged write is readable from the survivors.
     let keys: Vec<Vec<u8>> = (0..N).map(key).collect();
@@ -82,7 +82,7 @@ async fn kill_leader_store_keeps_acknowledged_writes_and_restart_catches_up() {
     c.start_store(victim);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let other = (0..3).find(|i| *i != victim).unwrap();
-    c.kill_store(other);
+    c.kill_store(other).unwrap();
     for i in N + 200..N + 300 {
         put_resending(&client, &key(i), &value(i)).await.expect("put needs the restarted store");
     }
@@ -237,7 +237,7 @@ async fn acknowledged_writes_survive_rolling_crashes() {
     for round in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let victim = round % 3;
-        c.kill_store(victim);
+        c.kill_store(victim).unwrap();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         c.start_store(victim);
     }

@@ -219,7 +219,7 @@ async fn pd_group_fails_over_and_restarts_with_its_state() {
         .map(|s| s["address"].as_str().unwrap().to_owned())
         .unwrap();
     let paused = c.store_index_by_addr(&target_addr).unwrap();
-    c.signal_store(paused, true);
+    c.signal_store(paused, true).unwrap();
     let body = format!(
         r#"{{"name": "transfer-leader", "region_id": {region_id}, "to_store_id": {target}}}"#
     );
@@ -274,7 +274,7 @@ async fn pd_group_fails_over_and_restarts_with_its_state() {
         .unwrap_or_else(|| panic!("operator lost: {}", api(&c, second, "/pd/api/v1/operators")));
     assert_eq!(op["desc"], "admin-transfer-leader");
     // ... and finishes under the new leader once its store is back.
-    c.signal_store(paused, false);
+    c.signal_store(paused, false).unwrap();
     assert!(
         eventually(Duration::from_secs(30), || async {
             operator_of(&c, second, region_id).is_none()
@@ -297,7 +297,7 @@ async fn pd_group_fails_over_and_restarts_with_its_state() {
 
     // The whole PD group down and back: state intact.
     let ts_before_restart = tso.last.load(Ordering::SeqCst);
-    c.kill_pd();
+    c.kill_pd().unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     c.start_pd();
     let third = wait_leader(&c, Duration::from_secs(20)).await.expect("a leader after restart");

@@ -225,7 +225,7 @@ async fn a_dead_store_is_replaced_and_no_acknowledged_write_is_lost() {
         .await,
         "store 0 holds replicas"
     );
-    c.kill_store(0);
+    c.kill_store(0).unwrap();
     // Writes go on while PD notices (3s) and rebuilds the replicas.
     write_all(&client, N..N + 300).await;
     let repaired = eventually(Duration::from_secs(120), || async {
@@ -315,7 +315,7 @@ async fn a_deleted_store_ends_tombstone_with_its_replicas_moved_away() {
     assert!(ctl(&c, &["stores"]).contains("Tombstone"));
 
     // The deleted store never comes back under its id.
-    c.kill_store(0);
+    c.kill_store(0).unwrap();
     c.start_store(0);
     assert_eq!(c.wait_store_exit(0, Duration::from_secs(30)), Some(false), "tombstone restarted");
     assert!(c.log("store0.log").contains("was deleted from the cluster"), "no clear message");

@@ -122,6 +122,9 @@ fn print_history(r: &Report) {
             ms(a.served_after_start),
             ms(a.served_after_heal),
         );
+        if let Some(e) = &f.failed {
+            println!("           FAULT NOT APPLIED: {e}");
+        }
     }
     if let Some(p) = &r.kept {
         println!("           evidence kept in {}", p.display());

@@ -19,6 +19,9 @@ pub struct Applied {
     pub what: String,
     pub start: u64,
     pub healed: u64,
+    /// Why the fault, or its healing, did not apply: the history then
+    /// checked less than it claims, and fails.
+    pub failed: Option<String>,
 }
 
 /// The store index PD counts the most leaders on, if PD answers.
@@ -48,57 +51,58 @@ fn host(i: usize) -> usize {
     i + 1
 }
 
-/// Starts `fault`; returns what it hit and how to undo it.
-fn start(fault: &Fault, c: &Mutex<ProcCluster>, fallback: usize) -> (String, Heal) {
+/// Starts `fault`; returns what it hit, how to undo it, and why it did
+/// not apply, if it did not.
+fn start(fault: &Fault, c: &Mutex<ProcCluster>, fallback: usize) -> (String, Heal, Option<String>) {
     let stores = c.lock().store_count();
     let others = |x: &[usize]| -> Vec<usize> { (0..stores).filter(|s| !x.contains(s)).collect() };
     let cut = |a: Vec<usize>, b: Vec<usize>| {
         let c = c.lock();
         let net = c.network().expect("partitions need the namespace network");
-        if let Err(e) = net.cut_between(&a, &b) {
-            eprintln!("nemesis: {e}");
-        }
+        net.cut_between(&a, &b).err()
     };
     match fault {
         Fault::Kill(t) => {
             let i = resolve(*t, c, fallback);
-            c.lock().kill_store(i);
-            (format!("kill -9 store {i}"), Heal::Restart(i))
+            let failed = c.lock().kill_store(i).err();
+            (format!("kill -9 store {i}"), Heal::Restart(i), failed)
         }
         Fault::Pause(t) => {
             let i = resolve(*t, c, fallback);
-            c.lock().signal_store(i, true);
-            (format!("pause store {i}"), Heal::Resume(i))
+            let failed = c.lock().signal_store(i, true).err();
+            (format!("pause store {i}"), Heal::Resume(i), failed)
         }
         Fault::KillPd => {
-            c.lock().kill_pd();
-            ("kill -9 PD".into(), Heal::RestartPd)
+            let failed = c.lock().kill_pd().err();
+            ("kill -9 PD".into(), Heal::RestartPd, failed)
         }
         Fault::Halves { minority } => {
             let rest = others(minority);
             let mut majority: Vec<usize> = rest.iter().map(|&s| host(s)).collect();
             majority.push(0);
-            cut(minority.iter().map(|&s| host(s)).collect(), majority);
-            (format!("partition stores {minority:?} | {rest:?} + PD"), Heal::Net)
+            let failed = cut(minority.iter().map(|&s| host(s)).collect(), majority);
+            (format!("partition stores {minority:?} | {rest:?} + PD"), Heal::Net, failed)
         }
         Fault::Isolate(t) => {
             let i = resolve(*t, c, fallback);
             let mut rest: Vec<usize> = others(&[i]).into_iter().map(host).collect();
             rest.push(0);
-            cut(vec![host(i)], rest);
-            (format!("isolate store {i} from stores and PD"), Heal::Net)
+            let failed = cut(vec![host(i)], rest);
+            (format!("isolate store {i} from stores and PD"), Heal::Net, failed)
         }
         Fault::Bridge { left, middle, right } => {
-            cut(left.iter().map(|&s| host(s)).collect(), right.iter().map(|&s| host(s)).collect());
-            (format!("bridge {left:?} <-> {middle} <-> {right:?}"), Heal::Net)
+            let failed = cut(
+                left.iter().map(|&s| host(s)).collect(),
+                right.iter().map(|&s| host(s)).collect(),
+            );
+            (format!("bridge {left:?} <-> {middle} <-> {right:?}"), Heal::Net, failed)
         }
         Fault::OneWay { from, to } => {
-            if let Some(net) = c.lock().network() {
-                if let Err(e) = net.cut(host(*from), host(*to)) {
-                    eprintln!("nemesis: {e}");
-                }
-            }
-            (format!("drop store {from} -> store {to}"), Heal::Net)
+            let failed = match c.lock().network() {
+                Some(net) => net.cut(host(*from), host(*to)).err(),
+                None => Some("partitions need the namespace network".into()),
+            };
+            (format!("drop store {from} -> store {to}"), Heal::Net, failed)
         }
     }
 }
@@ -110,20 +114,16 @@ enum Heal {
     Net,
 }
 
-fn heal(h: Heal, c: &Mutex<ProcCluster>) {
+/// Undoes a fault; why not, if it could not.
+fn heal(h: Heal, c: &Mutex<ProcCluster>) -> Option<String> {
     let mut c = c.lock();
     match h {
         Heal::Restart(i) => c.start_store(i),
-        Heal::Resume(i) => c.signal_store(i, false),
+        Heal::Resume(i) => return c.signal_store(i, false).err(),
         Heal::RestartPd => c.start_pd(),
-        Heal::Net => {
-            if let Some(net) = c.network() {
-                if let Err(e) = net.heal() {
-                    eprintln!("nemesis: heal: {e}");
-                }
-            }
-        }
+        Heal::Net => return c.network().and_then(|net| net.heal().err()),
     }
+    None
 }
 
 /// Runs `steps` (times from `t0`); every fault is healed before it returns.
@@ -141,15 +141,21 @@ pub async fn run_schedule(
         let fallback = rng.gen_range(0..stores);
         let cc = c.clone();
         let fault = step.fault.clone();
-        let (what, undo) = tokio::task::spawn_blocking(move || start(&fault, &cc, fallback))
-            .await
-            .expect("nemesis start");
+        let (what, undo, failed) =
+            tokio::task::spawn_blocking(move || start(&fault, &cc, fallback))
+                .await
+                .expect("nemesis start");
         let started = t0.elapsed().as_nanos() as u64;
         tokio::time::sleep(step.hold).await;
         let cc = c.clone();
-        tokio::task::spawn_blocking(move || heal(undo, &cc)).await.expect("nemesis heal");
+        let heal_failed =
+            tokio::task::spawn_blocking(move || heal(undo, &cc)).await.expect("nemesis heal");
         let healed = t0.elapsed().as_nanos() as u64;
-        out.push(Applied { label: step.fault.label(), what, start: started, healed });
+        let failed = failed.or(heal_failed.map(|e| format!("heal: {e}")));
+        if let Some(e) = &failed {
+            eprintln!("nemesis: {what}: {e}");
+        }
+        out.push(Applied { label: step.fault.label(), what, start: started, healed, failed });
     }
     out
 }

@@ -94,8 +94,11 @@ pub struct Report {
 }
 
 impl Report {
+    /// A checker's rejection, or a fault that did not apply (the history
+    /// then checked less than it says).
     pub fn anomalous(&self) -> bool {
-        self.verdict.as_ref().is_some_and(|v| *v != Verdict::Linearizable)
+        self.faults.iter().any(|f| f.failed.is_some())
+            || self.verdict.as_ref().is_some_and(|v| *v != Verdict::Linearizable)
             || self.set.as_ref().is_some_and(|s| !s.ok())
             || self.bank.as_ref().is_some_and(|b| !b.ok())
     }
@@ -175,6 +178,7 @@ pub async fn run_history(
         set: Mutex::new(SetLog::default()),
         bank: Mutex::new(BankLog::new((groups * args.keys) as usize, workload::BANK_INITIAL)),
         done: Mutex::new(vec![]),
+        journal: Mutex::new(vec![]),
         debug: std::env::var_os("ATOLL_CHAOS_DEBUG").is_some(),
         txn,
         mode: workload.txn_mode().unwrap_or(workload::TxnMode::Optimistic),
@@ -263,7 +267,8 @@ pub async fn run_history(
         }
     }
     if r.anomalous() {
-        r.kept = Some(keep_evidence(&c.lock(), &r, &history, keep_dir));
+        let journal = shared.journal.lock().join("\n");
+        r.kept = Some(keep_evidence(&c.lock(), &r, &history, &journal, keep_dir));
     }
     r
 }
@@ -352,7 +357,7 @@ async fn bank_final_read(
 
 /// Copies the logs and configs next to the history and the schedule into
 /// `dir/seed-N`; returns that path.
-fn keep_evidence(c: &ProcCluster, r: &Report, h: &History, dir: &Path) -> PathBuf {
+fn keep_evidence(c: &ProcCluster, r: &Report, h: &History, journal: &str, dir: &Path) -> PathBuf {
     let out = dir.join(format!("seed-{}-{}", r.seed, r.workload.name()));
     let _ = std::fs::create_dir_all(&out);
     if let Ok(entries) = std::fs::read_dir(c.dir.path()) {
@@ -364,6 +369,7 @@ fn keep_evidence(c: &ProcCluster, r: &Report, h: &History, dir: &Path) -> PathBu
     }
     let text: String = h.events.iter().map(|e| format!("{e:?}\n")).collect();
     let _ = std::fs::write(out.join("history.txt"), text);
+    let _ = std::fs::write(out.join("journal.txt"), journal);
     let mut s: String = r.schedule.iter().map(|s| format!("{s:?}\n")).collect();
     s.push_str("-- as applied --\n");
     s.extend(r.faults.iter().map(|f| format!("{f:?}\n")));

@@ -169,6 +169,9 @@ pub struct Shared {
     pub set: Mutex<SetLog>,
     pub bank: Mutex<BankLog>,
     pub done: Mutex<Vec<Done>>,
+    /// One line per bank transfer (times, mode, start ts, outcome with
+    /// the commit ts), kept with the evidence of an anomaly.
+    pub journal: Mutex<Vec<String>>,
     /// `ATOLL_CHAOS_DEBUG` set: report failed reads and operations slower
     /// than 400 ms on stderr.
     pub debug: bool,
@@ -333,11 +336,16 @@ pub async fn txn_register_client(id: u64, seed: u64, s: Arc<Shared>) {
             1 => {
                 let write = async {
                     let mut t = s.begin_write(&mut rng).await?;
-                    if t.options().pessimistic {
-                        t.lock_keys(std::slice::from_ref(&k)).await?;
+                    let res = async {
+                        if t.options().pessimistic {
+                            t.lock_keys(std::slice::from_ref(&k)).await?;
+                        }
+                        t.put(&k, value.to_string().as_bytes())?;
+                        t.commit().await
                     }
-                    t.put(&k, value.to_string().as_bytes())?;
-                    t.commit().await
+                    .await;
+                    release_on_error(&mut t, &res).await;
+                    res
                 };
                 let outcome = match write.await {
                     Ok(_) => Outcome::Written,
@@ -357,17 +365,22 @@ pub async fn txn_register_client(id: u64, seed: u64, s: Arc<Shared>) {
                 };
                 let cas = async {
                     let mut t = s.begin_write(&mut rng).await?;
-                    let current = match t.options().pessimistic {
-                        true => t.get_for_update(&k).await?,
-                        false => t.get(&k).await?,
-                    };
-                    if parse(current) != expected {
-                        // Never committed either way: no swap.
-                        let _ = t.rollback().await;
-                        return Ok(false);
+                    let res = async {
+                        let current = match t.options().pessimistic {
+                            true => t.get_for_update(&k).await?,
+                            false => t.get(&k).await?,
+                        };
+                        if parse(current) != expected {
+                            // Never committed either way: no swap.
+                            let _ = t.rollback().await;
+                            return Ok(false);
+                        }
+                        t.put(&k, value.to_string().as_bytes())?;
+                        t.commit().await.map(|_| true)
                     }
-                    t.put(&k, value.to_string().as_bytes())?;
-                    t.commit().await.map(|_| true)
+                    .await;
+                    release_on_error(&mut t, &res).await;
+                    res
                 };
                 let outcome = match cas.await {
                     Ok(swapped) => Outcome::Swapped(swapped),
@@ -437,6 +450,43 @@ async fn read_accounts(s: &Shared) -> Result<(u64, Vec<Option<u64>>), Error> {
     Ok((t.start_ts(), out))
 }
 
+/// Runs `x` in `t`, writing its record under `record`: its commit ts, or
+/// `None` if the source account had too little.
+async fn transfer_in(
+    s: &Shared,
+    t: &mut Transaction,
+    x: Transfer,
+    record: Vec<u8>,
+) -> Result<Option<u64>, Error> {
+    let (from, to, amount) = (x.from, x.to, x.amount);
+    let got = read_for_write(t, &[account(s, from), account(s, to)]).await?;
+    let get = |i: usize| {
+        let k = account(s, i);
+        got.iter().find(|(key, _)| *key == k).and_then(|(_, v)| balance(v))
+    };
+    let (Some(a), Some(b)) = (get(from), get(to)) else {
+        return Err(Error::Server(format!("accounts {from} / {to} missing")));
+    };
+    if a < amount {
+        let _ = t.rollback().await;
+        return Ok(None);
+    }
+    t.put(&account(s, from), (a - amount).to_string().as_bytes())?;
+    t.put(&account(s, to), (b + amount).to_string().as_bytes())?;
+    t.put(&record, format!("{from},{to},{amount}").as_bytes())?;
+    t.commit().await
+}
+
+/// A transaction that failed before its commit would keep its pessimistic
+/// locks until their TTL ran out, holding up every client that needs the
+/// keys: roll it back, as an application does (a no-op once `commit`
+/// ran: only an active transaction rolls back).
+async fn release_on_error<T>(t: &mut Transaction, res: &Result<T, Error>) {
+    if res.is_err() {
+        let _ = t.rollback().await;
+    }
+}
+
 /// Reads `keys` for writing them: locked first and read at the latest
 /// commit in a pessimistic transaction, else from its snapshot.
 async fn read_for_write(
@@ -487,6 +537,10 @@ pub async fn bank_client(id: u64, seed: u64, s: Arc<Shared>) {
             let res = read_accounts(&s).await;
             let completed = s.now();
             if let Ok((ts, balances)) = &res {
+                let sum: u64 = balances.iter().flatten().sum();
+                s.journal
+                    .lock()
+                    .push(format!("{completed} client {id} read at {ts}: {balances:?} sum {sum}"));
                 if !s.bank.lock().read(*ts, balances.clone()) && s.debug {
                     eprintln!("client {id}: bad snapshot at {ts}: {balances:?}");
                 }
@@ -504,26 +558,22 @@ pub async fn bank_client(id: u64, seed: u64, s: Arc<Shared>) {
         let amount = rng.gen_range(1..=5u64);
         let transfer = Transfer { from, to, amount };
         let run = async {
-            let mut t = s.begin_write(&mut rng).await?;
-            let got = read_for_write(&mut t, &[account(&s, from), account(&s, to)]).await?;
-            let get = |i: usize| {
-                let k = account(&s, i);
-                got.iter().find(|(key, _)| *key == k).and_then(|(_, v)| balance(v))
+            let mut t = match s.begin_write(&mut rng).await {
+                Ok(t) => t,
+                Err(e) => return (String::new(), Err(e)),
             };
-            let (Some(a), Some(b)) = (get(from), get(to)) else {
-                return Err(Error::Server(format!("accounts {from} / {to} missing")));
-            };
-            if a < amount {
-                let _ = t.rollback().await;
-                return Ok(false);
-            }
-            t.put(&account(&s, from), (a - amount).to_string().as_bytes())?;
-            t.put(&account(&s, to), (b + amount).to_string().as_bytes())?;
-            t.put(&record_key(g, tid), format!("{from},{to},{amount}").as_bytes())?;
-            t.commit().await.map(|_| true)
+            let what = format!("start {} {:?}", t.start_ts(), t.options());
+            let res = transfer_in(&s, &mut t, transfer, record_key(g, tid)).await;
+            release_on_error(&mut t, &res).await;
+            (what, res)
         };
-        let res = run.await;
+        let invoked = s.now();
+        let (what, res) = run.await;
         let completed = s.now();
+        s.journal.lock().push(format!(
+            "{invoked} {completed} client {id} transfer {tid:x} {from}->{to} {amount}: {what}: {res:?}"
+        ));
+        let res = res.map(|committed| committed.is_some());
         {
             let mut log = s.bank.lock();
             match &res {

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use super::resolve::Settled;
 use super::transaction::{Mutation, State, Transaction};
 use super::write::send_commit;
-use super::{classify, KeyOutcome, ASYNC_COMMIT_KEYS, COMMIT_ATTEMPTS, LOCK_TTL_MS};
+use super::{classify, KeyOutcome, ASYNC_COMMIT_KEYS, COMMIT_ATTEMPTS};
 use crate::raw::{outcome, Call, Error, Result};
 
 /// What the prewrites of every key left.
@@ -233,7 +233,7 @@ impl Transaction {
             // whole set again is idempotent.
             for e in errors {
                 match classify(e) {
-                    KeyOutcome::Locked(l) => match c.resolve(&l, self.start_ts).await {
+                    KeyOutcome::Locked(l) => match c.resolve_lock(&l, self.start_ts).await {
                         Ok(true) => {}
                         Ok(false) => c.inner.backoff(attempt).await,
                         Err(e) => return Err(fail(e, false)),
@@ -291,7 +291,7 @@ impl Transaction {
             mutations,
             primary_lock: primary.to_vec(),
             start_version: self.start_ts,
-            lock_ttl: LOCK_TTL_MS,
+            lock_ttl: self.lock_ttl(),
             pessimistic_actions: if pessimistic { actions } else { vec![] },
             txn_size: self.buffer.len() as u64,
             for_update_ts: if pessimistic { self.for_update_ts } else { 0 },

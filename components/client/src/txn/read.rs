@@ -31,7 +31,7 @@ impl TxnClient {
     pub(super) async fn on_read_error(&self, e: KeyError, ts: u64, attempt: usize) -> Result<()> {
         match classify(e) {
             KeyOutcome::Locked(lock) => {
-                if !self.resolve(&lock, ts).await? {
+                if !self.resolve_lock(&lock, ts).await? {
                     self.inner.backoff(attempt).await;
                 }
                 Ok(())

@@ -4,7 +4,8 @@
 //! (CheckSecondaryLocks), as client-go's `lock_resolver.go` does.
 
 use atoll_proto::kvrpcpb::{
-    CheckSecondaryLocksRequest, CheckTxnStatusRequest, LockInfo, Op, ResolveLockRequest,
+    CheckSecondaryLocksRequest, CheckTxnStatusRequest, LockInfo, Op, PessimisticRollbackRequest,
+    ResolveLockRequest,
 };
 use parking_lot::Mutex;
 
@@ -38,11 +39,29 @@ impl TxnClient {
     /// primary how the transaction ended (rolling it back if its lock
     /// expired) and, if it ended, commits or rolls back `lock`'s key to
     /// match. Returns false if the owner is still alive (wait, retry).
-    pub(super) async fn resolve(&self, lock: &LockInfo, caller_ts: u64) -> Result<bool> {
+    ///
+    /// A pessimistic lock is only ever released (PessimisticRollback),
+    /// never resolved: `lock` is what the caller saw, and the key may hold
+    /// the same transaction's prewrite by now, which a ResolveLock rollback
+    /// would remove from under a transaction that still commits (its
+    /// primary's pessimistic lock expired and was released without a
+    /// rollback record, then prewritten anyway: TiKV allows that).
+    /// client-go's lock_resolver.go, resolvePessimisticLock, does the same.
+    pub async fn resolve_lock(&self, lock: &LockInfo, caller_ts: u64) -> Result<bool> {
         let current_ts = self.current_ts().await?;
         let start_ts = lock.lock_version;
         let one_key = || vec![lock.key.clone()];
-        match self.check_txn_status(lock, caller_ts, current_ts, false).await? {
+        let status = self.check_txn_status(lock, caller_ts, current_ts, false).await?;
+        if lock.lock_type == Op::PessimisticLock as i32 {
+            if let Status::Ended(_) = status {
+                // CheckTxnStatus released the primary's own.
+                if lock.key == lock.primary_lock {
+                    return Ok(true);
+                }
+                return self.release_pessimistic(lock).await;
+            }
+        }
+        match status {
             Status::Alive => Ok(false),
             Status::Ended(commit_ts) => self.resolve_keys(start_ts, one_key(), commit_ts).await,
             Status::AsyncLocked(primary) => {
@@ -66,6 +85,35 @@ impl TxnClient {
                     }
                 }
             }
+        }
+    }
+
+    /// Releases the pessimistic `lock` of an ended transaction (only a
+    /// pessimistic lock no newer than the one seen goes); true if done.
+    async fn release_pessimistic(&self, lock: &LockInfo) -> Result<bool> {
+        let for_update_ts = match lock.lock_for_update_ts {
+            0 => u64::MAX,
+            ts => ts,
+        };
+        let released = self
+            .inner
+            .on_region(&lock.key, Call::Write("pessimistic_rollback"), |mut c, _, ctx| {
+                let req = PessimisticRollbackRequest {
+                    context: Some(ctx),
+                    start_version: lock.lock_version,
+                    for_update_ts,
+                    keys: vec![lock.key.clone()],
+                };
+                async move {
+                    let r = c.kv_pessimistic_rollback(req).await?.into_inner();
+                    outcome(r.region_error, String::new(), r.errors)
+                }
+            })
+            .await;
+        match released {
+            Ok((_, errors)) => Ok(errors.is_empty()),
+            Err(Error::Undetermined(_)) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

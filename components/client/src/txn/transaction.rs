@@ -2,6 +2,7 @@
 //! locks and rollback.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use atoll_proto::kvrpcpb::{self, BatchRollbackRequest, Op, PessimisticLockRequest};
 
@@ -45,6 +46,9 @@ pub struct Transaction {
     /// Keeps the primary's lock alive from the first lock sent until the
     /// transaction ends (dropping it stops the beats).
     pub(super) heartbeat: Option<Heartbeat>,
+    /// When it began: a lock's TTL counts from the start ts, so a lock
+    /// taken late must ask for the time already passed too.
+    started: Instant,
 }
 
 impl Transaction {
@@ -60,7 +64,17 @@ impl Transaction {
             sent: false,
             state: State::Active,
             heartbeat: None,
+            started: Instant::now(),
         }
+    }
+
+    /// The TTL of a lock taken now: the transaction's age plus
+    /// [`LOCK_TTL_MS`] (client-go's `txnLockTTL` / pessimistic lock TTL),
+    /// so a transaction slowed down (PD unreachable for a while) does not
+    /// take locks that are expired already: the heartbeat only extends
+    /// the primary's.
+    pub(super) fn lock_ttl(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + LOCK_TTL_MS
     }
 
     pub fn start_ts(&self) -> u64 {
@@ -192,19 +206,35 @@ impl Transaction {
         }
     }
 
-    /// Takes pessimistic locks on `wires` at a fresh `for_update_ts`.
+    /// Takes pessimistic locks on `wires` at a fresh `for_update_ts`; the
+    /// primary first, alone (client-go's 2pc.go does the same): a
+    /// secondary locked while its primary holds no lock yet could be
+    /// rolled back by a reader that finds the primary empty.
     async fn acquire(&mut self, wires: Vec<Vec<u8>>) -> Result<()> {
         if wires.is_empty() {
             return Ok(());
         }
         let primary = self.primary.get_or_insert_with(|| wires[0].clone()).clone();
-        let c = self.client.clone();
         self.sent = true;
         self.keep_alive(&primary);
+        let (first, rest): (Vec<_>, Vec<_>) =
+            wires.into_iter().partition(|w| *w == primary && !self.locked.contains(w));
+        if !first.is_empty() {
+            self.acquire_batch(first, &primary).await?;
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.acquire_batch(rest, &primary).await
+    }
+
+    async fn acquire_batch(&mut self, wires: Vec<Vec<u8>>, primary: &[u8]) -> Result<()> {
+        let c = self.client.clone();
         for attempt in 0..c.inner.cfg.max_attempts {
             let for_update_ts = c.current_ts().await?;
             let start_ts = self.start_ts;
             let is_first = self.locked.is_empty();
+            let lock_ttl = self.lock_ttl();
             let items = wires.iter().map(|w| (w.clone(), ())).collect();
             let errors = c
                 .per_region("pessimistic_lock", items, |mut t, ctx, chunk| {
@@ -218,9 +248,9 @@ impl Transaction {
                                 ..Default::default()
                             })
                             .collect(),
-                        primary_lock: primary.clone(),
+                        primary_lock: primary.to_vec(),
                         start_version: start_ts,
-                        lock_ttl: LOCK_TTL_MS,
+                        lock_ttl,
                         for_update_ts,
                         is_first_lock: is_first,
                         // Wait for other transactions' locks as long as
@@ -267,7 +297,7 @@ impl Transaction {
                 }
                 match classify(e) {
                     KeyOutcome::Locked(l) => {
-                        c.resolve(&l, self.start_ts).await?;
+                        c.resolve_lock(&l, self.start_ts).await?;
                         retry = true;
                     }
                     KeyOutcome::Undetermined(_) => retry = true,
