@@ -113,11 +113,13 @@ impl Transaction {
     }
 
     /// Commits `keys` of a committed transaction. A key left locked (its
-    /// region unreachable) is finished by the first reader that meets it.
+    /// region unreachable) is finished by the first reader that meets it;
+    /// a key whose lock is gone without our commit record breaks the
+    /// transaction's atomicity (a bug somewhere), so it is logged loudly.
     async fn commit_keys(&self, keys: Vec<Vec<u8>>, commit_ts: u64) {
         let start_ts = self.start_ts;
         let items = keys.into_iter().map(|k| (k, ())).collect();
-        let _ = self
+        let answered = self
             .client
             .per_region("commit", items, |t, ctx, chunk| {
                 send_commit(
@@ -129,6 +131,15 @@ impl Transaction {
                 )
             })
             .await;
+        for e in answered.unwrap_or_default() {
+            if let KeyOutcome::Refused(m) = classify(e) {
+                tracing::error!(
+                    start_ts,
+                    commit_ts,
+                    "a committed transaction's key refused its commit: {m}"
+                );
+            }
+        }
     }
 
     /// A prewrite failed. Two-phase: the primary's commit was never sent,
