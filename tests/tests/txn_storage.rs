@@ -418,3 +418,57 @@ fn pessimistic_locks_wait_for_the_owner_and_deadlocks_are_refused() {
     assert_eq!(r.unwrap(), Ok(vec![None]), "t2 gets b once t3 let go");
     env.stop();
 }
+
+/// The scheduler's orchestration (`txn/scheduler.rs`): a command whose
+/// rule fails for one key writes nothing for any; a command holds its
+/// keys' latches from its snapshot until raftstore answers its write
+/// (past the Undetermined its caller may get), so a later command on the
+/// same key waits, then sees what the first wrote, while a command on
+/// another key goes on.
+#[test]
+fn commands_write_all_or_nothing_and_hold_latches_until_answered() {
+    let env = Env::new();
+    let (c, leader, txn, rt) = (&env.c, env.leader, &env.txn, &env.rt);
+    env.put_when_led(b"b", b"settled", 2, 3);
+    env.put_when_led(b"q", b"settled", 2, 3);
+
+    // One prewrite of a (free) and b (committed after its start): nothing.
+    let mut both = two_pc_put(b"a", b"v", 1);
+    let mut second = both.mutations[0].clone();
+    second.key = k(b"b");
+    both.mutations.push(second);
+    let out = env.prewrite(b"a", both).unwrap();
+    assert_eq!(out.errors.len(), 1, "b's write conflict: {out:?}");
+    assert_eq!(env.get(&env.ctx(b"a"), b"a", 5).unwrap(), None, "a must hold no lock");
+
+    // A prewrite of c whose raft write cannot commit (appends dropped).
+    c.drop_appends_from(leader);
+    let ctx_c = env.ctx(b"c");
+    let (t, ctx) = (txn.clone(), ctx_c.clone());
+    let prewrite = rt.spawn(async move { t.prewrite(&ctx, async_commit_put(b"c", 10)).await });
+    let deadline = Instant::now() + WAIT;
+    while !is_locked(&rt.block_on(txn.get(&ctx_c, &k(b"c"), u64::MAX))) {
+        assert!(Instant::now() < deadline, "the prewrite of c never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A commit of c waits for the prewrite's latch...
+    let commit_ts = PD_TS + (1 << 30);
+    let (t, ctx) = (txn.clone(), ctx_c.clone());
+    let waiting = rt.spawn(async move { t.commit(&ctx, &[k(b"c")], 10, commit_ts).await });
+    // ...while a command on another key is answered (no lock: refused).
+    let other = rt.block_on(txn.commit(&env.ctx(b"d"), &[k(b"d")], 30, 40));
+    assert!(other.is_err(), "a commit of d without a lock: {other:?}");
+    // The prewrite's caller gives up (Undetermined); the latch stays.
+    let r = rt.block_on(prewrite).unwrap();
+    let undetermined = matches!(r, Err(Error::Store(atoll_raftstore::Error::Undetermined(_))));
+    assert!(undetermined, "the prewrite of c: {r:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "the commit of c must wait for the prewrite's latch");
+
+    // The write goes through once appends flow: the commit then finds the
+    // lock it waited for.
+    c.heal();
+    rt.block_on(waiting).unwrap().expect("c commits after its prewrite applied");
+    assert_eq!(env.get(&ctx_c, b"c", commit_ts).unwrap(), Some(b"v".to_vec()));
+    env.stop();
+}
