@@ -424,3 +424,41 @@ fn availability(faults: &[Applied], done: &[Done], groups: u64) -> Vec<FaultAvai
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(faults: Vec<Applied>) -> Report {
+        Report {
+            seed: 1,
+            workload: Workload::Register,
+            ok: 1,
+            failed: 0,
+            unknown: 0,
+            schedule: vec![],
+            faults,
+            availability: vec![],
+            healed_rate: 0.0,
+            splits: 0,
+            moves: 0,
+            verdict: Some(Verdict::Linearizable),
+            set: None,
+            bank: None,
+            kept: None,
+        }
+    }
+
+    #[test]
+    fn a_fault_that_did_not_apply_fails_the_history() {
+        let applied = |failed: Option<&str>| Applied {
+            label: "kill",
+            what: "kill -9 store 0".into(),
+            start: 0,
+            healed: 1,
+            failed: failed.map(str::to_owned),
+        };
+        assert!(!report(vec![applied(None)]).anomalous());
+        assert!(report(vec![applied(None), applied(Some("store 0 is not running"))]).anomalous());
+    }
+}
