@@ -280,28 +280,25 @@ impl ProcCluster {
         i
     }
 
-    /// SIGKILL every PD member, like a crash.
-    /// SIGKILL every running PD member; an error if none was running or
-    /// a kill failed (a fault that did not apply).
+    /// SIGKILL every running PD member, like a crash; an error if none was
+    /// running or a kill failed (a fault that did not apply).
     pub fn kill_pd(&mut self) -> Result<(), String> {
         if !self.pd_running() {
             return Err("no PD member is running".into());
         }
         for i in 0..self.pds.len() {
-            if let Some(mut p) = self.pds[i].child.take() {
-                p.kill().map_err(|e| format!("kill -9 PD member {i}: {e}"))?;
-                let _ = p.wait();
-            }
+            self.kill_pd_member(i)?;
         }
         Ok(())
     }
 
-    /// SIGKILL PD member `i`.
-    pub fn kill_pd_member(&mut self, i: usize) {
+    /// SIGKILL PD member `i` if it runs; an error if the kill failed.
+    pub fn kill_pd_member(&mut self, i: usize) -> Result<(), String> {
         if let Some(mut p) = self.pds[i].child.take() {
-            let _ = p.kill();
+            p.kill().map_err(|e| format!("kill -9 PD member {i}: {e}"))?;
             let _ = p.wait();
         }
+        Ok(())
     }
 
     /// Is any PD member running?

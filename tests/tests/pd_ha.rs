@@ -230,7 +230,7 @@ async fn pd_group_fails_over_and_restarts_with_its_state() {
     // Kill the PD leader.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let acked_before = acked.lock().len();
-    c.kill_pd_member(first);
+    c.kill_pd_member(first).unwrap();
     // The process is gone (reaped): any answer from now on is the new leader's.
     let killed_at = Instant::now();
     let second = wait_leader(&c, Duration::from_secs(5)).await;
