@@ -48,13 +48,24 @@ pyenv: deps
 		rm -rf $(PYENV) && python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check tikv-python==$(TIKV_PYTHON_VERSION); \
 	fi
 
+# The fuzz targets that also run with overflow checks and debug assertions
+# (profile fuzz-checked, its own target dir), and cargo for that profile:
+# linked against the release build's RocksDB (no second C++ build).
+CHECKED_TARGETS := txn,kv
+CHECKED_BIN := $(CARGO_TARGET_DIR)/fuzz-checked
+checked-cargo = lib=$$(ls -t $(BIN)/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -1); \
+	[ -n "$$lib" ] || { echo "no librocksdb.a under $(BIN)/build: the release build makes it"; exit 1; }; \
+	ROCKSDB_LIB_DIR=$$(dirname $$lib) ROCKSDB_STATIC=1 $(CARGO)
+
 # Builds the binaries first: the multi-process tests run them. Every test
-# binary runs even after one fails (--no-fail-fast), then the upstream
-# tikv-client suite (make compat, all 27 must pass). Ends with one summary
-# line over every test binary, failures counted, and fails if anything did.
+# binary runs even after one fails (--no-fail-fast), then the saved txn and
+# kv fuzz inputs in the checked profile, then the upstream tikv-client
+# suite (make compat, all 27 must pass). Ends with one summary line over
+# every test binary, failures counted, and fails if anything did.
 test: build pyenv
 	@rc=0; \
 	ATOLL_TEST_PYTHON=$(PYENV)/bin/python $(CARGO) test --release --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log || rc=1; \
+	ATOLL_FUZZ_CHECKED=1 ATOLL_FUZZ_TARGETS=$(CHECKED_TARGETS) $(checked-cargo) test --profile fuzz-checked -p atoll-fuzz --no-fail-fast --test regressions --test checked_profile 2>&1 | tee -a $(CARGO_TARGET_DIR)/test-output.log || rc=1; \
 	BIN=$(BIN) scripts/compat.sh 2>&1 | tee -a $(CARGO_TARGET_DIR)/test-output.log || rc=1; \
 	awk '/^test result:/ { p += $$4; f += $$6 } /^SKIPPED: / { s++ } END { printf "total: %d passed, %d failed, %d SKIPPED\n", p, f, s }' $(CARGO_TARGET_DIR)/test-output.log; \
 	exit $$rc
@@ -86,12 +97,16 @@ CHAOS_ARGS ?= --histories 200
 chaos: build
 	$(BIN)/atoll-chaos $(CHAOS_ARGS)
 
-# Every fuzz target for FUZZ_SECONDS each; a panic saves its inputs under
-# fuzz/regressions/<target>/ (commit them: make test replays them).
+# Every fuzz target for FUZZ_SECONDS each, then the txn and kv targets
+# again built with overflow checks and debug assertions; a panic saves its
+# inputs under fuzz/regressions/<target>/ (commit them: make test replays
+# them).
 FUZZ_SECONDS ?= 120
 FUZZ_ARGS ?=
 fuzz: build
-	$(BIN)/atoll-fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
+	$(BIN)/atoll-fuzz --seconds $(FUZZ_SECONDS) --out $(CURDIR)/fuzz/regressions $(FUZZ_ARGS)
+	$(checked-cargo) build --profile fuzz-checked -p atoll-fuzz --bin atoll-fuzz
+	$(CHECKED_BIN)/atoll-fuzz --seconds $(FUZZ_SECONDS) --out $(CURDIR)/fuzz/regressions --target $(CHECKED_TARGETS) $(FUZZ_ARGS)
 
 # The tikv-client 0.4.0 crate's own integration tests (tests/integration_tests.rs,
 # unmodified, copied from the cargo registry) against a fresh cluster

@@ -1,6 +1,9 @@
 //! Replays every saved fuzz input (`fuzz/regressions/<target>/`, in name
 //! order, as the fuzzer ran them) and a fixed batch of generated ones: no
 //! target may panic, in this thread or a store thread.
+//! `ATOLL_FUZZ_TARGETS=txn,kv` replays only those targets (make test's run
+//! in the `fuzz-checked` profile, with overflow checks and debug
+//! assertions).
 
 use rand::SeedableRng;
 
@@ -11,7 +14,16 @@ fn saved_and_generated_inputs_do_not_panic() {
     // compile-time one: that may name another checkout of a shared target.
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
     let root = std::path::Path::new(&dir).join("regressions");
-    for target in atoll_fuzz::TARGETS {
+    let only = std::env::var("ATOLL_FUZZ_TARGETS").ok();
+    let targets: Vec<&str> = match &only {
+        Some(list) => list.split(',').collect(),
+        None => atoll_fuzz::TARGETS.to_vec(),
+    };
+    if let Some(bad) = targets.iter().find(|t| !atoll_fuzz::TARGETS.contains(t)) {
+        panic!("ATOLL_FUZZ_TARGETS names {bad:?}, not one of {:?}", atoll_fuzz::TARGETS);
+    }
+    println!("replaying {targets:?} (debug assertions: {})", cfg!(debug_assertions));
+    for target in targets {
         let mut files: Vec<_> = std::fs::read_dir(root.join(target))
             .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect())
             .unwrap_or_default();

@@ -11,9 +11,16 @@ use std::time::{Duration, Instant};
 use crate::etcd::EtcdCluster;
 use crate::netns::Network;
 
-/// Path of a workspace binary next to the running test executable.
+/// Path of a workspace binary next to the running test executable, or in
+/// `$ATOLL_BIN_DIR` when that is set (to run a harness against another
+/// build's `atoll-pd` / `atoll-server`, e.g. before and after a change).
 /// `make test` builds the binaries first.
 pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("ATOLL_BIN_DIR") {
+        let p = Path::new(&dir).join(name);
+        assert!(p.exists(), "ATOLL_BIN_DIR has no {}", p.display());
+        return p;
+    }
     let exe = std::env::current_exe().expect("current exe");
     // Tests run from `target/release/deps`, benchmark binaries from `target/release`.
     let own = exe.parent().expect("exe dir");

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atoll_chaos::bank::{check_bank, BankLog, Transfer};
+use atoll_tests::chaos::tikv::{options, snapshot_balances, transfer};
+use atoll_tests::chaos::workload::TxnMode;
 use atoll_tests::proc::{split_txn_keys, ProcCluster};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
-use tikv_client::{CheckLevel, Config, TimestampExt, TransactionClient, TransactionOptions};
+use tikv_client::{Config, TransactionClient, TransactionOptions};
 
 async fn connect(c: &ProcCluster) -> TransactionClient {
     let cfg = Config::default().with_default_keyspace().with_timeout(Duration::from_secs(5));
@@ -198,72 +200,15 @@ async fn a_commit_right_after_cluster_start_is_durable() {
 const ACCOUNTS: usize = 6;
 const INITIAL: u64 = 100;
 /// The commit modes tikv-client offers, one per client.
-const MODES: [&str; 4] = ["optimistic", "async-commit", "1pc", "pessimistic"];
+const MODES: [TxnMode; 4] =
+    [TxnMode::Optimistic, TxnMode::AsyncCommit, TxnMode::OnePc, TxnMode::Pessimistic];
 
-fn account(i: usize) -> String {
-    format!("acct-{i}")
+fn account(i: usize) -> Vec<u8> {
+    format!("acct-{i}").into_bytes()
 }
 
-fn options(mode: &str) -> TransactionOptions {
-    let o = match mode {
-        "async-commit" => TransactionOptions::new_optimistic().use_async_commit(),
-        "1pc" => TransactionOptions::new_optimistic().try_one_pc(),
-        "pessimistic" => TransactionOptions::new_pessimistic(),
-        _ => TransactionOptions::new_optimistic(),
-    };
-    o.drop_check(CheckLevel::Warn)
-}
-
-/// Moves `x` in one transaction of `mode`, writing `rec-<id>`: `Ok(false)`
-/// if the source had too little. Rolled back on an error.
-async fn transfer(
-    client: &TransactionClient,
-    mode: &str,
-    x: Transfer,
-    id: u64,
-) -> tikv_client::Result<bool> {
-    let mut t = client.begin_with_options(options(mode)).await?;
-    let res = async {
-        let (a, b) = if mode == "pessimistic" {
-            (t.get_for_update(account(x.from)).await?, t.get_for_update(account(x.to)).await?)
-        } else {
-            (t.get(account(x.from)).await?, t.get(account(x.to)).await?)
-        };
-        let parse = |v: Option<Vec<u8>>| -> u64 {
-            String::from_utf8(v.expect("accounts exist")).unwrap().parse().unwrap()
-        };
-        let (a, b) = (parse(a), parse(b));
-        if a < x.amount {
-            t.rollback().await?;
-            return Ok(false);
-        }
-        t.put(account(x.from), (a - x.amount).to_string()).await?;
-        t.put(account(x.to), (b + x.amount).to_string()).await?;
-        t.put(format!("rec-{id:016x}"), format!("{},{},{}", x.from, x.to, x.amount)).await?;
-        t.commit().await?;
-        Ok(true)
-    }
-    .await;
-    if res.is_err() {
-        let _ = t.rollback().await;
-    }
-    res
-}
-
-/// Every account's balance in one snapshot, and its ts.
-async fn snapshot_balances(
-    client: &TransactionClient,
-) -> tikv_client::Result<(u64, Vec<Option<u64>>)> {
-    let ts = client.current_timestamp().await?;
-    let mut snap = client.snapshot(ts.clone(), TransactionOptions::new_optimistic());
-    let pairs: Vec<_> = snap.batch_get((0..ACCOUNTS).map(account)).await?.collect();
-    let mut out = vec![None; ACCOUNTS];
-    for p in pairs {
-        let k = String::from_utf8(Vec::from(p.0)).unwrap();
-        let i: usize = k.strip_prefix("acct-").unwrap().parse().unwrap();
-        out[i] = String::from_utf8(p.1).ok().and_then(|v| v.parse().ok());
-    }
-    Ok((ts.version(), out))
+fn record(id: u64) -> Vec<u8> {
+    format!("rec-{id:016x}").into_bytes()
 }
 
 /// One client per tikv-client commit mode (optimistic, async commit, 1PC,
@@ -279,7 +224,7 @@ async fn bank_transfers_in_every_tikv_client_mode_survive_a_store_kill() {
     let mut c = ProcCluster::start(3);
     let client = txn_client(&c).await;
     split_txn_keys(&c, &["acct-3"]).await;
-    let mut setup = client.begin_with_options(options("optimistic")).await.unwrap();
+    let mut setup = client.begin_optimistic().await.unwrap();
     for i in 0..ACCOUNTS {
         setup.put(account(i), INITIAL.to_string()).await.unwrap();
     }
@@ -288,8 +233,10 @@ async fn bank_transfers_in_every_tikv_client_mode_survive_a_store_kill() {
     let log = Arc::new(Mutex::new(BankLog::new(ACCOUNTS, INITIAL)));
     let committed = Arc::new(Mutex::new([0u64; 4]));
     let stop = Arc::new(AtomicBool::new(false));
+    let accounts: Vec<Vec<u8>> = (0..ACCOUNTS).map(account).collect();
     let mut tasks = vec![];
     for (m, mode) in MODES.into_iter().enumerate() {
+        let accounts = accounts.clone();
         let (client, log, committed, stop) =
             (client.clone(), log.clone(), committed.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
@@ -297,7 +244,7 @@ async fn bank_transfers_in_every_tikv_client_mode_survive_a_store_kill() {
             let mut seq = 0;
             while !stop.load(Ordering::Relaxed) {
                 if rng.gen_bool(0.2) {
-                    if let Ok((ts, balances)) = snapshot_balances(&client).await {
+                    if let Ok((ts, balances)) = snapshot_balances(&client, &accounts).await {
                         log.lock().read(ts, balances);
                     }
                     continue;
@@ -307,7 +254,9 @@ async fn bank_transfers_in_every_tikv_client_mode_survive_a_store_kill() {
                 let from = rng.gen_range(0..ACCOUNTS);
                 let to = (from + rng.gen_range(1..ACCOUNTS)) % ACCOUNTS;
                 let x = Transfer { from, to, amount: rng.gen_range(1..=5) };
-                match transfer(&client, mode, x, id).await {
+                let keys = (account(from), account(to));
+                let record = (record(id), format!("{from},{to},{}", x.amount));
+                match transfer(&client, options(mode), keys, x.amount, record).await {
                     Ok(true) => {
                         log.lock().acked.insert(id, x);
                         committed.lock()[m] += 1;
@@ -341,10 +290,10 @@ async fn bank_transfers_in_every_tikv_client_mode_survive_a_store_kill() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let (balances, records) = loop {
         let read = async {
-            let (_, balances) = snapshot_balances(&client).await?;
+            let (_, balances) = snapshot_balances(&client, &accounts).await?;
             let ts = client.current_timestamp().await?;
             let mut snap = client.snapshot(ts, TransactionOptions::new_optimistic());
-            let keys = tried.iter().map(|id| format!("rec-{id:016x}"));
+            let keys = tried.iter().map(|id| record(*id));
             let found: Vec<_> = snap.batch_get(keys).await?.collect();
             tikv_client::Result::Ok((balances, found))
         };
@@ -371,6 +320,6 @@ async fn bank_transfers_in_every_tikv_client_mode_survive_a_store_kill() {
     assert!(report.ok(), "{report:#?}");
     assert!(log.reads >= 10, "too few snapshot reads: {}", log.reads);
     for (mode, n) in MODES.iter().zip(committed) {
-        assert!(n >= 5, "{mode}: only {n} transfers committed");
+        assert!(n >= 5, "{mode:?}: only {n} transfers committed");
     }
 }

@@ -31,6 +31,20 @@ pub struct BankLog {
     /// Snapshot reads of every account: how many, and the bad ones.
     pub reads: u64,
     pub bad_reads: Vec<BadRead>,
+    /// Snapshot reads that ended in an error (they checked nothing).
+    pub failed_reads: u64,
+    /// How long each acknowledged transfer took, begin to commit (ns).
+    pub commit_ns: Vec<u64>,
+}
+
+/// What lock waiting and reads past locks change, from one history:
+/// acknowledged transfers per second, the share of snapshot reads that
+/// failed, and the 99th percentile of an acknowledged transfer's time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BankFigures {
+    pub transfers_per_sec: f64,
+    pub failed_read_share: f64,
+    pub commit_p99_ms: u64,
 }
 
 /// A snapshot read that breaks the invariant.
@@ -44,6 +58,27 @@ pub struct BadRead {
 impl BankLog {
     pub fn new(accounts: usize, initial: u64) -> Self {
         BankLog { accounts, initial, ..Default::default() }
+    }
+
+    /// The figures of a run that lasted `secs`.
+    pub fn figures(&self, secs: f64) -> BankFigures {
+        let tried = self.reads + self.failed_reads;
+        let mut ns = self.commit_ns.clone();
+        ns.sort_unstable();
+        // The smallest latency at or above 99% of them.
+        let p99 = match ns.len() {
+            0 => 0,
+            n => ns[(n * 99).div_ceil(100) - 1],
+        };
+        BankFigures {
+            transfers_per_sec: self.acked.len() as f64 / secs.max(1e-9),
+            failed_read_share: if tried == 0 {
+                0.0
+            } else {
+                self.failed_reads as f64 / tried as f64
+            },
+            commit_p99_ms: p99 / 1_000_000,
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -168,5 +203,19 @@ mod tests {
         assert_eq!(l.reads, 3);
         assert_eq!(l.bad_reads.len(), 2);
         assert!(!check_bank(&l, &[Some(5), Some(5)], &BTreeSet::new()).ok());
+    }
+
+    #[test]
+    fn figures_count_transfers_failed_reads_and_the_slow_tail() {
+        let mut l = log();
+        assert_eq!(l.figures(2.0).failed_read_share, 0.0, "no read tried");
+        l.read(1, vec![Some(10); 3]);
+        l.failed_reads = 3;
+        // 1..=200 ms: the 99th percentile is the 198th.
+        l.commit_ns = (1..=200).rev().map(|ms| ms * 1_000_000).collect();
+        let f = l.figures(0.5);
+        assert_eq!(f.transfers_per_sec, 2.0, "one acknowledged transfer in half a second");
+        assert_eq!(f.failed_read_share, 0.75);
+        assert_eq!(f.commit_p99_ms, 198);
     }
 }

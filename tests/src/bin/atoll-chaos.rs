@@ -8,16 +8,19 @@
 //! Usage: `atoll-chaos [--seed N] [--histories N] [--duration SECS]
 //! [--clients N] [--stores N] [--groups N] [--keys N]
 //! [--nemesis kill,pause,partition,pd,all] [--workload W,...|all]`, W one of
-//! register, set, txn-register[-MODE], bank[-MODE], MODE one of async,
-//! 1pc, pessimistic, mixed (default: all of them, in turn).
+//! register, set, txn-register[-MODE], bank[-MODE], tikv-bank[-MODE] (the
+//! bank through the unmodified tikv-client crate), MODE one of async, 1pc,
+//! pessimistic, mixed (default: all of them, in turn).
 //! History `i` runs with seed `seed + i` and workload `i % workloads`. The
 //! partition nemesis needs network namespaces: without them atoll-chaos
 //! refuses to start rather than run something else.
-//! `ATOLL_CHAOS_DEBUG=1` reports failed reads and slow operations.
+//! `ATOLL_CHAOS_DEBUG=1` reports failed reads, slow operations and the
+//! errors of tikv-client transfers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use atoll_chaos::bank::BankFigures;
 use atoll_tests::chaos::workload::Workload;
 use atoll_tests::chaos::{network, run_history, Args, Report};
 use atoll_tests::nemesis::Kind;
@@ -84,10 +87,18 @@ fn print_history(r: &Report) {
         (_, Some(s), _) => {
             format!("SET: {} lost, {} unexpected", s.lost.len(), s.unexpected.len())
         }
-        (.., Some(b)) if b.ok() => format!(
-            "bank ok ({} snapshot reads; {} unknown applied, {} not)",
-            b.reads, b.unknown_applied, b.unknown_not_applied
-        ),
+        (.., Some(b)) if b.ok() => {
+            let f = r.bank_figures.expect("a bank history has figures");
+            format!(
+                "bank ok ({} snapshot reads, {:.0}% failed; {:.1} transfers/s, p99 {} ms; {} unknown applied, {} not)",
+                b.reads,
+                f.failed_read_share * 100.0,
+                f.transfers_per_sec,
+                f.commit_p99_ms,
+                b.unknown_applied,
+                b.unknown_not_applied
+            )
+        }
         (.., Some(b)) => format!(
             "BANK: {} bad snapshot reads, {} lost, {} aborted visible, {} unexpected, balances {}",
             b.bad_reads.len(),
@@ -128,6 +139,29 @@ fn print_history(r: &Report) {
     }
     if let Some(p) = &r.kept {
         println!("           evidence kept in {}", p.display());
+    }
+}
+
+/// Per bank workload: the means over its histories of transfers/s and of
+/// the share of failed snapshot reads, and the median and worst of their
+/// commit p99s.
+fn print_bank_figures(bank: &BTreeMap<&'static str, Vec<BankFigures>>) {
+    if bank.is_empty() {
+        return;
+    }
+    println!("\nper bank workload: histories, mean transfers/s, mean share of failed snapshot reads, commit p99 median / worst");
+    for (name, figures) in bank {
+        let n = figures.len() as f64;
+        let mut p99: Vec<u64> = figures.iter().map(|f| f.commit_p99_ms).collect();
+        p99.sort_unstable();
+        println!(
+            "  {name:<24} {:>4} {:>8.1}/s {:>6.1}% {:>7} / {} ms",
+            figures.len(),
+            figures.iter().map(|f| f.transfers_per_sec).sum::<f64>() / n,
+            figures.iter().map(|f| f.failed_read_share).sum::<f64>() / n * 100.0,
+            p99[p99.len() / 2],
+            p99[p99.len() - 1],
+        );
     }
 }
 
@@ -173,6 +207,7 @@ async fn main() {
     let mut bad = 0;
     let mut ops = 0;
     let mut totals: BTreeMap<&'static str, KindTotals> = BTreeMap::new();
+    let mut bank: BTreeMap<&'static str, Vec<BankFigures>> = BTreeMap::new();
     for i in 0..args.histories {
         let seed = args.seed.wrapping_add(u64::from(i));
         let workload = args.workloads[i as usize % args.workloads.len()];
@@ -206,8 +241,12 @@ async fn main() {
             }
             t.worst_heal = t.worst_heal.max(a.served_after_heal);
         }
+        if let Some(f) = r.bank_figures {
+            bank.entry(r.workload.name()).or_default().push(f);
+        }
         print_history(&r);
     }
+    print_bank_figures(&bank);
     println!("\nper fault kind: count, mean ok/s during, worst time to all keys served after start (faults never recovered from within) / after heal");
     for (label, t) in &totals {
         println!(

@@ -3,7 +3,9 @@
 //! with splits and leader moves beside it, then the checkers. Driven by
 //! the `atoll-chaos` binary.
 
+pub mod bank;
 pub mod faults;
+pub mod tikv;
 pub mod workload;
 
 use std::collections::BTreeSet;
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atoll_chaos::bank::{check_bank, BankLog, BankReport};
+use atoll_chaos::bank::{check_bank, BankFigures, BankLog, BankReport};
 use atoll_chaos::set::{check_set, SetReport};
 use atoll_chaos::{check_history, History, Verdict};
 use atoll_client::{Config, RawClient, TxnClient};
@@ -89,6 +91,7 @@ pub struct Report {
     pub verdict: Option<Verdict>,
     pub set: Option<SetReport>,
     pub bank: Option<BankReport>,
+    pub bank_figures: Option<BankFigures>,
     /// Where the evidence was kept, on an anomaly.
     pub kept: Option<PathBuf>,
 }
@@ -165,7 +168,7 @@ pub async fn run_history(
         let (region_key, wire) = placed(&workload::group_start(g));
         split_at(client.pd(), &c.pd_addr, &region_key, &wire).await;
     }
-    let pd_http = c.pd_addr.clone();
+    let pd = c.pd_addr.clone();
     let c = Arc::new(Mutex::new(c));
     let steps = schedule(seed, &kinds, args.stores, args.duration);
     let shared = Arc::new(Shared {
@@ -176,15 +179,15 @@ pub async fn run_history(
         keys_per_group: args.keys,
         history: Mutex::new(History::default()),
         set: Mutex::new(SetLog::default()),
-        bank: Mutex::new(BankLog::new((groups * args.keys) as usize, workload::BANK_INITIAL)),
+        bank: Mutex::new(BankLog::new((groups * args.keys) as usize, bank::BANK_INITIAL)),
         done: Mutex::new(vec![]),
         journal: Mutex::new(vec![]),
         debug: std::env::var_os("ATOLL_CHAOS_DEBUG").is_some(),
         txn,
         mode: workload.txn_mode().unwrap_or(workload::TxnMode::Optimistic),
     });
-    if matches!(workload, Workload::Bank(_)) {
-        workload::bank_setup(&shared).await;
+    if matches!(workload, Workload::Bank(_) | Workload::TikvBank(_)) {
+        bank::bank_setup(&shared).await;
     }
     let mut tasks = vec![];
     for id in 0..args.clients {
@@ -193,20 +196,16 @@ pub async fn run_history(
             Workload::Register => tokio::spawn(workload::register_client(id, seed, s)),
             Workload::Set => tokio::spawn(workload::set_client(id, s)),
             Workload::TxnRegister(_) => tokio::spawn(workload::txn_register_client(id, seed, s)),
-            Workload::Bank(_) => tokio::spawn(workload::bank_client(id, seed, s)),
+            Workload::Bank(_) => tokio::spawn(bank::bank_client(id, seed, s)),
+            Workload::TikvBank(_) => tokio::spawn(tikv::bank_client(id, seed, s, pd.clone())),
         });
     }
     let churn_keys: Vec<(Vec<u8>, Vec<u8>)> = (0..groups)
         .flat_map(|g| (0..args.keys).map(move |j| workload::register_key(g, j)))
         .map(|k| placed(&k))
         .collect();
-    let churn = tokio::spawn(faults::run_churn(
-        client.clone(),
-        pd_http,
-        churn_keys,
-        seed,
-        shared.stop.clone(),
-    ));
+    let churn =
+        tokio::spawn(faults::run_churn(client.clone(), pd, churn_keys, seed, shared.stop.clone()));
     let nemesis = tokio::spawn(faults::run_schedule(steps.clone(), c.clone(), shared.start, seed));
     tokio::time::sleep(args.duration).await;
     // The schedule ends healed before the run does.
@@ -234,6 +233,7 @@ pub async fn run_history(
         verdict: None,
         set: None,
         bank: None,
+        bank_figures: None,
         kept: None,
     };
     let history = shared.history.lock().clone();
@@ -257,11 +257,12 @@ pub async fn run_history(
             let read = final_read(&client, groups).await;
             r.set = Some(check_set(&log.acked, &log.unknown, &read));
         }
-        Workload::Bank(_) => {
+        Workload::Bank(_) | Workload::TikvBank(_) => {
             let log = std::mem::take(&mut *shared.bank.lock());
             r.ok = (log.acked.len() as u64) + log.reads;
             r.unknown = log.unknown.len() as u64;
             r.failed = log.aborted.len() as u64;
+            r.bank_figures = Some(log.figures(elapsed as f64 / 1e9));
             let (balances, records) = bank_final_read(&shared.txn, groups, args.keys).await;
             r.bank = Some(check_bank(&log, &balances, &records));
         }
@@ -342,11 +343,11 @@ async fn bank_final_read(
     let mut balances = vec![None; (groups * keys_per_group) as usize];
     let mut records = BTreeSet::new();
     for (k, v) in &kvs {
-        match workload::bank_key(k, keys_per_group) {
-            Some(workload::BankKey::Account(i)) if i < balances.len() => {
+        match bank::bank_key(k, keys_per_group) {
+            Some(bank::BankKey::Account(i)) if i < balances.len() => {
                 balances[i] = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok())
             }
-            Some(workload::BankKey::Record(id)) => {
+            Some(bank::BankKey::Record(id)) => {
                 records.insert(id);
             }
             _ => {}
@@ -445,6 +446,7 @@ mod tests {
             verdict: Some(Verdict::Linearizable),
             set: None,
             bank: None,
+            bank_figures: None,
             kept: None,
         }
     }

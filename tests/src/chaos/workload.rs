@@ -10,7 +10,10 @@
 //!   read-modify-write transaction); the same linearizability check.
 //! - bank: transfers between accounts (3 per group) through transactions,
 //!   each writing a record of itself, beside snapshot reads of every
-//!   account; checked by `atoll_chaos::bank`.
+//!   account; checked by `atoll_chaos::bank` (clients in `super::bank`).
+//!
+//! - tikv-bank: the bank through the unmodified tikv-client crate
+//!   (`super::tikv`).
 //!
 //! The transactional workloads run in one [`TxnMode`] each (`bank-async`,
 //! `txn-register-1pc`, ...): how their transactions lock and commit;
@@ -26,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use atoll_chaos::bank::{BankLog, Transfer};
+use atoll_chaos::bank::BankLog;
 use atoll_chaos::{Event, History, Op, Outcome};
 use atoll_client::{Error, RawClient, Transaction, TxnClient, TxnOptions};
 use parking_lot::Mutex;
@@ -63,10 +66,12 @@ pub enum Workload {
     Set,
     TxnRegister(TxnMode),
     Bank(TxnMode),
+    /// The bank through the unmodified tikv-client crate (`super::tikv`).
+    TikvBank(TxnMode),
 }
 
 impl Workload {
-    pub const ALL: [Workload; 12] = [
+    pub const ALL: [Workload; 17] = [
         Workload::Register,
         Workload::Set,
         Workload::TxnRegister(TxnMode::Optimistic),
@@ -79,6 +84,11 @@ impl Workload {
         Workload::Bank(TxnMode::OnePc),
         Workload::Bank(TxnMode::Pessimistic),
         Workload::Bank(TxnMode::Mixed),
+        Workload::TikvBank(TxnMode::Optimistic),
+        Workload::TikvBank(TxnMode::AsyncCommit),
+        Workload::TikvBank(TxnMode::OnePc),
+        Workload::TikvBank(TxnMode::Pessimistic),
+        Workload::TikvBank(TxnMode::Mixed),
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +106,11 @@ impl Workload {
             Workload::Bank(OnePc) => "bank-1pc",
             Workload::Bank(Pessimistic) => "bank-pessimistic",
             Workload::Bank(Mixed) => "bank-mixed",
+            Workload::TikvBank(Optimistic) => "tikv-bank",
+            Workload::TikvBank(AsyncCommit) => "tikv-bank-async",
+            Workload::TikvBank(OnePc) => "tikv-bank-1pc",
+            Workload::TikvBank(Pessimistic) => "tikv-bank-pessimistic",
+            Workload::TikvBank(Mixed) => "tikv-bank-mixed",
         }
     }
 
@@ -106,7 +121,7 @@ impl Workload {
     /// Its transactions' mode; `None` for the raw workloads.
     pub fn txn_mode(self) -> Option<TxnMode> {
         match self {
-            Workload::TxnRegister(m) | Workload::Bank(m) => Some(m),
+            Workload::TxnRegister(m) | Workload::Bank(m) | Workload::TikvBank(m) => Some(m),
             Workload::Register | Workload::Set => None,
         }
     }
@@ -178,13 +193,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
 
     /// Begins a transaction that writes, in the run's mode (mixed: a
     /// mode at random, async commit and 1PC sometimes together).
-    async fn begin_write(&self, rng: &mut impl Rng) -> Result<Transaction, Error> {
+    pub(super) async fn begin_write(&self, rng: &mut impl Rng) -> Result<Transaction, Error> {
         let mode = match self.mode {
             TxnMode::Mixed => TxnMode::ALL[rng.gen_range(0..4)],
             m => m,
@@ -215,7 +230,7 @@ impl Shared {
 /// applied; any other error is a definite failure (a region error for a
 /// request never proposed, a store that could not be reached; for a
 /// transaction, anything but an unanswered commit of its primary key).
-fn write_failure(e: &Error) -> Outcome {
+pub(super) fn write_failure(e: &Error) -> Outcome {
     match e {
         Error::Undetermined(_) => Outcome::Unknown,
         _ => Outcome::Failed,
@@ -313,7 +328,7 @@ pub async fn set_client(id: u64, s: Arc<Shared>) {
 
 /// Pause of a transactional client after a failed operation: PD down (no
 /// timestamps) or a conflict fails fast, and a client would not spin.
-const FAILED_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+pub(super) const FAILED_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One transactional register client: the register workload's operations,
 /// each one transaction.
@@ -397,202 +412,13 @@ pub async fn txn_register_client(id: u64, seed: u64, s: Arc<Shared>) {
     }
 }
 
-/// Starting balance of every account.
-pub const BANK_INITIAL: u64 = 100;
-
-/// Account `j` of group `g`.
-pub fn account_key(g: u64, j: u64) -> Vec<u8> {
-    format!("c{g:02}/a{j:02}").into_bytes()
-}
-
-/// The record transfer `id` writes, in the group of its source account.
-pub fn record_key(g: u64, id: u64) -> Vec<u8> {
-    format!("c{g:02}/t{id:016x}").into_bytes()
-}
-
-/// Parses a key of the bank's key range: an account index or a record id.
-pub enum BankKey {
-    Account(usize),
-    Record(u64),
-}
-
-pub fn bank_key(key: &[u8], keys_per_group: u64) -> Option<BankKey> {
-    let s = std::str::from_utf8(key).ok()?;
-    let g: u64 = s.get(1..3)?.parse().ok()?;
-    let rest = s.get(3..)?;
-    if let Some(j) = rest.strip_prefix("/a") {
-        return Some(BankKey::Account((g * keys_per_group + j.parse::<u64>().ok()?) as usize));
-    }
-    Some(BankKey::Record(u64::from_str_radix(rest.strip_prefix("/t")?, 16).ok()?))
-}
-
-fn account(s: &Shared, i: usize) -> Vec<u8> {
-    let i = i as u64;
-    account_key(i / s.keys_per_group, i % s.keys_per_group)
-}
-
-fn balance(v: &[u8]) -> Option<u64> {
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// Every account's balance in one snapshot (index order; `None` = missing).
-async fn read_accounts(s: &Shared) -> Result<(u64, Vec<Option<u64>>), Error> {
-    let n = (s.groups * s.keys_per_group) as usize;
-    let t = s.txn.begin().await?;
-    let keys: Vec<Vec<u8>> = (0..n).map(|i| account(s, i)).collect();
-    let got = t.batch_get(&keys).await?;
-    let mut out = vec![None; n];
-    for (k, v) in got {
-        if let Some(BankKey::Account(i)) = bank_key(&k, s.keys_per_group) {
-            out[i] = balance(&v);
-        }
-    }
-    Ok((t.start_ts(), out))
-}
-
-/// Runs `x` in `t`, writing its record under `record`: its commit ts, or
-/// `None` if the source account had too little.
-async fn transfer_in(
-    s: &Shared,
-    t: &mut Transaction,
-    x: Transfer,
-    record: Vec<u8>,
-) -> Result<Option<u64>, Error> {
-    let (from, to, amount) = (x.from, x.to, x.amount);
-    let got = read_for_write(t, &[account(s, from), account(s, to)]).await?;
-    let get = |i: usize| {
-        let k = account(s, i);
-        got.iter().find(|(key, _)| *key == k).and_then(|(_, v)| balance(v))
-    };
-    let (Some(a), Some(b)) = (get(from), get(to)) else {
-        return Err(Error::Server(format!("accounts {from} / {to} missing")));
-    };
-    if a < amount {
-        let _ = t.rollback().await;
-        return Ok(None);
-    }
-    t.put(&account(s, from), (a - amount).to_string().as_bytes())?;
-    t.put(&account(s, to), (b + amount).to_string().as_bytes())?;
-    t.put(&record, format!("{from},{to},{amount}").as_bytes())?;
-    t.commit().await
-}
-
 /// A transaction that failed before its commit would keep its pessimistic
 /// locks until their TTL ran out, holding up every client that needs the
 /// keys: roll it back, as an application does (a no-op once `commit`
 /// ran: only an active transaction rolls back).
-async fn release_on_error<T>(t: &mut Transaction, res: &Result<T, Error>) {
+pub(super) async fn release_on_error<T>(t: &mut Transaction, res: &Result<T, Error>) {
     if res.is_err() {
         let _ = t.rollback().await;
-    }
-}
-
-/// Reads `keys` for writing them: locked first and read at the latest
-/// commit in a pessimistic transaction, else from its snapshot.
-async fn read_for_write(
-    t: &mut Transaction,
-    keys: &[Vec<u8>],
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
-    if !t.options().pessimistic {
-        return t.batch_get(keys).await;
-    }
-    t.lock_keys(keys).await?;
-    let mut out = vec![];
-    for k in keys {
-        if let Some(v) = t.get_for_update(k).await? {
-            out.push((k.clone(), v));
-        }
-    }
-    Ok(out)
-}
-
-/// Creates the accounts (once: a retried setup finds them there).
-pub async fn bank_setup(s: &Shared) {
-    let n = (s.groups * s.keys_per_group) as usize;
-    let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "could not create the bank's accounts");
-        let Ok((_, balances)) = read_accounts(s).await else { continue };
-        if balances.iter().all(Option::is_some) {
-            return;
-        }
-        assert!(balances.iter().all(Option::is_none), "half-created accounts: {balances:?}");
-        let Ok(mut t) = s.txn.begin().await else { continue };
-        for i in 0..n {
-            t.put(&account(s, i), BANK_INITIAL.to_string().as_bytes()).expect("active");
-        }
-        let _ = t.commit().await;
-    }
-}
-
-/// One bank client: transfers from an account of its group to any other
-/// account, and (a quarter of the time) a snapshot read of every account.
-pub async fn bank_client(id: u64, seed: u64, s: Arc<Shared>) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (id << 32) ^ 0x62616e6b);
-    let n = (s.groups * s.keys_per_group) as usize;
-    let g = id % s.groups;
-    let mut seq = 0u64;
-    while !s.stop.load(Ordering::Relaxed) {
-        if rng.gen_bool(0.25) {
-            let res = read_accounts(&s).await;
-            let completed = s.now();
-            if let Ok((ts, balances)) = &res {
-                let sum: u64 = balances.iter().flatten().sum();
-                s.journal
-                    .lock()
-                    .push(format!("{completed} client {id} read at {ts}: {balances:?} sum {sum}"));
-                if !s.bank.lock().read(*ts, balances.clone()) && s.debug {
-                    eprintln!("client {id}: bad snapshot at {ts}: {balances:?}");
-                }
-            }
-            s.done.lock().push(Done { group: g, ok: res.is_ok(), completed });
-            if res.is_err() {
-                tokio::time::sleep(FAILED_PAUSE).await;
-            }
-            continue;
-        }
-        seq += 1;
-        let tid = (id << 40) | seq;
-        let from = (g * s.keys_per_group + rng.gen_range(0..s.keys_per_group)) as usize;
-        let to = (from + rng.gen_range(1..n)) % n;
-        let amount = rng.gen_range(1..=5u64);
-        let transfer = Transfer { from, to, amount };
-        let run = async {
-            let mut t = match s.begin_write(&mut rng).await {
-                Ok(t) => t,
-                Err(e) => return (String::new(), Err(e)),
-            };
-            let what = format!("start {} {:?}", t.start_ts(), t.options());
-            let res = transfer_in(&s, &mut t, transfer, record_key(g, tid)).await;
-            release_on_error(&mut t, &res).await;
-            (what, res)
-        };
-        let invoked = s.now();
-        let (what, res) = run.await;
-        let completed = s.now();
-        s.journal.lock().push(format!(
-            "{invoked} {completed} client {id} transfer {tid:x} {from}->{to} {amount}: {what}: {res:?}"
-        ));
-        let res = res.map(|committed| committed.is_some());
-        {
-            let mut log = s.bank.lock();
-            match &res {
-                Ok(true) => {
-                    log.acked.insert(tid, transfer);
-                }
-                Ok(false) => {}
-                Err(e) if write_failure(e) == Outcome::Unknown => {
-                    log.unknown.insert(tid, transfer);
-                }
-                Err(_) => {
-                    log.aborted.insert(tid, transfer);
-                }
-            }
-        }
-        s.done.lock().push(Done { group: g, ok: res.is_ok(), completed });
-        if res.is_err() {
-            tokio::time::sleep(FAILED_PAUSE).await;
-        }
     }
 }
 
@@ -610,13 +436,5 @@ mod tests {
         assert!(register_key(3, 4).starts_with(&group_start(3)));
         assert!(group_start(9) < group_start(10), "groups sort in order");
         assert_eq!(set_value(b"c01/k02"), None);
-    }
-
-    #[test]
-    fn bank_keys_parse_back() {
-        assert!(matches!(bank_key(&account_key(2, 1), 3), Some(BankKey::Account(7))));
-        assert!(matches!(bank_key(&record_key(3, 0xabc), 3), Some(BankKey::Record(0xabc))));
-        assert!(bank_key(b"c01/k02", 3).is_none());
-        assert!(record_key(1, u64::MAX).starts_with(&group_start(1)));
     }
 }

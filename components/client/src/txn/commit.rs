@@ -151,10 +151,7 @@ impl Transaction {
         let reason = failed.error;
         if !failed.may_commit {
             let _ = self.rollback_keys().await;
-            return Err(match reason {
-                Error::Aborted(m) => Error::Aborted(m),
-                other => Error::Aborted(format!("prewrite failed: {other}")),
-            });
+            return Err(aborted(reason));
         }
         let keys: Vec<Vec<u8>> = self.buffer.keys().cloned().collect();
         match self.client.settle(self.start_ts, keys.clone()).await {
@@ -165,10 +162,7 @@ impl Transaction {
             Ok(Settled::RolledBack) => {
                 let _ = self.client.resolve_keys(self.start_ts, keys, 0).await;
                 let _ = self.rollback_keys().await;
-                Err(match reason {
-                    Error::Aborted(m) => Error::Aborted(m),
-                    other => Error::Aborted(format!("prewrite failed: {other}")),
-                })
+                Err(aborted(reason))
             }
             Ok(Settled::NotAsync(why) | Settled::Unknown(why)) => Err(Error::Undetermined(
                 format!("prewrite: {reason}; asking its keys how it ended: {why}"),
@@ -356,6 +350,15 @@ impl Transaction {
         } else {
             Err(Error::Aborted(format!("the primary key's commit never reached a store: {last}")))
         }
+    }
+}
+
+/// The error of a transaction whose failed prewrite certainly committed
+/// nothing.
+fn aborted(prewrite: Error) -> Error {
+    match prewrite {
+        Error::Aborted(m) => Error::Aborted(m),
+        other => Error::Aborted(format!("prewrite failed: {other}")),
     }
 }
 
