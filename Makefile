@@ -49,13 +49,14 @@ pyenv: deps
 	fi
 
 # The fuzz targets that also run with overflow checks and debug assertions
-# (profile fuzz-checked, its own target dir), and cargo for that profile:
-# linked against the release build's RocksDB (no second C++ build).
+# (profile fuzz-checked, its own target dir), and the environment cargo
+# builds that profile in (`$(checked-env) VAR=... $(CARGO) ...`): linked
+# against the release build's RocksDB, so the C++ is not compiled twice.
 CHECKED_TARGETS := txn,kv
 CHECKED_BIN := $(CARGO_TARGET_DIR)/fuzz-checked
-checked-cargo = lib=$$(ls -t $(BIN)/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -1); \
+checked-env = lib=$$(ls -t $(BIN)/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -1 || true); \
 	[ -n "$$lib" ] || { echo "no librocksdb.a under $(BIN)/build: the release build makes it"; exit 1; }; \
-	ROCKSDB_LIB_DIR=$$(dirname $$lib) ROCKSDB_STATIC=1 $(CARGO)
+	ROCKSDB_LIB_DIR=$$(dirname $$lib) ROCKSDB_STATIC=1
 
 # Builds the binaries first: the multi-process tests run them. Every test
 # binary runs even after one fails (--no-fail-fast), then the saved txn and
@@ -65,7 +66,7 @@ checked-cargo = lib=$$(ls -t $(BIN)/build/librocksdb-sys-*/out/librocksdb.a 2>/d
 test: build pyenv
 	@rc=0; \
 	ATOLL_TEST_PYTHON=$(PYENV)/bin/python $(CARGO) test --release --workspace --no-fail-fast 2>&1 | tee $(CARGO_TARGET_DIR)/test-output.log || rc=1; \
-	ATOLL_FUZZ_CHECKED=1 ATOLL_FUZZ_TARGETS=$(CHECKED_TARGETS) $(checked-cargo) test --profile fuzz-checked -p atoll-fuzz --no-fail-fast --test regressions --test checked_profile 2>&1 | tee -a $(CARGO_TARGET_DIR)/test-output.log || rc=1; \
+	$(checked-env) ATOLL_FUZZ_CHECKED=1 ATOLL_FUZZ_TARGETS=$(CHECKED_TARGETS) $(CARGO) test --profile fuzz-checked -p atoll-fuzz --no-fail-fast --test regressions --test checked_profile 2>&1 | tee -a $(CARGO_TARGET_DIR)/test-output.log || rc=1; \
 	BIN=$(BIN) scripts/compat.sh 2>&1 | tee -a $(CARGO_TARGET_DIR)/test-output.log || rc=1; \
 	awk '/^test result:/ { p += $$4; f += $$6 } /^SKIPPED: / { s++ } END { printf "total: %d passed, %d failed, %d SKIPPED\n", p, f, s }' $(CARGO_TARGET_DIR)/test-output.log; \
 	exit $$rc
@@ -105,7 +106,7 @@ FUZZ_SECONDS ?= 120
 FUZZ_ARGS ?=
 fuzz: build
 	$(BIN)/atoll-fuzz --seconds $(FUZZ_SECONDS) --out $(CURDIR)/fuzz/regressions $(FUZZ_ARGS)
-	$(checked-cargo) build --profile fuzz-checked -p atoll-fuzz --bin atoll-fuzz
+	$(checked-env) $(CARGO) build --profile fuzz-checked -p atoll-fuzz --bin atoll-fuzz
 	$(CHECKED_BIN)/atoll-fuzz --seconds $(FUZZ_SECONDS) --out $(CURDIR)/fuzz/regressions --target $(CHECKED_TARGETS) $(FUZZ_ARGS)
 
 # The tikv-client 0.4.0 crate's own integration tests (tests/integration_tests.rs,

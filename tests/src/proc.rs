@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use crate::etcd::EtcdCluster;
 use crate::netns::Network;
 
-/// Path of a workspace binary next to the running test executable, or in
-/// `$ATOLL_BIN_DIR` when that is set (to run a harness against another
-/// build's `atoll-pd` / `atoll-server`, e.g. before and after a change).
-/// `make test` builds the binaries first.
+/// Path of a workspace binary next to the running test executable; for
+/// `atoll-pd` and `atoll-server`, the one in `$ATOLL_BIN_DIR` when that is
+/// set (a harness run against another build's servers, e.g. before and
+/// after a change). `make test` builds the binaries first.
 pub fn binary(name: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os("ATOLL_BIN_DIR") {
+    let server = matches!(name, "atoll-pd" | "atoll-server");
+    if let Some(dir) = std::env::var_os("ATOLL_BIN_DIR").filter(|_| server) {
         let p = Path::new(&dir).join(name);
         assert!(p.exists(), "ATOLL_BIN_DIR has no {}", p.display());
         return p;
