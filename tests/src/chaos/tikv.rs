@@ -119,14 +119,6 @@ pub async fn snapshot_balances(
     Ok((version, out))
 }
 
-/// The mode of one transaction: the run's, or one at random for `Mixed`.
-fn pick_mode(mode: TxnMode, rng: &mut impl Rng) -> TxnMode {
-    match mode {
-        TxnMode::Mixed => TxnMode::ALL[rng.gen_range(0..4)],
-        m => m,
-    }
-}
-
 /// One bank client over tikv-client: the `bank` workload's transfers and
 /// snapshot reads (a quarter of its operations), recorded the same way.
 pub async fn bank_client(id: u64, seed: u64, s: Arc<Shared>, pd: String) {
@@ -152,14 +144,8 @@ pub async fn bank_client(id: u64, seed: u64, s: Arc<Shared>, pd: String) {
         seq += 1;
         let tid = (id << 40) | seq;
         let x = s.pick_transfer(&mut rng, g);
-        let mode = pick_mode(s.mode, &mut rng);
-        // Async commit and 1PC together, as TiDB runs them, half the time.
-        let opts = match mode {
-            TxnMode::OnePc if s.mode == TxnMode::Mixed && rng.gen_bool(0.5) => {
-                options(mode).use_async_commit()
-            }
-            _ => options(mode),
-        };
+        let (mode, async_too) = s.mode.pick(&mut rng);
+        let opts = if async_too { options(mode).use_async_commit() } else { options(mode) };
         let record = (record_key(g, tid), format!("{},{},{}", x.from, x.to, x.amount));
         let keys = (accounts[x.from].clone(), accounts[x.to].clone());
         let invoked = s.now();

@@ -58,6 +58,19 @@ impl TxnMode {
         TxnMode::Pessimistic,
         TxnMode::Mixed,
     ];
+
+    /// The commit mode of one writing transaction of a run in `self`:
+    /// `self`, or for `Mixed` one at random, with async commit beside 1PC
+    /// half the time (as TiDB runs them). The one draw order every client
+    /// shares, so a seed replays the same modes whichever library runs it.
+    pub fn pick(self, rng: &mut impl Rng) -> (TxnMode, bool) {
+        if self != TxnMode::Mixed {
+            return (self, false);
+        }
+        let mode = TxnMode::ALL[rng.gen_range(0..4)];
+        let async_too = mode == TxnMode::OnePc && rng.gen_bool(0.5);
+        (mode, async_too)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,21 +210,14 @@ impl Shared {
         self.start.elapsed().as_nanos() as u64
     }
 
-    /// Begins a transaction that writes, in the run's mode (mixed: a
-    /// mode at random, async commit and 1PC sometimes together).
+    /// Begins a transaction that writes, in a mode from `TxnMode::pick`.
     pub(super) async fn begin_write(&self, rng: &mut impl Rng) -> Result<Transaction, Error> {
-        let mode = match self.mode {
-            TxnMode::Mixed => TxnMode::ALL[rng.gen_range(0..4)],
-            m => m,
-        };
-        let options = match mode {
-            TxnMode::AsyncCommit => TxnOptions::optimistic().use_async_commit(),
-            TxnMode::OnePc if rng.gen_bool(0.5) && self.mode == TxnMode::Mixed => {
-                TxnOptions::optimistic().use_async_commit().try_one_pc()
-            }
-            TxnMode::OnePc => TxnOptions::optimistic().try_one_pc(),
-            TxnMode::Pessimistic => TxnOptions::pessimistic(),
-            TxnMode::Optimistic | TxnMode::Mixed => TxnOptions::optimistic(),
+        let options = match self.mode.pick(rng) {
+            (TxnMode::AsyncCommit, _) => TxnOptions::optimistic().use_async_commit(),
+            (TxnMode::OnePc, true) => TxnOptions::optimistic().use_async_commit().try_one_pc(),
+            (TxnMode::OnePc, false) => TxnOptions::optimistic().try_one_pc(),
+            (TxnMode::Pessimistic, _) => TxnOptions::pessimistic(),
+            (TxnMode::Optimistic | TxnMode::Mixed, _) => TxnOptions::optimistic(),
         };
         self.txn.begin_with(options).await
     }
@@ -436,5 +442,30 @@ mod tests {
         assert!(register_key(3, 4).starts_with(&group_start(3)));
         assert!(group_start(9) < group_start(10), "groups sort in order");
         assert_eq!(set_value(b"c01/k02"), None);
+    }
+
+    #[test]
+    fn mixed_picks_every_mode_and_the_others_draw_nothing() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for mode in &TxnMode::ALL[..4] {
+            let before = rng.clone().gen::<u64>();
+            assert_eq!(mode.pick(&mut rng), (*mode, false));
+            assert_eq!(rng.gen::<u64>(), before, "{mode:?} drew from the rng");
+        }
+        let mut seen = BTreeSet::new();
+        for _ in 0..400 {
+            let (mode, async_too) = TxnMode::Mixed.pick(&mut rng);
+            assert_ne!(mode, TxnMode::Mixed);
+            assert!(!async_too || mode == TxnMode::OnePc, "async beside {mode:?}");
+            seen.insert(format!("{mode:?} {async_too}"));
+        }
+        let want = [
+            "AsyncCommit false",
+            "OnePc false",
+            "OnePc true",
+            "Optimistic false",
+            "Pessimistic false",
+        ];
+        assert_eq!(seen, want.iter().map(|s| s.to_string()).collect());
     }
 }
